@@ -278,16 +278,16 @@ class _Tap:
     """
 
     def __init__(self, model: nn.Module, layout: ModelLayout, layers: Sequence[str],
-                 head_input_of: str | None = None):
+                 inputs_of: Sequence[str] = ()):
         self.outputs: dict[str, Tensor] = {}
-        self.head_input: Tensor | None = None
+        self.inputs: dict[str, Tensor] = {}  # first positional input of Linear modules
         self._handles = []
         modules = dict(model.named_modules())
         for name in dict.fromkeys(layers):
             info = layout.info(name)
             self._handles.append(modules[name].register_forward_hook(self._capture(info)))
-        if head_input_of is not None:
-            self._handles.append(modules[head_input_of].register_forward_pre_hook(self._capture_head_input))
+        for name in dict.fromkeys(inputs_of):
+            self._handles.append(modules[name].register_forward_pre_hook(self._capture_input(name)))
 
     def _capture(self, info: LayerInfo):
         def hook(_module, _inputs, output):
@@ -300,8 +300,10 @@ class _Tap:
             return captured if captured is not output else None
         return hook
 
-    def _capture_head_input(self, _module, inputs):
-        self.head_input = inputs[0]
+    def _capture_input(self, name: str):
+        def pre_hook(_module, inputs):
+            self.inputs[name] = inputs[0]
+        return pre_hook
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -310,14 +312,14 @@ class _Tap:
 
 
 @contextlib.contextmanager
-def _tapped_forward(model, x, layers, head_input_of=None, device=None):
+def _tapped_forward(model, x, layers, inputs_of=(), device=None):
     """Yield (logits, tap) for one forward pass with ``layers`` captured."""
     x = _prepare_input(model, x, device)
     layout = model_layout(model, x)
     for name in layers:
         layout.info(name)  # validate names before running anything
     with _model_state_guard(model), torch.inference_mode(False), torch.enable_grad():
-        tap = _Tap(model, layout, layers, head_input_of)
+        tap = _Tap(model, layout, layers, inputs_of)
         try:
             logits = model(x)
             missing = [name for name in layers if name not in tap.outputs]
@@ -374,6 +376,7 @@ class GaiaResult:
     head_layer: str | None = None
     channel_mean_grad: dict[str, Tensor] = field(default_factory=dict)  # m[l]: (B, C_l)
     output_component: Tensor | None = None  # o: (B,)
+    features: Tensor | None = None  # input of the last Linear (penultimate), when asked
 
     @property
     def predictions(self) -> Tensor:
@@ -456,12 +459,15 @@ def _channel_mean(grad: Tensor, info: LayerInfo) -> Tensor:
 
 def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = None,
                  inner_layers: Sequence[str] | None = None, head_layer: str | None = None,
-                 device=None, zero: bool = True, average: bool = True) -> GaiaResult:
+                 device=None, zero: bool = True, average: bool = True,
+                 capture_features: bool = False) -> GaiaResult:
     """Everything GAIA computes for a batch, per sample and per layer, in one forward.
 
     ``layers``: GAIA-Z layers (None = every normalisation layer over feature maps);
     ``inner_layers``/``head_layer``: GAIA-A (None = norm layers of the last two stages /
     the feature map the global pooling reads). ``zero``/``average`` switch either part off.
+    ``capture_features`` also keeps the penultimate features (the input of the last
+    Linear) so forward-only detectors can share this forward pass.
     """
     x = _prepare_input(model, x, device)
     layout = model_layout(model, x)
@@ -479,8 +485,14 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
 
     result = GaiaResult(logits=torch.empty(0), zero_layers=zero_layers, inner_layers=inner,
                         head_layer=head)
-    with _tapped_forward(model, x, taps, head_input_of=linear) as (logits, tap):
+    last_linear = layout.linear_layers[-1][0] if capture_features and layout.linear_layers else None
+    if capture_features and last_linear is None:
+        raise ModelError("the model has no nn.Linear head, so it has no penultimate features")
+    inputs_of = [name for name in (linear, last_linear) if name is not None]
+    with _tapped_forward(model, x, taps, inputs_of=inputs_of) as (logits, tap):
         result.logits = logits.detach().float().cpu()
+        if last_linear is not None:
+            result.features = tap.inputs[last_linear].detach().flatten(1).float().cpu()
         if zero:
             objective = logits.max(dim=1).values.sum()
             grads = _grads(objective, [tap.outputs[n] for n in zero_layers], retain_graph=average)
@@ -491,7 +503,7 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
             (head_grad,) = _grads(objective_a, [tap.outputs[head]], retain_graph=True)
             per_channel = _channel_mean(head_grad, layout.info(head))
             result.output_component = per_channel.abs().mean(1).sqrt().double().cpu()
-            objective_b = tap.head_input.sum()
+            objective_b = tap.inputs[linear].sum()
             grads = _grads(objective_b, [tap.outputs[n] for n in inner], retain_graph=False)
             for name, grad in zip(inner, grads):
                 result.channel_mean_grad[name] = _channel_mean(grad, layout.info(name)).double().cpu()
@@ -531,13 +543,13 @@ def layer_gradients(model: nn.Module, x: Tensor, layers: Sequence[str],
     linear = None
     if objective == "before_head_sum":
         linear = layout.before_head_linear(layout.default_head_layer())
-    with _tapped_forward(model, x, layers, head_input_of=linear) as (logits, tap):
+    with _tapped_forward(model, x, layers, inputs_of=[linear] if linear else []) as (logits, tap):
         if objective == "max_logit":
             value = logits.max(dim=1).values.sum()
         elif objective == "log_softmax_sum":
             value = F.log_softmax(logits, dim=1).sum()
         else:
-            value = tap.head_input.sum()
+            value = tap.inputs[linear].sum()
         grads = _grads(value, [tap.outputs[n] for n in layers], retain_graph=False)
     return {name: _channels_first(g, layout.info(name)).detach().cpu() for name, g in zip(layers, grads)}
 

@@ -1,0 +1,56 @@
+"""OOD detectors, one class per method, sharing the :class:`Detector` protocol.
+
+``DETECTORS`` maps a registry name to its class, ``METHOD_LABELS`` to a human name, and
+``make_detector(name, model, **params)`` builds one. Importing this package registers
+every method (in the order below, GAIA first).
+"""
+
+from gaia_viz.detectors.base import (
+    DETECTORS,
+    Detector,
+    OutputDetector,
+    collect_outputs,
+    energy_from_logits,
+    eval_mode,
+    features_and_logits,
+    frozen_parameters,
+    head_linear,
+    make_detector,
+    model_device,
+)
+from gaia_viz.detectors.gaia import GaiaA, GaiaZ
+from gaia_viz.detectors.msp import MSP
+from gaia_viz.detectors.maxlogit import MaxLogit
+from gaia_viz.detectors.energy import Energy
+from gaia_viz.detectors.odin import ODIN
+from gaia_viz.detectors.gradnorm import GradNorm
+from gaia_viz.detectors.react import ReAct
+from gaia_viz.detectors.knn import KNN
+from gaia_viz.detectors.mahalanobis import Mahalanobis
+
+METHOD_LABELS: dict[str, str] = {name: cls.label for name, cls in DETECTORS.items()}
+
+__all__ = [
+    "DETECTORS",
+    "METHOD_LABELS",
+    "Detector",
+    "OutputDetector",
+    "GaiaZ",
+    "GaiaA",
+    "MSP",
+    "MaxLogit",
+    "Energy",
+    "ODIN",
+    "GradNorm",
+    "ReAct",
+    "KNN",
+    "Mahalanobis",
+    "collect_outputs",
+    "energy_from_logits",
+    "eval_mode",
+    "features_and_logits",
+    "frozen_parameters",
+    "head_linear",
+    "make_detector",
+    "model_device",
+]

@@ -1,0 +1,175 @@
+"""Reading user checkpoints safely and fitting them into a model.
+
+Accepted: a bare ``state_dict``; a dict wrapping it under ``state_dict``, ``model_state_dict``,
+``model`` or ``net`` (other entries such as ``epoch`` or ``best_prec1`` are ignored); keys prefixed
+``module.`` (DataParallel) or ``model.``; and ``.safetensors`` files. PyTorch files are always read
+with ``torch.load(..., weights_only=True, map_location="cpu")``, so a pickle that would run code is
+refused instead of executed.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
+STRIPPABLE_PREFIXES = ("module.", "model.")
+REFUSED_PICKLE_MESSAGE = (
+    "refused: this checkpoint needs to run code to load (pickle with custom objects); "
+    "re-save it as a plain state_dict or .safetensors"
+)
+MAX_LISTED_KEYS = 10
+# Classifier heads as named by common architectures: linear (CIFAR ResNets), fc (torchvision
+# ResNets), classifier.* (VGG, DenseNet, MobileNet, EfficientNet), head* (Swin, ViT's heads.head).
+HEAD_WEIGHT_PATTERN = re.compile(r"(^|\.)(linear|fc|classifier[\w.]*|head[\w.]*)\.weight$")
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    """A safetensors file starts with an 8-byte little-endian header length, then a JSON ``{``."""
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30
+
+
+def _read_safetensors(data: bytes, origin: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load as load_safetensors_bytes
+
+    try:
+        return load_safetensors_bytes(data)
+    except Exception as exc:  # safetensors raises its own SafetensorError and others
+        raise CheckpointError(f"{origin} is not a readable .safetensors file ({exc})") from exc
+
+
+def _read_torch(data: bytes, origin: str) -> object:
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise CheckpointError(f"{origin}: {REFUSED_PICKLE_MESSAGE}") from exc
+        raise CheckpointError(f"{origin} is corrupt or truncated ({exc})") from exc
+    except Exception as exc:  # EOFError, RuntimeError (zip reader), struct.error, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{origin} is corrupt, truncated or not a PyTorch checkpoint ({reason})"
+        ) from exc
+
+
+def _unwrap(obj: object, origin: str) -> dict[str, torch.Tensor]:
+    """Descend through wrapper dicts to the tensor mapping; refuse anything that is not one."""
+    while isinstance(obj, Mapping):
+        wrapped = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if wrapped is None:
+            break
+        obj = wrapped
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(
+            f"{origin} holds no state_dict (found {type(obj).__name__}); save model.state_dict()"
+        )
+    not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(
+            f"{origin} is not a state_dict: entries that are not tensors: {_capped(not_tensors)}"
+        )
+    return dict(obj)
+
+
+def load_state_dict_file(source: str | Path | bytes) -> dict[str, torch.Tensor]:
+    """Read a checkpoint (path or raw bytes) into a ``{name: tensor}`` dict on the CPU.
+
+    The format is recognised by content (safetensors header vs. PyTorch zip/pickle), so uploaded
+    bytes need no file name. Raises :class:`CheckpointError` for missing, corrupt, truncated or
+    code-running files.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, origin = bytes(source), "the uploaded checkpoint"
+    else:
+        path = Path(source).expanduser()
+        origin = f"checkpoint {path}"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {origin}: {exc.strerror or exc}") from exc
+    if not data:
+        raise CheckpointError(f"{origin} is empty")
+    if _looks_like_safetensors(data[:9]):
+        return _unwrap(_read_safetensors(data, origin), origin)
+    return _unwrap(_read_torch(data, origin), origin)
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Drop ``module.`` / ``model.`` prefixes shared by every key, unless the model uses them."""
+    model_keys = model.state_dict().keys()
+    stripped = dict(state_dict)
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIPPABLE_PREFIXES:
+            if all(k.startswith(prefix) for k in stripped) and not any(
+                k.startswith(prefix) for k in model_keys
+            ):
+                stripped = {k[len(prefix):]: v for k, v in stripped.items()}
+                changed = True
+    return stripped
+
+
+def _capped(items: list[str], limit: int = MAX_LISTED_KEYS) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def load_checkpoint_into(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True
+) -> nn.Module:
+    """Copy ``state_dict`` into ``model`` after checking that it fits; returns ``model``.
+
+    Missing ``num_batches_tracked`` buffers are tolerated (older checkpoints lack them). With
+    ``strict`` any other missing or unexpected key is an error; shape mismatches and integer
+    tensors where the model holds floats are always errors. The :class:`CheckpointError` lists
+    the offending keys (capped at ``MAX_LISTED_KEYS`` each).
+    """
+    state_dict = strip_prefixes(state_dict, model)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    common = [k for k in state_dict if k in expected]
+    shape_mismatches = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in common
+        if state_dict[k].shape != expected[k].shape
+    ]
+    dtype_mismatches = [
+        f"{k}: checkpoint {state_dict[k].dtype} where the model needs a float tensor"
+        for k in common
+        if expected[k].is_floating_point() and not state_dict[k].is_floating_point()
+    ]
+    problems = []
+    if strict and missing:
+        problems.append(f"missing keys ({len(missing)}): {_capped(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_capped(unexpected)}")
+    if shape_mismatches:
+        problems.append(f"shape mismatches ({len(shape_mismatches)}): {_capped(shape_mismatches)}")
+    if dtype_mismatches:
+        problems.append(f"wrong dtypes ({len(dtype_mismatches)}): {_capped(dtype_mismatches)}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint does not fit {type(model).__name__}: " + "; ".join(problems)
+            + ". Check the model name and num_classes."
+        )
+    model.load_state_dict({k: state_dict[k] for k in common}, strict=False)
+    return model
+
+
+def infer_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    """Rows of the classifier head: the last 2-D weight named like ``linear``/``fc``/``classifier*``
+    /``head*`` (after any ``module.`` prefix); ``None`` when no such weight exists."""
+    heads = [
+        v for k, v in state_dict.items() if HEAD_WEIGHT_PATTERN.search(k) and v.ndim == 2
+    ]
+    return int(heads[-1].shape[0]) if heads else None
