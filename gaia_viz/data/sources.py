@@ -1,0 +1,438 @@
+"""Image sources: folders, file lists, torchvision datasets and the demo sets, as one Dataset type.
+
+Every source is an :class:`ImageSet`: ``set[i] -> (Tensor[C,H,W], label)`` with the preset's
+transform applied, label -1 when unknown. It records the preset and OOD policy that made its
+tensors (``.preset_name``, ``.ood_policy``) so results can say which were used.
+
+Spec strings for :func:`open_source`:
+
+* ``"demo:<set>"``: ``demo:digits`` (held-out test split), ``demo:digits:train``, or a demo OOD
+  set (``faces``, ``textures``, ``photos``, ``letters``, ``noise``).
+* ``"folder:<path>"`` or a bare existing directory: images found recursively by extension
+  (:data:`~gaia_viz.data.images.IMAGE_EXTENSIONS`), sorted by relative path. If the root holds
+  no images itself and at least two sub-folders hold images, it is an ``ImageFolder`` layout:
+  labels are the indices of the sorted sub-folder names (as torchvision sorts them). Otherwise
+  (flat folders, a single sub-folder such as ``LSUN/test``) every label is -1.
+* ``"torchvision:<NAME>[:train|test]"``: CIFAR10, CIFAR100, SVHN, MNIST, FashionMNIST under
+  ``data_root`` (default: ``$GAIA_VIZ_DATA_ROOT``), downloaded only when ``download=True``.
+* ``"images:<p1>,<p2>,..."``: explicit image files (a bare existing file path works too).
+
+Folder files with a non-image extension are ignored; image files whose header cannot be read
+(empty, not an image, too many pixels) are skipped at open time and listed in ``.skipped`` as
+``(path, reason)``; damage found only by decoding (truncation) raises ImageLoadError naming the
+file when that item is read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from gaia_viz.data.images import DEFAULT_MAX_PIXELS, is_image_path, load_image, probe_image
+from gaia_viz.data.presets import Preset, check_ood_policy, get_preset, make_transform
+from gaia_viz.errors import DataError
+
+DATA_ROOT_ENV = "GAIA_VIZ_DATA_ROOT"
+SUBSET_SEED = 0
+
+
+class ImageSet(Dataset):
+    """A labelled collection of images seen through one preset and OOD policy.
+
+    Subclasses provide :meth:`raw_image` (RGB PIL, un-normalised) and may override :meth:`path`.
+    """
+
+    def __init__(self, name: str, labels: Sequence[int], preset: Preset | str,
+                 ood_policy: str = "resize", class_names: list[str] | None = None,
+                 skipped: list[tuple[str, str]] | None = None, source: str = ""):
+        self.name = name
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.preset = get_preset(preset)
+        self.ood_policy = check_ood_policy(ood_policy)
+        self.class_names = class_names
+        self.skipped = list(skipped or [])
+        self.source = source
+        self.transform = make_transform(self.preset, self.ood_policy)
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset.name
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _check_index(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"{self.name}: index {i} out of range for {n} images")
+        return i % n
+
+    def raw_image(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    def path(self, i: int) -> str | None:
+        """The file behind item ``i``, or None for in-memory sets."""
+        return None
+
+    def label(self, i: int) -> int:
+        return int(self.labels[self._check_index(i)])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i = self._check_index(int(i))
+        return self.transform(self.raw_image(i)), int(self.labels[i])
+
+    def describe(self) -> dict:
+        """What a result needs to record about its data."""
+        return {"name": self.name, "source": self.source, "n": len(self),
+                "preset": self.preset_name, "ood_policy": self.ood_policy,
+                "skipped": len(self.skipped)}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
+                f"preset={self.preset_name!r}, ood_policy={self.ood_policy!r})")
+
+
+class ArrayImageSet(ImageSet):
+    """Images held in memory as uint8 arrays ``[N,H,W]`` (grayscale) or ``[N,H,W,3]`` (RGB)."""
+
+    def __init__(self, name: str, images: np.ndarray, labels: Sequence[int] | None = None,
+                 preset: Preset | str = "demo-mnist28", ood_policy: str = "resize", **kwargs):
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise DataError(f"{name}: expected uint8 images [N,H,W] or [N,H,W,3], got "
+                            f"{images.dtype} {images.shape}")
+        if labels is None:
+            labels = np.full(len(images), -1)
+        if len(labels) != len(images):
+            raise DataError(f"{name}: {len(images)} images but {len(labels)} labels")
+        self.images = images
+        super().__init__(name, labels, preset, ood_policy, **kwargs)
+
+    def raw_image(self, i: int) -> Image.Image:
+        arr = self.images[self._check_index(i)]
+        return Image.fromarray(arr, mode="L" if arr.ndim == 2 else "RGB").convert("RGB")
+
+
+class FileImageSet(ImageSet):
+    """Images read from files on demand with :func:`~gaia_viz.data.images.load_image`."""
+
+    def __init__(self, name: str, paths: Sequence[str], labels: Sequence[int] | None = None,
+                 preset: Preset | str = "demo-mnist28", ood_policy: str = "resize",
+                 max_pixels: int = DEFAULT_MAX_PIXELS, **kwargs):
+        self.paths = [str(p) for p in paths]
+        self.max_pixels = max_pixels
+        super().__init__(name, labels if labels is not None else [-1] * len(self.paths),
+                         preset, ood_policy, **kwargs)
+
+    def raw_image(self, i: int) -> Image.Image:
+        return load_image(self.paths[self._check_index(i)], max_pixels=self.max_pixels)
+
+    def path(self, i: int) -> str | None:
+        return self.paths[self._check_index(i)]
+
+
+class TorchvisionImageSet(ImageSet):
+    """A torchvision dataset that yields ``(PIL image, label)`` when it has no transform."""
+
+    def __init__(self, name: str, dataset, labels: Sequence[int], preset: Preset | str,
+                 ood_policy: str = "resize", **kwargs):
+        self.dataset = dataset
+        super().__init__(name, labels, preset, ood_policy, **kwargs)
+
+    def raw_image(self, i: int) -> Image.Image:
+        img, _ = self.dataset[self._check_index(i)]
+        return img.convert("RGB")
+
+
+class SubsetImageSet(ImageSet):
+    """Items ``indices`` of ``base`` (same preset, policy and class names)."""
+
+    def __init__(self, base: ImageSet, indices: Sequence[int], name: str | None = None):
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(base)):
+            raise DataError(f"subset indices out of range for {base.name} ({len(base)} images)")
+        super().__init__(name or base.name, base.labels[self.indices], base.preset,
+                         base.ood_policy, class_names=base.class_names,
+                         skipped=base.skipped, source=base.source)
+
+    def raw_image(self, i: int) -> Image.Image:
+        return self.base.raw_image(int(self.indices[self._check_index(i)]))
+
+    def path(self, i: int) -> str | None:
+        return self.base.path(int(self.indices[self._check_index(i)]))
+
+
+def subset(images: ImageSet, indices: Sequence[int], name: str | None = None) -> ImageSet:
+    """The items ``indices`` of ``images`` as an ImageSet."""
+    return SubsetImageSet(images, indices, name)
+
+
+def limit(images: ImageSet, max_samples: int | None, seed: int = SUBSET_SEED) -> ImageSet:
+    """At most ``max_samples`` items, chosen uniformly at random with ``seed`` and kept in order.
+
+    Deterministic; random rather than the first N so a class-sorted folder keeps all classes.
+    """
+    if max_samples is None or max_samples >= len(images):
+        return images
+    if max_samples <= 0:
+        raise DataError(f"max_samples must be positive, got {max_samples}")
+    rng = np.random.default_rng(seed)
+    return subset(images, np.sort(rng.choice(len(images), size=max_samples, replace=False)))
+
+
+def with_preset(images: ImageSet, preset: Preset | str, ood_policy: str | None = None) -> ImageSet:
+    """A shallow copy of ``images`` seen through another preset and/or OOD policy."""
+    import copy
+
+    clone = copy.copy(images)
+    clone.preset = get_preset(preset)
+    clone.ood_policy = check_ood_policy(ood_policy or images.ood_policy)
+    clone.transform = make_transform(clone.preset, clone.ood_policy)
+    return clone
+
+
+# --- folders -------------------------------------------------------------------------------
+
+def list_image_files(root: str | os.PathLike) -> list[Path]:
+    """Image files under ``root`` (recursive, by extension, hidden entries skipped), sorted."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in filenames
+                     if not f.startswith(".") and is_image_path(f))
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _folder_labels(root: Path, files: list[Path]) -> tuple[list[int], list[str] | None]:
+    tops = [p.relative_to(root).parts for p in files]
+    if any(len(parts) == 1 for parts in tops):
+        return [-1] * len(files), None
+    classes = sorted({parts[0] for parts in tops})
+    if len(classes) < 2:
+        return [-1] * len(files), None
+    index = {c: k for k, c in enumerate(classes)}
+    return [index[parts[0]] for parts in tops], classes
+
+
+def open_folder(path: str | os.PathLike, preset: Preset | str, ood_policy: str = "resize",
+                name: str | None = None, validate: bool = True,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> FileImageSet:
+    """An ImageSet of the images under ``path`` (labelling rules: module docstring).
+
+    ``validate`` reads each header once (about 0.2 ms a file) to skip unusable files up front.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"folder {root} does not exist; check the path")
+    files = list_image_files(root)
+    skipped: list[tuple[str, str]] = []
+    if validate:
+        good = []
+        for f in files:
+            reason = probe_image(f, max_pixels)
+            if reason is None:
+                good.append(f)
+            else:
+                skipped.append((str(f), reason))
+        files = good
+    if not files:
+        detail = f" ({len(skipped)} unreadable image files skipped)" if skipped else ""
+        raise DataError(f"no images found in {root}{detail}; expected files ending in "
+                        ".png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff or .gif")
+    labels, classes = _folder_labels(root, files)
+    return FileImageSet(name or root.name, files, labels, preset, ood_policy,
+                        max_pixels=max_pixels, class_names=classes, skipped=skipped,
+                        source=f"folder:{root}")
+
+
+def open_files(paths: Sequence[str | os.PathLike], preset: Preset | str, ood_policy: str = "resize",
+               name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileImageSet:
+    """An ImageSet of explicit image files; a missing file is a DataError."""
+    paths = [Path(p).expanduser() for p in paths if str(p).strip()]
+    if not paths:
+        raise DataError("no image files given; use images:<file1>,<file2>")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"image files not found: {', '.join(missing)}")
+    return FileImageSet(name or ("images" if len(paths) > 1 else paths[0].name), paths, None,
+                        preset, ood_policy, max_pixels=max_pixels,
+                        source="images:" + ",".join(map(str, paths)))
+
+
+# --- torchvision ---------------------------------------------------------------------------
+
+# name -> (folder or file torchvision expects under root for a split, class-name attribute)
+TORCHVISION_DATASETS = {
+    "CIFAR10": lambda split: "cifar-10-batches-py",
+    "CIFAR100": lambda split: "cifar-100-python",
+    "SVHN": lambda split: f"{split}_32x32.mat",
+    "MNIST": lambda split: "MNIST/raw",
+    "FashionMNIST": lambda split: "FashionMNIST/raw",
+}
+
+
+def default_data_root() -> Path | None:
+    """``$GAIA_VIZ_DATA_ROOT`` as a Path, or None when unset."""
+    value = os.environ.get(DATA_ROOT_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def open_torchvision(dataset_name: str, split: str, preset: Preset | str, ood_policy: str = "resize",
+                     data_root: str | os.PathLike | None = None, download: bool = False,
+                     name: str | None = None) -> TorchvisionImageSet:
+    """A torchvision dataset under ``data_root``; DataError naming the expected folder if absent."""
+    import torchvision.datasets as tvd
+
+    canonical = {k.lower(): k for k in TORCHVISION_DATASETS}.get(dataset_name.lower())
+    if canonical is None:
+        raise DataError(f"unknown torchvision dataset {dataset_name!r}; "
+                        f"supported: {', '.join(TORCHVISION_DATASETS)}")
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    if root is None:
+        raise DataError(f"{canonical} needs a data root: pass data_root or set ${DATA_ROOT_ENV}")
+    expected = root / TORCHVISION_DATASETS[canonical](split)
+    if not download and not expected.exists():
+        raise DataError(f"{canonical} ({split}) not found: expected {expected}. Put the dataset "
+                        "there or pass download=True (needs internet)")
+    try:
+        if canonical == "SVHN":
+            ds = tvd.SVHN(str(root), split=split, download=download)
+            labels = ds.labels
+        else:
+            ds = getattr(tvd, canonical)(str(root), train=(split == "train"), download=download)
+            labels = ds.targets
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise DataError(f"cannot open {canonical} ({split}) under {root}: {exc}") from exc
+    labels = np.asarray(labels.tolist() if isinstance(labels, torch.Tensor) else labels)
+    return TorchvisionImageSet(name or f"{canonical.lower()}-{split}", ds, labels, preset,
+                               ood_policy, class_names=list(getattr(ds, "classes", []) or []) or None,
+                               source=f"torchvision:{canonical}:{split}")
+
+
+# --- spec strings --------------------------------------------------------------------------
+
+SPEC_FORMS = ("demo:<set>", "folder:<path>", "torchvision:<NAME>[:train|test]",
+              "images:<p1>,<p2>", "an existing folder or image path")
+
+
+def _open_demo(setname: str, preset, ood_policy: str) -> ImageSet:
+    from gaia_viz import demo
+
+    parts = setname.split(":")
+    if parts[0] == demo.DEMO_ID_NAME:
+        split = parts[1] if len(parts) > 1 else "test"
+        if split not in ("train", "test"):
+            raise DataError(f"demo:{setname}: split must be train or test")
+        return demo.demo_id_set(split, preset=preset, ood_policy=ood_policy)
+    sets = demo.demo_ood_sets(preset=preset, ood_policy=ood_policy)
+    if setname not in sets:
+        raise DataError(f"unknown demo set {setname!r}; choose {demo.DEMO_ID_NAME}, "
+                        f"{demo.DEMO_ID_NAME}:train or one of {sorted(sets)}")
+    return sets[setname]
+
+
+def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resize",
+                data_root: str | os.PathLike | None = None, download: bool = False,
+                name: str | None = None, max_samples: int | None = None,
+                validate: bool = True) -> ImageSet:
+    """Open the image source described by ``spec`` (forms: module docstring) as an ImageSet.
+
+    ``preset`` None means the demo preset. ``max_samples`` keeps a deterministic random subset
+    (see :func:`limit`). ``validate=False`` skips the per-file header check of folders (faster
+    for big trusted folders; bad files then fail when read). Missing or empty sources raise
+    DataError.
+    """
+    if preset is None:
+        from gaia_viz.demo import DEMO_PRESET
+        preset = DEMO_PRESET
+    preset = get_preset(preset)
+    check_ood_policy(ood_policy)
+    spec = str(spec).strip()
+    kind, _, rest = spec.partition(":")
+    if kind == "demo":
+        images = _open_demo(rest, preset, ood_policy)
+    elif kind == "folder":
+        images = open_folder(rest, preset, ood_policy, name=name, validate=validate)
+    elif kind == "images":
+        images = open_files(rest.split(","), preset, ood_policy, name=name)
+    elif kind == "torchvision":
+        dataset_name, _, split = rest.partition(":")
+        images = open_torchvision(dataset_name, split or "test", preset, ood_policy,
+                                  data_root=data_root, download=download, name=name)
+    elif spec and Path(spec).expanduser().is_dir():
+        images = open_folder(spec, preset, ood_policy, name=name, validate=validate)
+    elif spec and Path(spec).expanduser().is_file():
+        images = open_files([spec], preset, ood_policy, name=name)
+    else:
+        raise DataError(f"cannot open {spec!r}: not an existing path and not one of "
+                        f"{', '.join(SPEC_FORMS)}")
+    if name is not None:
+        images.name = name
+    return limit(images, max_samples)
+
+
+# --- benchmark discovery -------------------------------------------------------------------
+
+# key -> (relative path, spec kind, role, description)
+BENCHMARK_LAYOUTS = (
+    ("cifar10-test", "cifar10/test", "folder", "id", "CIFAR-10 test set, ImageFolder JPEGs"),
+    ("cifar10-train-5k", "cifar10/train-5k", "folder", "id", "CIFAR-10 train subset, 500 a class"),
+    ("textures", "textures/images", "folder", "ood", "Describable Textures (DTD)"),
+    ("LSUN", "LSUN", "folder", "ood", "LSUN crop (GAIA OOD layout)"),
+    ("LSUN_resize", "LSUN_resize", "folder", "ood", "LSUN resized (GAIA OOD layout)"),
+    ("iSUN", "iSUN", "folder", "ood", "iSUN (GAIA OOD layout)"),
+    ("Places", "Places", "folder", "ood", "Places365 (GAIA OOD layout)"),
+    ("SVHN", "SVHN", "folder", "ood", "SVHN images (GAIA OOD layout)"),
+    ("Imagenet", "Imagenet", "folder", "ood", "TinyImageNet crop (GAIA OOD layout)"),
+    ("Imagenet_resize", "Imagenet_resize", "folder", "ood", "TinyImageNet resized (GAIA OOD layout)"),
+    ("cifar-10-batches-py", "cifar-10-batches-py", "torchvision:CIFAR10", "id",
+     "CIFAR-10 python batches (torchvision)"),
+    ("cifar-100-python", "cifar-100-python", "torchvision:CIFAR100", "id",
+     "CIFAR-100 python batches (torchvision)"),
+)
+
+
+def _has_image(folder: Path) -> bool:
+    for _dirpath, _dirs, files in os.walk(folder, followlinks=True):
+        if any(is_image_path(f) for f in files):
+            return True
+    return False
+
+
+def find_benchmark_sets(data_root: str | os.PathLike | None = None) -> dict[str, dict]:
+    """The standard benchmark layouts present under ``data_root`` (default ``$GAIA_VIZ_DATA_ROOT``).
+
+    Returns ``{key: {"path", "spec", "role" ("id"|"ood"), "description"}}`` for each layout in
+    :data:`BENCHMARK_LAYOUTS` that exists (folders must hold at least one image; an ``SVHN``
+    folder may instead hold torchvision's ``test_32x32.mat``). ``spec`` goes to
+    :func:`open_source`; torchvision entries add the ``data_root`` to pass with it.
+    """
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    if root is None or not root.is_dir():
+        return {}
+    found = {}
+    for key, rel, kind, role, description in BENCHMARK_LAYOUTS:
+        path = root / rel
+        if not path.is_dir():
+            continue
+        entry = {"path": str(path), "role": role, "description": description}
+        if kind == "folder" and _has_image(path):
+            entry["spec"] = f"folder:{path}"
+        elif kind == "folder" and key == "SVHN" and (path / "test_32x32.mat").is_file():
+            entry.update(spec="torchvision:SVHN:test", data_root=str(path))
+        elif kind != "folder":
+            entry.update(spec=f"{kind}:test", data_root=str(root))
+        else:
+            continue
+        found[key] = entry
+    return found
