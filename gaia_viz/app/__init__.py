@@ -1,0 +1,1 @@
+"""Streamlit glue shared by the pages (imports streamlit; never imported by the core)."""

@@ -1,0 +1,256 @@
+"""What the Inspect and How-GAIA pages compute about one image (no Streamlit here).
+
+Pages call these and draw the results; everything is a plain function of a model, an image
+tensor and a finished :class:`gaia_viz.sweep.Evaluation`, so it is tested without a browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from gaia_viz import gaia
+from gaia_viz.data.images import load_image
+from gaia_viz.data.presets import OOD_POLICIES, Preset, denormalize, make_transform
+from gaia_viz.errors import ImageLoadError, LayerError
+from gaia_viz.metrics import threshold_at_tpr
+
+UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
+GAIA_LABELS = {"gaia_z": "GAIA-Z", "gaia_a": "GAIA-A"}
+# per-channel GAIA quantities stored by the sweep, and the layer lists they are split by
+CHANNEL_QUANTITIES = {
+    "nonzero_ratio": ("zero_layers", "zero_channels", "non-zero gradient ratio r[l, c]"),
+    "channel_mean_grad": ("inner_layers", "inner_channels", "channel-mean gradient m[l, c]"),
+}
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_from_upload(data: bytes, name: str, preset: Preset | str,
+                      ood_policy: str) -> tuple[Image.Image, Tensor]:
+    """Decode an uploaded file and apply the preset: (RGB PIL image, Tensor[C, H, W]).
+
+    Raises ImageLoadError naming the file and saying what to do.
+    """
+    try:
+        image = load_image(data)
+    except ImageLoadError as exc:
+        reason = str(exc).replace(f"<{len(data)} bytes>", name)
+        raise ImageLoadError(f"{name}: {reason}" if name not in reason else reason) from None
+    return image, make_transform(preset, ood_policy)(image)
+
+
+def upload_policy(setup_policy: str, chosen: str | None = None) -> str:
+    """The OOD policy for uploaded images: the set-up's, or ``chosen`` when the set-up scores
+    both policies ("both")."""
+    if setup_policy in OOD_POLICIES:
+        return setup_policy
+    return chosen if chosen in OOD_POLICIES else OOD_POLICIES[0]
+
+
+def model_view_pixels(x: Tensor, preset: Preset | str) -> np.ndarray:
+    """The model's input (C, H, W), normalised, back as uint8 (H, W, 3) pixels, so maps
+    drawn over it line up with what the model saw."""
+    pixels = denormalize(x.detach().cpu().float(), preset).clamp(0, 1)
+    pixels = (pixels * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+# --------------------------------------------------------------------------- per-layer arrays
+
+
+def layer_columns(layers: Sequence[str], channels: Sequence[int], layer: str) -> slice:
+    """The columns of ``layer`` in an array whose columns are all channels of ``layers``
+    concatenated in order (the sweep's ``nonzero_ratio`` / ``channel_mean_grad``)."""
+    if layer not in layers:
+        raise LayerError(f"layer {layer!r} was not part of this evaluation; choose one of {list(layers)}")
+    i = list(layers).index(layer)
+    start = int(np.sum(channels[:i]))
+    return slice(start, start + int(channels[i]))
+
+
+def channel_stats(evaluation, dataset: str, quantity: str, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over the images of ``dataset`` at ``layer``.
+
+    ``quantity``: "nonzero_ratio" (r[l, c], GAIA-Z) or "channel_mean_grad" (m[l, c], GAIA-A).
+    """
+    layers_attr, channels_attr, _ = CHANNEL_QUANTITIES[quantity]
+    columns = layer_columns(getattr(evaluation, layers_attr), getattr(evaluation, channels_attr), layer)
+    values = np.asarray(evaluation.arrays[dataset][quantity], dtype=np.float64)[:, columns]
+    return values.mean(axis=0), values.std(axis=0)
+
+
+def ood_channel_mean(evaluation, quantity: str, layer: str) -> np.ndarray:
+    """Per-channel mean over all OOD images of the evaluation (every OOD set pooled)."""
+    layers_attr, channels_attr, _ = CHANNEL_QUANTITIES[quantity]
+    columns = layer_columns(getattr(evaluation, layers_attr), getattr(evaluation, channels_attr), layer)
+    pooled = np.concatenate([np.asarray(evaluation.arrays[name][quantity], dtype=np.float64)[:, columns]
+                             for name in evaluation.ood_names])
+    return pooled.mean(axis=0)
+
+
+def analyze_like_evaluation(model: nn.Module, x: Tensor, evaluation) -> gaia.GaiaResult:
+    """GAIA pieces of one image (C, H, W) with the evaluation's layers, so its scores are
+    comparable with the evaluation's score table."""
+    want_z, want_a = "gaia_z" in evaluation.methods, "gaia_a" in evaluation.methods
+    return gaia.gaia_analyze(
+        model, x.unsqueeze(0) if x.ndim == 3 else x,
+        layers=evaluation.zero_layers or None, inner_layers=evaluation.inner_layers or None,
+        head_layer=evaluation.head_layer, zero=want_z, average=want_a)
+
+
+def image_channel_values(result: gaia.GaiaResult, quantity: str, layer: str) -> np.ndarray:
+    """This image's per-channel r[l, c] or m[l, c] at ``layer`` (first sample of ``result``)."""
+    per_layer = result.nonzero_ratio if quantity == "nonzero_ratio" else result.channel_mean_grad
+    return per_layer[layer][0].double().numpy()
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An OOD decision for one score: score > threshold means OOD."""
+
+    score: float
+    threshold: float
+    threshold_source: str
+    method_label: str
+
+    @property
+    def is_ood(self) -> bool:
+        return bool(self.score > self.threshold)
+
+    @property
+    def text(self) -> str:
+        verdict = "OOD" if self.is_ood else "ID"
+        return (f"{verdict} at threshold {self.threshold:.4g} "
+                f"({self.method_label}, higher = more OOD; score {self.score:.4g})")
+
+
+def current_threshold(session_threshold, method: str, id_scores, tpr: float = 0.95) -> tuple[float, str]:
+    """The threshold to judge ``method`` by, and where it came from.
+
+    ``session_threshold``: what the Tune page stored in ``st.session_state["threshold"]``
+    (``{"method", "ood_set", "threshold", "tpr_at_id"}``), used when it is for ``method``;
+    otherwise the ``tpr`` quantile of the ID scores (``tpr`` of ID images accepted).
+    """
+    if isinstance(session_threshold, Mapping) and session_threshold.get("method") == method:
+        chosen = session_threshold.get("threshold")
+        if isinstance(chosen, (int, float)) and np.isfinite(chosen):
+            return float(chosen), "set on the Tune threshold page"
+    return threshold_at_tpr(id_scores, tpr), f"{tpr:.0%} of ID images accepted"
+
+
+def decide(score: float, method: str, id_scores, session_threshold=None, tpr: float = 0.95) -> Decision:
+    """The verdict for one image's ``method`` score against the current threshold."""
+    threshold, source = current_threshold(session_threshold, method, id_scores, tpr)
+    return Decision(float(score), threshold, source, GAIA_LABELS.get(method, method))
+
+
+# --------------------------------------------------------------------------- teaching walk-through
+
+
+@dataclass
+class Walkthrough:
+    """GAIA at one layer for one image, with every intermediate the formulas use.
+
+    ``gradient``: (C, H, W) d(max logit)/d(layer output); ``nonzero``: its != 0 mask;
+    ``ratio``: r[c] = mean_p nonzero[c, p]; ``channel_mean``: mean_p of the GAIA-A inner
+    gradient (d sum(pooled features) / d layer output), i.e. m[l, c];
+    ``head_channel_mean``: a[c] = mean_p d(sum_k log_softmax_k) / d(head output)[c, p];
+    ``result``: the full GAIA result (all default layers) giving the two scores.
+    """
+
+    layer: str
+    gradient: np.ndarray
+    nonzero: np.ndarray
+    ratio: np.ndarray
+    channel_mean: np.ndarray
+    head_channel_mean: np.ndarray
+    result: gaia.GaiaResult
+
+    @property
+    def gaia_z(self) -> float:
+        return float(self.result.gaia_z[0])
+
+    @property
+    def gaia_a(self) -> float:
+        return float(self.result.gaia_a[0])
+
+    @property
+    def output_component(self) -> float:
+        return float(self.result.output_component[0])
+
+    @property
+    def total_zero_channels(self) -> int:
+        return int(self.result.zero_channel_counts.sum())
+
+    @property
+    def total_inner_channels(self) -> int:
+        return int(self.result.avg_channel_counts.sum())
+
+    @property
+    def mean_squared_ratio_here(self) -> float:
+        return float(np.mean(self.ratio ** 2))
+
+
+def walkthrough(model: nn.Module, x: Tensor, layer: str | None = None) -> Walkthrough:
+    """Every GAIA intermediate of one image (C, H, W) at ``layer`` (default: the last
+    GAIA-A inner layer, which is also a GAIA-Z layer), plus both scores with default layers."""
+    batch = x.unsqueeze(0) if x.ndim == 3 else x
+    result = gaia.gaia_analyze(model, batch)
+    layer = layer or result.inner_layers[-1]
+    gradient = gaia.layer_gradients(model, batch, [layer], "max_logit")[layer][0].double().numpy()
+    inner_gradient = gaia.layer_gradients(model, batch, [layer], "before_head_sum")[layer][0]
+    head = result.head_layer
+    head_gradient = gaia.layer_gradients(model, batch, [head], "log_softmax_sum")[head][0]
+    nonzero = gradient != 0
+    return Walkthrough(layer=layer, gradient=gradient, nonzero=nonzero,
+                       ratio=nonzero.reshape(nonzero.shape[0], -1).mean(axis=1),
+                       channel_mean=inner_gradient.double().mean(dim=(1, 2)).numpy(),
+                       head_channel_mean=head_gradient.double().mean(dim=(1, 2)).numpy(),
+                       result=result)
+
+
+def latex_number(value: float, digits: int = 3) -> str:
+    """``value`` for st.latex: fixed point when readable, else ``m \\times 10^{e}``."""
+    value = float(value)
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
+        return f"{value:.{digits}f}"
+    mantissa, exponent = f"{value:.{max(0, digits - 1)}e}".split("e")
+    return rf"{mantissa} \times 10^{{{int(exponent)}}}"
+
+
+def most_different_channels(values: np.ndarray, reference: np.ndarray, count: int = 4) -> list[int]:
+    """The ``count`` channels where ``values`` differs most from ``reference`` (sorted by index)."""
+    order = np.argsort(-np.abs(np.asarray(values) - np.asarray(reference)), kind="stable")
+    return sorted(int(c) for c in order[:count])
+
+
+def demo_gaia_evaluation(progress=None):
+    """The demo model, its ID digits and OOD sets scored with GAIA-Z and GAIA-A.
+
+    Returns (model, id_set, ood_sets, evaluation); scores come from the on-disk sweep cache
+    after the first call.
+    """
+    from gaia_viz.demo import demo_id_set, demo_ood_sets, load_demo_model
+    from gaia_viz.sweep import GAIA_METHODS, SweepSettings, evaluate
+
+    model, id_set, ood_sets = load_demo_model(), demo_id_set(), demo_ood_sets()
+    evaluation = evaluate(model, id_set, ood_sets, SweepSettings(methods=GAIA_METHODS, batch_size=128),
+                          progress=progress)
+    return model, id_set, ood_sets, evaluation
+
+
+__all__ = ["CHANNEL_QUANTITIES", "Decision", "GAIA_LABELS", "UPLOAD_TYPES", "Walkthrough",
+           "analyze_like_evaluation", "channel_stats", "current_threshold", "decide",
+           "demo_gaia_evaluation", "image_channel_values", "image_from_upload", "latex_number",
+           "layer_columns", "model_view_pixels", "most_different_channels", "ood_channel_mean",
+           "upload_policy", "walkthrough"]

@@ -1,0 +1,277 @@
+"""The Inspect and How-GAIA pages: their helpers directly, the pages through Streamlit's AppTest."""
+
+import io
+import struct
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gaia_viz import gaia
+from gaia_viz.app import inspect_helpers as helpers
+from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
+from gaia_viz.errors import ImageLoadError, LayerError
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+
+def png_bytes(size=(40, 30), color=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digit_png() -> bytes:
+    """A white '7'-like stroke on black, 28x28, as a PNG file."""
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[5:8, 6:22] = 255
+    for row in range(8, 24):
+        pixels[row, 20 - (row - 8) // 2: 23 - (row - 8) // 2] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def truncated_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()[:400]
+
+
+def bomb_png() -> bytes:
+    """A PNG whose header claims 50,000 x 50,000 pixels (a few bytes of data): it must be
+    refused before any pixel is decoded."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def random_demo_cnn():
+    torch.manual_seed(0)
+    return DemoCNN().eval()
+
+
+def fake_evaluation():
+    """Two GAIA-Z layers (2 and 3 channels), one GAIA-A inner layer (2 channels)."""
+    rng = np.random.default_rng(0)
+    arrays = {name: {"nonzero_ratio": rng.random((n, 5)), "channel_mean_grad": rng.normal(size=(n, 2))}
+              for name, n in (("digits", 40), ("faces", 10), ("noise", 20))}
+    return SimpleNamespace(zero_layers=["bn1", "bn2"], zero_channels=[2, 3], inner_layers=["bn2"],
+                           inner_channels=[2], arrays=arrays, id_name="digits",
+                           ood_names=["faces", "noise"], methods=["gaia_z", "gaia_a"],
+                           head_layer="relu2")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_layer_columns_split_concatenated_channels():
+    assert helpers.layer_columns(["a", "b", "c"], [2, 3, 4], "a") == slice(0, 2)
+    assert helpers.layer_columns(["a", "b", "c"], [2, 3, 4], "c") == slice(5, 9)
+    with pytest.raises(LayerError, match="not part of this evaluation"):
+        helpers.layer_columns(["a"], [2], "z")
+
+
+def test_channel_stats_are_per_channel_mean_and_std_of_that_layer():
+    evaluation = fake_evaluation()
+    mean, std = helpers.channel_stats(evaluation, "digits", "nonzero_ratio", "bn2")
+    values = evaluation.arrays["digits"]["nonzero_ratio"][:, 2:5]
+    np.testing.assert_allclose(mean, values.mean(0))
+    np.testing.assert_allclose(std, values.std(0))
+    inner_mean, _ = helpers.channel_stats(evaluation, "digits", "channel_mean_grad", "bn2")
+    np.testing.assert_allclose(inner_mean, evaluation.arrays["digits"]["channel_mean_grad"].mean(0))
+    pooled = np.concatenate([evaluation.arrays[n]["nonzero_ratio"][:, :2] for n in ("faces", "noise")])
+    np.testing.assert_allclose(helpers.ood_channel_mean(evaluation, "nonzero_ratio", "bn1"), pooled.mean(0))
+
+
+def test_threshold_from_tune_page_only_for_its_method():
+    id_scores = np.arange(1, 101, dtype=float)  # 95 % of ID accepted at 95
+    tuned = {"method": "gaia_z", "ood_set": "faces", "threshold": 42.0, "tpr_at_id": 0.42}
+    assert helpers.current_threshold(tuned, "gaia_z", id_scores) == (42.0, "set on the Tune threshold page")
+    threshold, source = helpers.current_threshold(tuned, "gaia_a", id_scores)
+    assert threshold == 95.0 and "95%" in source
+    assert helpers.current_threshold(None, "gaia_z", id_scores)[0] == 95.0
+
+
+def test_decision_text_says_verdict_threshold_and_direction():
+    id_scores = np.arange(1, 101, dtype=float)
+    ood = helpers.decide(96.0, "gaia_z", id_scores)
+    assert ood.is_ood and ood.text.startswith("OOD at threshold 95 (GAIA-Z, higher = more OOD")
+    same = helpers.decide(95.0, "gaia_a", id_scores)  # equal to the threshold is accepted as ID
+    assert not same.is_ood and same.text.startswith("ID at threshold 95 (GAIA-A")
+
+
+def test_image_from_upload_applies_the_preset():
+    image, x = helpers.image_from_upload(png_bytes(), "red.png", "demo-mnist28", "resize")
+    assert image.mode == "RGB" and image.size == (40, 30)
+    assert x.shape == (1, 28, 28)
+    _, x_rgb = helpers.image_from_upload(png_bytes(), "red.png", "gaia-cifar10", "center-crop")
+    assert x_rgb.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("data, phrase", [
+    (b"just some text, not pixels", "not a recognised image format"),
+    (truncated_jpeg(), "truncated"),
+    (bomb_png(), "decompression bomb"),
+])
+def test_bad_uploads_raise_image_load_error_naming_the_file(data, phrase):
+    with pytest.raises(ImageLoadError, match=phrase) as info:
+        helpers.image_from_upload(data, "holiday.png", "demo-mnist28", "resize")
+    assert "holiday.png" in str(info.value)
+
+
+def test_model_view_pixels_undo_the_normalisation():
+    _, x = helpers.image_from_upload(png_bytes(color=(255, 255, 255)), "white.png", "demo-mnist28", "resize")
+    pixels = helpers.model_view_pixels(x, "demo-mnist28")
+    assert pixels.shape == (28, 28, 3) and pixels.dtype == np.uint8
+    assert (pixels == 255).all()
+
+
+def test_upload_policy_follows_the_setup_unless_both():
+    assert helpers.upload_policy("resize") == "resize"
+    assert helpers.upload_policy("both", "resize") == "resize"
+    assert helpers.upload_policy("both") in ("center-crop", "resize")
+
+
+def test_walkthrough_numbers_agree_with_gaia(random_demo_cnn):
+    x = torch.randn(1, 28, 28)
+    walk = helpers.walkthrough(random_demo_cnn, x)
+    assert walk.layer == walk.result.inner_layers[-1]
+    np.testing.assert_allclose(walk.ratio, walk.result.nonzero_ratio[walk.layer][0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(walk.channel_mean, walk.result.channel_mean_grad[walk.layer][0].numpy(),
+                               rtol=1e-5, atol=1e-9)
+    assert walk.output_component == pytest.approx(np.sqrt(np.abs(walk.head_channel_mean).mean()), rel=1e-5)
+    assert walk.gaia_z == pytest.approx(float(gaia.gaia_z(random_demo_cnn, x[None])[0]), rel=1e-6)
+    total = float(walk.result.zero_partial_sums[0].sum())
+    assert walk.gaia_z == pytest.approx(total / walk.total_zero_channels)
+    assert walk.mean_squared_ratio_here == pytest.approx(float(np.mean(walk.ratio ** 2)))
+
+
+def test_analyze_like_evaluation_uses_the_evaluation_layers(random_demo_cnn):
+    evaluation = SimpleNamespace(methods=["gaia_z"], zero_layers=["bn2"], inner_layers=[], head_layer=None)
+    result = helpers.analyze_like_evaluation(random_demo_cnn, torch.randn(1, 28, 28), evaluation)
+    assert result.zero_layers == ["bn2"] and result.inner_layers == []
+    values = helpers.image_channel_values(result, "nonzero_ratio", "bn2")
+    assert values.shape == (64,)
+
+
+def test_most_different_channels():
+    assert helpers.most_different_channels(np.array([0.0, 0.5, 0.9, 0.1]), np.zeros(4), count=2) == [1, 2]
+
+
+# ----------------------------------------------------------------------------- pages
+
+needs_demo = pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(),
+                                reason=f"demo weights {DEMO_CHECKPOINT} missing: run "
+                                       "`python -m gaia_viz.demo.train --out assets/demo_cnn.safetensors`")
+
+
+@pytest.fixture(scope="module")
+def run_cache(tmp_path_factory):
+    """A private sweep cache for this module (the app would write ~/.cache/gaia-viz)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.mktemp("sweep-cache")))
+    yield
+    patch.undo()
+
+
+def inspect_page(source: str = "upload"):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages" / "1_Inspect.py"), default_timeout=TIMEOUT).run()
+    return at.radio(key="inspect_source").set_value(source).run()
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("markdown", "success", "error", "info", "warning", "latex", "caption")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+@needs_demo
+def test_inspect_page_upload_shows_verdict_and_charts(run_cache):
+    at = inspect_page()
+    assert not at.exception, at.exception
+    at.file_uploader(key="inspect_upload").set_value(("seven.png", digit_png(), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    verdicts = [e.value for e in [*at.success, *at.error] if "at threshold" in e.value]
+    assert len(verdicts) == 2  # GAIA-Z and GAIA-A
+    assert any("(GAIA-Z, higher = more OOD" in v for v in verdicts)
+    assert all(v.startswith(("**OOD at threshold", "**ID at threshold")) for v in verdicts)
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 7  # heatmap, overlay, bars, 2 spatial maps, 2 histograms
+
+
+@needs_demo
+def test_inspect_page_bad_uploads_give_errors_not_exceptions(run_cache):
+    at = inspect_page()
+    at.file_uploader(key="inspect_upload").set_value([
+        ("notes.png", b"this is a text file renamed to png", "image/png"),
+        ("cut.jpg", truncated_jpeg(), "image/jpeg"),
+        ("huge.png", bomb_png(), "image/png"),
+    ])
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("notes.png" in e and "not a recognised image format" in e for e in errors)
+    assert any("cut.jpg" in e and "truncated" in e for e in errors)
+    assert any("huge.png" in e and "decompression bomb" in e for e in errors)
+    # the app keeps working: a good image afterwards is inspected
+    at.file_uploader(key="inspect_upload").set_value(("seven.png", digit_png(), "image/png"))
+    at.run()
+    assert not at.exception and at.get("plotly_chart")
+
+
+@needs_demo
+def test_inspect_page_gallery_pick_from_an_ood_set(run_cache):
+    at = inspect_page("faces")
+    at.slider(key="inspect_index_faces").set_value(3).run()
+    assert not at.exception, at.exception
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert "faces #3, as the model sees it" in captions
+    assert {"#3", "#10"} <= set(captions)  # the gallery strip starts at the chosen index
+    at.selectbox(key="inspect_attribution").set_value("occlusion").run()
+    assert not at.exception, at.exception
+
+
+@needs_demo
+def test_app_opens_on_inspect_with_a_digit_and_reaches_how_gaia(run_cache):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Inspect one image"
+    verdicts = [e.value for e in [*at.success, *at.error] if "at threshold" in e.value]
+    assert len(verdicts) == 2  # the first ID digit is inspected without any input
+    at.switch_page("pages/5_How_GAIA_works.py").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "How GAIA works"
+
+
+@needs_demo
+def test_how_gaia_page_shows_formulas_with_numbers(run_cache):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages" / "5_How_GAIA_works.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    formulas = [e.value.strip("$ \n") for e in at.latex]
+    assert any(f.startswith(r"r[l, c] = \frac") for f in formulas)
+    numbered = [f for f in formulas if "GAIA-Z} =" in f and any(ch.isdigit() for ch in f)]
+    assert len(numbered) == 2  # one per image, with numbers plugged in
+    assert sum(r"\text{GAIA-A} = \frac" in f for f in formulas) == 2
+    assert len(at.get("plotly_chart")) >= 8
+    assert "ID image" in texts(at) and "OOD image" in texts(at)
+    at.selectbox(key="how_ood_set").set_value("letters").run()
+    at.selectbox(key="how_layer").set_value("bn1").run()  # a GAIA-Z layer outside GAIA-A
+    assert not at.exception, at.exception
+    assert any(r"r[\text{bn1}" in e.value for e in at.latex)

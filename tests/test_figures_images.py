@@ -1,0 +1,94 @@
+"""Per-image figure builders: the data they carry, not how they look."""
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from gaia_viz.figures.images import (
+    attribution_heatmap,
+    channel_grid,
+    channel_ratio_bars,
+    overlay,
+    score_marker_histogram,
+    spatial_map_figure,
+)
+
+
+def test_attribution_heatmap_carries_the_map_with_image_orientation():
+    heat = np.random.default_rng(0).random((6, 8))
+    fig = attribution_heatmap(heat, title="Saliency")
+    (trace,) = fig.data
+    assert isinstance(trace, go.Heatmap)
+    np.testing.assert_array_equal(np.asarray(trace.z), heat)
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert fig.layout.title.text == "Saliency"
+    assert attribution_heatmap(heat[None, None]).data[0].z is not None  # (1, 1, H, W) squeezes
+    with pytest.raises(ValueError):
+        attribution_heatmap(np.zeros((2, 3, 4)))
+
+
+def test_overlay_stretches_a_small_map_over_the_image():
+    image = np.zeros((28, 28, 3), dtype=np.uint8)
+    fig = overlay(image, np.ones((7, 7)), opacity=0.3)
+    picture, heat = fig.data
+    assert isinstance(picture, go.Image) and np.asarray(picture.z).shape == (28, 28, 3)
+    assert heat.opacity == 0.3
+    assert heat.dx == 4 and heat.dy == 4  # one map cell covers 4 x 4 pixels
+    assert heat.x0 == 1.5  # centre of the first 4-pixel cell in pixel coordinates
+    gray = overlay(np.zeros((10, 10), dtype=np.uint8), np.ones((10, 10)))
+    assert np.asarray(gray.data[0].z).shape == (10, 10, 3)
+    with pytest.raises(ValueError):
+        overlay(image, np.ones((7, 7)), opacity=1.5)
+
+
+def test_spatial_map_has_units_on_the_colorbar():
+    fig = spatial_map_figure(np.full((4, 4), 0.5), "non-zero map",
+                             "fraction of channels with non-zero gradient", zmin=0, zmax=1)
+    trace = fig.data[0]
+    assert trace.colorbar.title.text == "fraction of channels with non-zero gradient"
+    assert (trace.zmin, trace.zmax) == (0, 1)
+
+
+def test_channel_grid_has_one_panel_per_channel():
+    maps = np.random.default_rng(1).normal(size=(6, 5, 5))
+    fig = channel_grid(maps, [0, 3, 5, 7, 9, 11], "gradient", "d objective / d activation", columns=4)
+    assert len(fig.data) == 6
+    assert [a.text for a in fig.layout.annotations] == [f"channel {c}" for c in (0, 3, 5, 7, 9, 11)]
+    assert fig.data[0].zmin == -fig.data[0].zmax  # signed values: symmetric scale
+    mask = channel_grid((maps != 0).astype(float), list(range(6)), "mask", "non-zero", binary=True)
+    assert (mask.data[0].zmin, mask.data[0].zmax) == (0, 1)
+
+
+def test_channel_ratio_bars_show_this_image_against_id_spread():
+    this, mean, std = np.array([0.1, 0.9, 0.5]), np.array([0.2, 0.3, 0.4]), np.array([0.05, 0.1, 0.0])
+    fig = channel_ratio_bars(this, mean, std, "layer3", ood_mean=np.array([0.6, 0.7, 0.8]))
+    by_name = {t.name: t for t in fig.data}
+    id_trace = next(t for name, t in by_name.items() if name.startswith("ID mean"))
+    np.testing.assert_array_equal(id_trace.y, mean)
+    np.testing.assert_array_equal(id_trace.error_y.array, std)
+    np.testing.assert_array_equal(by_name["this image"].y, this)
+    np.testing.assert_array_equal(by_name["OOD mean"].y, [0.6, 0.7, 0.8])
+    assert "layer3" in fig.layout.xaxis.title.text
+    with pytest.raises(ValueError):
+        channel_ratio_bars(this, mean[:2], std, "layer3")
+
+
+def test_score_marker_histogram_fractions_threshold_and_marker():
+    rng = np.random.default_rng(2)
+    id_scores, ood = rng.normal(0, 1, 200), {"faces": rng.normal(3, 1, 50), "noise": rng.normal(5, 1, 30)}
+    fig = score_marker_histogram(id_scores, ood, this_score=4.0, threshold=1.6, method_label="GAIA-Z",
+                                 id_name="digits")
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert [t.name for t in bars] == ["digits (ID)", "faces", "noise"]
+    for trace in bars:
+        assert abs(sum(trace.y) - 1.0) < 1e-9  # fractions per set
+    lines = {round(shape.x0, 6): shape for shape in fig.layout.shapes}
+    assert set(lines) == {1.6, 4.0}
+    assert any(a.text == "this image 4" for a in fig.layout.annotations)
+    assert "GAIA-Z" in fig.layout.xaxis.title.text
+    two = score_marker_histogram(id_scores, ood, {"digit": 0.1, "face": 3.2}, 1.6, "GAIA-Z")
+    assert {round(shape.x0, 6) for shape in two.layout.shapes} == {0.1, 3.2, 1.6}
+    assert {a.text for a in two.layout.annotations} >= {"digit 0.1", "face 3.2"}
+    # a score outside every set's range is still on the axis
+    far = score_marker_histogram(id_scores, ood, this_score=50.0, threshold=None, method_label="GAIA-A")
+    assert max(far.data[0].x) + far.data[0].width[-1] >= 50.0
