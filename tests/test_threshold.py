@@ -1,0 +1,148 @@
+"""Exported thresholds: the config file, the flagger, and the snippet the Tune page shows."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gaia_viz.data.sources import limit
+from gaia_viz.demo import DEMO_PRESET, demo_id_set, demo_ood_sets, load_demo_model
+from gaia_viz.errors import CheckpointError, DataError
+from gaia_viz.metrics import threshold_at_tpr
+from gaia_viz.sweep import SweepSettings, evaluate
+from gaia_viz.threshold import (
+    DEFAULT_CONFIG_NAME,
+    SNIPPET_IMAGES,
+    OODFlagger,
+    ThresholdConfig,
+    config_from_evaluation,
+    hardest_cases,
+    threshold_snippet,
+)
+
+SAMPLES = 40
+ID_INDEX, OOD_INDEX = 3, 5
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A small demo evaluation recorded the way the app records it."""
+    id_set = limit(demo_id_set("test"), SAMPLES)
+    ood_sets = {name: limit(s, SAMPLES) for name, s in demo_ood_sets().items() if name in ("faces", "noise")}
+    fit_set = limit(demo_id_set("train"), SAMPLES)
+    evaluation = evaluate(
+        load_demo_model(), id_set, ood_sets,
+        SweepSettings(methods=["gaia_z", "gaia_a", "msp", "energy", "knn"], batch_size=32),
+        fit_set=fit_set, cache_dir=tmp_path_factory.mktemp("cache"),
+        extra_config=dict(model_name="demo", checkpoint=None, preset=DEMO_PRESET,
+                          ood_policies={"faces": "resize", "noise": "center-crop"},
+                          fit_source="demo:digits:train", max_samples=SAMPLES, data_root=None),
+    )
+    return evaluation, id_set, ood_sets
+
+
+def _save_images(folder: Path, id_set, ood_set) -> None:
+    id_set.raw_image(ID_INDEX).save(folder / SNIPPET_IMAGES[0])
+    ood_set.raw_image(OOD_INDEX).save(folder / SNIPPET_IMAGES[1])
+
+
+def test_config_records_the_setup_and_round_trips(demo, tmp_path):
+    evaluation = demo[0]
+    threshold = threshold_at_tpr(evaluation.method_scores("gaia_z", "digits"), 0.9)
+    config = config_from_evaluation(evaluation, "gaia_z", threshold, "noise")
+    assert config.model_name == "demo" and config.checkpoint is None and config.preset == DEMO_PRESET
+    assert config.ood_policy == "center-crop"  # the policy the tuned OOD set was scored with
+    assert config.layers == dict(zero=evaluation.zero_layers, inner=evaluation.inner_layers,
+                                 head=evaluation.head_layer)
+    assert config.tpr_at_id == pytest.approx(0.9, abs=1 / SAMPLES)
+    scores = evaluation.method_scores("gaia_z", "noise")
+    assert config.ood_accepted == pytest.approx(np.mean(scores <= threshold))
+    path = config.save(tmp_path / "t.json")
+    assert ThresholdConfig.load(path) == config
+    assert json.loads(path.read_text())["format"] == "gaia-viz threshold"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    ('{"method": "gaia_z"}', "not a gaia-viz threshold file"),
+    ('{"format": "gaia-viz threshold", "method": "gaia_z"}', "lacks threshold"),
+    ('{"format": "gaia-viz threshold", "method": "zzz", "threshold": 1, "model_name": "demo", '
+     '"preset": "demo-mnist28"}', "unknown method"),
+])
+def test_bad_threshold_files_raise_data_errors(text, message):
+    with pytest.raises(DataError, match=message):
+        ThresholdConfig.from_json(text)
+
+
+@pytest.mark.parametrize("method", ["gaia_z", "gaia_a", "msp", "knn"])
+def test_flagger_reproduces_the_evaluation_scores(demo, tmp_path, method):
+    evaluation, id_set, ood_sets = demo
+    id_scores = evaluation.method_scores(method, "digits")
+    ood_scores = evaluation.method_scores(method, "noise")
+    config = config_from_evaluation(evaluation, method, threshold_at_tpr(id_scores), "noise")
+    flagger = OODFlagger.from_file(config.save(tmp_path / "t.json"), device="cpu")
+    images = [id_set.raw_image(ID_INDEX), ood_sets["noise"].raw_image(OOD_INDEX)]
+    got = flagger.score(images)
+    np.testing.assert_allclose(got, [id_scores[ID_INDEX], ood_scores[OOD_INDEX]], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(flagger.flag(images), got > config.threshold)
+
+
+def test_the_snippet_runs_and_flags(demo, tmp_path, monkeypatch):
+    evaluation, id_set, ood_sets = demo
+    id_score = evaluation.method_scores("gaia_z", "digits")[ID_INDEX]
+    ood_score = evaluation.method_scores("gaia_z", "noise")[OOD_INDEX]
+    assert id_score != ood_score
+    threshold = (id_score + ood_score) / 2  # between the two, so exactly one is flagged
+    config_from_evaluation(evaluation, "gaia_z", threshold, "noise").save(tmp_path / DEFAULT_CONFIG_NAME)
+    _save_images(tmp_path, id_set, ood_sets["noise"])
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(threshold_snippet(DEFAULT_CONFIG_NAME), namespace)
+    np.testing.assert_allclose(namespace["scores"], [id_score, ood_score], rtol=1e-4)
+    assert list(namespace["flags"]) == [id_score > threshold, ood_score > threshold]
+    assert namespace["flags"].sum() == 1
+
+
+def test_uploaded_checkpoint_needs_its_path(demo):
+    config = config_from_evaluation(demo[0], "msp", 0.5)
+    config.checkpoint = "upload:weights.pt"
+    with pytest.raises(CheckpointError, match="weights.pt"):
+        OODFlagger.from_config(config)
+
+
+def test_fitting_methods_need_a_fit_source(demo):
+    config = config_from_evaluation(demo[0], "knn", 0.5)
+    config.fit_source = None
+    with pytest.raises(DataError, match="fit_source"):
+        OODFlagger.from_config(config, device="cpu")
+
+
+def test_hardest_cases_order():
+    scores = np.array([0.3, 0.9, 0.1, 0.5, 0.9])
+    np.testing.assert_array_equal(hardest_cases(scores, 3, most_ood_like=True), [1, 4, 3])
+    np.testing.assert_array_equal(hardest_cases(scores, 2, most_ood_like=False), [2, 0])
+    assert hardest_cases(scores, 0, True).size == 0
+
+
+def test_the_tune_page_snippet_and_config_work_as_shown(tmp_path, monkeypatch):
+    """Take the code and the config exactly as the Tune threshold page displays them and run them."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path / "cache"))
+    page = Path(__file__).resolve().parents[1] / "pages" / "3_Tune_threshold.py"
+    at = AppTest.from_file(str(page), default_timeout=240)
+    at.session_state["sb_max_samples"] = 60
+    at.run()
+    assert not at.exception, at.exception
+    snippet = at.code[0].value
+    assert snippet.strip() == threshold_snippet(DEFAULT_CONFIG_NAME).strip()  # st.code drops the last newline
+    config = ThresholdConfig.from_dict(json.loads(at.json[0].value))
+    assert config.method == at.selectbox(key="tune_method").value
+    config.save(tmp_path / DEFAULT_CONFIG_NAME)
+    _save_images(tmp_path, limit(demo_id_set("test"), 60), limit(demo_ood_sets()["noise"], 60))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(snippet, namespace)
+    assert namespace["flags"].dtype == bool and len(namespace["flags"]) == 2
+    np.testing.assert_array_equal(namespace["flags"], namespace["scores"] > config.threshold)
