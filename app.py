@@ -18,6 +18,7 @@ PAGES = (
     ("pages/3_Tune_threshold.py", "Tune threshold", ":material/tune:"),
     ("pages/4_Channels_and_layers.py", "Channels and layers", ":material/grid_on:"),
     ("pages/5_How_GAIA_works.py", "How GAIA works", ":material/school:"),
+    ("pages/6_Real_data_report.py", "Real-data report", ":material/table_chart:"),
 )
 
 st.set_page_config(page_title="gaia-viz: GAIA OOD detection", page_icon=":material/radar:", layout="wide")

@@ -118,7 +118,7 @@ def format_table(evaluation) -> str:
 def run_evaluate(args) -> int:
     import torch  # noqa: F401  (import cost only for real commands)
 
-    from gaia_viz.data.presets import PRESETS
+    from gaia_viz.data.presets import PRESETS, id_policy
     from gaia_viz.data.sources import open_source
     from gaia_viz.models import default_preset, load_model
     from gaia_viz.sweep import SweepSettings, evaluate
@@ -145,8 +145,9 @@ def run_evaluate(args) -> int:
         if preset not in PRESETS:
             raise GaiaVizError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         common = dict(preset=preset, data_root=args.data_root, download=args.download)
-        id_set = open_source(args.id_source, ood_policy="resize", name="id", **common)
-        fit_set = open_source(args.fit_source, ood_policy="resize", name="fit", **common) if args.fit_source else None
+        id_set = open_source(args.id_source, ood_policy=id_policy(preset), name="id", **common)
+        fit_set = (open_source(args.fit_source, ood_policy=id_policy(preset), name="fit", **common)
+                   if args.fit_source else None)
         ood_sets = {}
         for item in args.ood:
             name, sep, source = item.partition("=")

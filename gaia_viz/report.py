@@ -148,6 +148,22 @@ def run_benchmark(bench: RealBenchmark, models=("cifar_resnet20", "cifar_resnet5
 # --------------------------------------------------------------------------- rendering
 
 
+def metrics_frame(model_entry: dict):
+    """pandas table: one row per method, columns "<set> FPR95 ↓ (%)" and "<set> AUROC ↑ (%)"."""
+    import pandas as pd
+
+    from gaia_viz.detectors import METHOD_LABELS
+
+    rows = []
+    for method, per_set in model_entry["methods"].items():
+        row = {"method": METHOD_LABELS.get(method, method)}
+        for ood_set, values in per_set.items():
+            row[f"{ood_set} FPR95 ↓ (%)"] = round(100 * values["fpr95"], 2)
+            row[f"{ood_set} AUROC ↑ (%)"] = round(100 * values["auroc"], 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def metrics_markdown(model_entry: dict) -> str:
     """A methods x OOD-sets table of FPR95 and AUROC (in %) with the average column."""
     methods = model_entry["methods"]

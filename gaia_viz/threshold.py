@@ -213,12 +213,13 @@ class OODFlagger:
 
     @staticmethod
     def _fit_loader(config: ThresholdConfig, batch_size: int):
+        from gaia_viz.data.presets import id_policy
         from gaia_viz.data.sources import open_source
 
         if not config.fit_source:
             raise DataError(f"{config.method} must be fitted on ID training data, but the threshold "
                             "file names no fit_source; add one (e.g. \"folder:/data/train\")")
-        fit_set = open_source(config.fit_source, config.preset, ood_policy="resize",
+        fit_set = open_source(config.fit_source, config.preset, ood_policy=id_policy(config.preset),
                               data_root=config.data_root, max_samples=config.fit_max_samples)
         return torch.utils.data.DataLoader(fit_set, batch_size=batch_size, shuffle=False)
 

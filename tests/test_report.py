@@ -26,6 +26,7 @@ pytestmark = [
 ]
 
 CI_SUBSET = ["--max-id", "1000", "--max-ood", "300"]
+REPORT_TIMEOUT = 2400  # seconds: the cold run takes a few minutes on 2 idle cores
 
 
 @pytest.mark.parametrize("name, minimum", [("cifar_resnet20", 0.80), ("cifar_resnet56", 0.82)])
@@ -56,6 +57,7 @@ def _run_report(out: Path, cache: Path) -> tuple[float, subprocess.CompletedProc
 
 
 @pytest.fixture(scope="module")
+@pytest.mark.timeout(REPORT_TIMEOUT)
 def report_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
     cold_seconds, _ = _run_report(base / "cold", base / "cache")
@@ -63,6 +65,7 @@ def report_runs(tmp_path_factory):
     return base, cold_seconds, warm_seconds
 
 
+@pytest.mark.timeout(REPORT_TIMEOUT)
 def test_report_files_and_tables_equal_metrics_json(report_runs):
     base, _, _ = report_runs
     out = base / "cold"

@@ -39,7 +39,7 @@ from typing import Sequence
 import streamlit as st
 
 from gaia_viz.cache import stable_hash
-from gaia_viz.data.presets import OOD_POLICIES, PRESETS
+from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
 from gaia_viz.errors import GaiaVizError
 
 DEFAULT_MAX_SAMPLES = 1000
@@ -368,12 +368,12 @@ def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | Non
     """Open the ID, fit and OOD sets the data widgets named: (id_set, ood_sets, fit_set, sources)."""
     root = data_root or None
     id_name, id_spec = values["id"]
-    id_set = _cached_source(id_spec, preset, "resize", root, id_name, max_samples)
+    id_set = _cached_source(id_spec, preset, id_policy(preset), root, id_name, max_samples)
     sources = {id_name: id_spec}
     fit_set = None
     if values["fit"] is not None:
         fit_name, fit_spec = values["fit"]
-        fit_set = _cached_source(fit_spec, preset, "resize", root, fit_name, max_samples)
+        fit_set = _cached_source(fit_spec, preset, id_policy(preset), root, fit_name, max_samples)
         sources[fit_name] = fit_spec
     policies = _policies(values["policy"])
     ood_sets = {}

@@ -123,6 +123,15 @@ class _ConvertMode:
         return f"ConvertMode({self.mode!r})"
 
 
+def id_policy(preset: Preset | str) -> str:
+    """The sizing used for ID (and fit) images: the preset's standard evaluation transform.
+
+    ``"center-crop"`` for presets with ``resize_to`` (Resize + CenterCrop, as ImageNet models
+    are evaluated), ``"resize"`` otherwise (CIFAR-size ID images are already the input size).
+    """
+    return "center-crop" if get_preset(preset).resize_to is not None else "resize"
+
+
 def make_transform(preset: Preset | str, ood_policy: str = "resize") -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> normalised ``Tensor[C, H, W]`` for ``preset`` under ``ood_policy``.
 

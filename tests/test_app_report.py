@@ -1,0 +1,39 @@
+"""The real-data report page (runs when the shared CIFAR-10 data root is present)."""
+
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
+
+
+def test_report_page_without_data_root_explains_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(tmp_path / "missing"))
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Real_data_report.py"), default_timeout=120).run()
+    assert not at.exception
+    messages = " ".join(m.value for m in list(at.error) + list(at.info))
+    assert "does not exist" in messages or "data root" in messages.lower()
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not (DATA_ROOT / "cifar10" / "test").is_dir(), reason=f"no CIFAR-10 data at {DATA_ROOT}")
+def test_report_page_runs_and_shows_tables(monkeypatch, tmp_path):
+    monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(DATA_ROOT))
+    monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Real_data_report.py"), default_timeout=600).run()
+    assert not at.exception
+    at.number_input(key="report_max_id").set_value(200)
+    at.number_input(key="report_max_ood").set_value(50)
+    at.multiselect(key="report_models").set_value(["cifar_resnet20"])
+    at.run()
+    at.button(key="report_run").click().run()
+    assert not at.exception and not at.error
+    assert len(at.dataframe) == 1
+    table = at.dataframe[0].value
+    assert len(table) == 10 and "textures (center-crop) FPR95 ↓ (%)" in table.columns
+    assert any("Reading" in m.value and "gaia_z" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 3
+    assert any("%" in m.value for m in at.metric)
