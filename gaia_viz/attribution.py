@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from gaia_viz import gaia
 from gaia_viz.errors import LayerError
+from gaia_viz.model_state import activation_gradients_only, model_device
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def _relus_not_inplace(model: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def _attribution_context(model: nn.Module) -> Iterator[None]:
     # gaia's guard: eval mode + frozen parameters, restored on exit
-    with gaia._model_state_guard(model), _relus_not_inplace(model), \
+    with activation_gradients_only(model), _relus_not_inplace(model), \
             torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
         # Captum announces its temporary ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
@@ -104,13 +105,13 @@ def _as_batch(model: nn.Module, x: Tensor) -> Tensor:
     if x.ndim != 4:
         raise ValueError(f"x must be an image (C, H, W) or a batch (B, C, H, W), got shape {tuple(x.shape)}")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    return x.detach().to(device=gaia._model_device(model), dtype=dtype).clone()
+    return x.detach().to(device=model_device(model), dtype=dtype).clone()
 
 
 def predicted_classes(model: nn.Module, x: Tensor) -> Tensor:
     """argmax_k f(x)_k per sample, shape (B,), computed in eval mode without gradients."""
     x = _as_batch(model, x)
-    with gaia._model_state_guard(model), torch.no_grad():
+    with activation_gradients_only(model), torch.no_grad():
         return model(x).argmax(dim=1)
 
 
@@ -270,7 +271,7 @@ def top_k_predictions(model: nn.Module, x: Tensor, k: int = 5,
     x = _as_batch(model, x)
     if x.shape[0] != 1:
         raise ValueError(f"top_k_predictions takes one image, got a batch of {x.shape[0]}")
-    with gaia._model_state_guard(model), torch.no_grad():
+    with activation_gradients_only(model), torch.no_grad():
         probs = torch.softmax(model(x).float(), dim=1)[0].cpu()
     values, indices = probs.topk(max(1, min(int(k), probs.numel())))
     return [(_class_label(int(i), class_names), float(p)) for p, i in zip(values, indices)]

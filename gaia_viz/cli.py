@@ -116,7 +116,6 @@ def format_table(evaluation) -> str:
 
 
 def run_evaluate(args) -> int:
-    import torch  # noqa: F401  (import cost only for real commands)
 
     from gaia_viz.data.presets import PRESETS, id_policy
     from gaia_viz.data.sources import open_source

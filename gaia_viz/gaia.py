@@ -36,7 +36,7 @@ import contextlib
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gaia_viz.errors import LayerError, ModelError
+from gaia_viz.model_state import activation_gradients_only, model_device
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -183,7 +184,7 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
         if name:
             handles.append(module.register_forward_hook(make_hook(name, module)))
     try:
-        with _model_state_guard(model), torch.no_grad(), torch.inference_mode(False):
+        with activation_gradients_only(model), torch.no_grad(), torch.inference_mode(False):
             logits = model(x)
     except Exception as exc:  # the model cannot run this input at all
         raise ModelError(
@@ -231,40 +232,17 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
 # --------------------------------------------------------------------------- plumbing
 
 
-@contextlib.contextmanager
-def _model_state_guard(model: nn.Module) -> Iterator[None]:
-    """Eval mode and frozen parameters for the duration; everything restored after."""
-    modes = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        model.eval()
-        for param, _ in flags:
-            param.requires_grad_(False)
-        yield
-    finally:
-        for param, flag in flags:
-            param.requires_grad_(flag)
-        for module, mode in modes:
-            module.train(mode)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _prepare_input(model: nn.Module, x: Tensor, device) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 4:
         raise ValueError(f"x must be an image batch of shape (B, C, H, W), got {getattr(x, 'shape', type(x))}")
-    model_device = _model_device(model)
-    if device is not None and torch.device(device).type != model_device.type:
+    on_device = model_device(model)
+    if device is not None and torch.device(device).type != on_device.type:
         raise ModelError(
-            f"the model is on {model_device} but device={device!r} was asked: move the "
+            f"the model is on {on_device} but device={device!r} was asked: move the "
             f"model first with model.to({str(device)!r})"
         )
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    x = x.to(device=model_device, dtype=dtype)
+    x = x.to(device=on_device, dtype=dtype)
     return x.clone() if x.is_inference() else x
 
 
@@ -318,7 +296,7 @@ def _tapped_forward(model, x, layers, inputs_of=(), device=None):
     layout = model_layout(model, x)
     for name in layers:
         layout.info(name)  # validate names before running anything
-    with _model_state_guard(model), torch.inference_mode(False), torch.enable_grad():
+    with activation_gradients_only(model), torch.inference_mode(False), torch.enable_grad():
         tap = _Tap(model, layout, layers, inputs_of)
         try:
             logits = model(x)

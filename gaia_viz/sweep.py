@@ -31,6 +31,7 @@ from gaia_viz.cache import ChunkStore, default_cache_dir, stable_hash
 from gaia_viz.detectors import DETECTORS, METHOD_LABELS, Detector, features_and_logits, make_detector
 from gaia_viz.errors import DataError, GaiaVizError, ModelError
 from gaia_viz.metrics import evaluate_scores
+from gaia_viz.model_state import eval_mode, model_device
 
 GAIA_METHODS = ("gaia_z", "gaia_a")
 ALL_METHODS = tuple(DETECTORS)
@@ -118,7 +119,7 @@ class _ResolvedLayers:
 
 
 def _resolve_layers(model, sample: torch.Tensor, settings: SweepSettings) -> _ResolvedLayers:
-    x = sample.unsqueeze(0).to(gaia._model_device(model))
+    x = sample.unsqueeze(0).to(model_device(model))
     layout = gaia.model_layout(model, x)
     zero = inner = []
     head = None
@@ -161,14 +162,8 @@ def _score_batch(model, x, detectors: dict[str, Detector], layers: _ResolvedLaye
             out["output_component"] = result.output_component.numpy()
             out["gaia_a"] = result.gaia_a.numpy()
     else:
-        with torch.no_grad():
-            was_training = [(m, m.training) for m in model.modules()]
-            model.eval()
-            try:
-                features, logits = features_and_logits(model, x.to(gaia._model_device(model)))
-            finally:
-                for m, mode in was_training:
-                    m.training = mode
+        with torch.no_grad(), eval_mode(model):
+            features, logits = features_and_logits(model, x.to(model_device(model)))
         logits, features = logits.float().cpu(), features.float().cpu()
     out["prediction"] = logits.argmax(1).numpy()
     for name, detector in detectors.items():
@@ -228,7 +223,7 @@ def score_dataset(model, dataset, detectors: dict[str, Detector], settings: Swee
     n = len(dataset)
     if n == 0:
         raise DataError(f"dataset {getattr(dataset, 'name', '?')!r} has no samples")
-    device = device or gaia._model_device(model)
+    device = device or model_device(model)
     chunks = []
     all_cached = True
     for start, end in _chunk_ranges(n, settings.batch_size * 4):
@@ -340,9 +335,9 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         if len(ds) == 0:
             raise DataError(f"dataset {name!r} has no samples")
     id_name = next(iter(datasets))
-    device = torch.device(device) if device is not None else gaia._model_device(model)
-    if gaia._model_device(model).type != device.type:
-        raise ModelError(f"the model is on {gaia._model_device(model)}; move it to {device} first")
+    device = torch.device(device) if device is not None else model_device(model)
+    if model_device(model).type != device.type:
+        raise ModelError(f"the model is on {model_device(model)}; move it to {device} first")
 
     detectors = {m: make_detector(m, model, **dict(settings.method_params.get(m, {})))
                  for m in settings.methods}

@@ -15,14 +15,14 @@ training flag afterwards, so detectors leave the model exactly as found.
 from __future__ import annotations
 
 import abc
-import contextlib
 import inspect
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import DataError, ModelError
+from gaia_viz.model_state import eval_mode, frozen_parameters, model_device  # noqa: F401 (re-exported)
 
 
 def head_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -40,44 +40,6 @@ def head_linear(model: nn.Module) -> tuple[str, nn.Linear]:
             "detectors need one (the penultimate features are the head's input)."
         )
     return found
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a parameter-less model)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run the body with ``model.eval()``, then restore each module's own training flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, was_training in flags:
-            module.training = was_training
-
-
-@contextlib.contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
-    """Set ``requires_grad=False`` on every parameter for the body, then restore the flags.
-
-    Used when only the gradient with respect to the *input* is wanted: autograd then
-    never builds parameter gradients and ``p.grad`` is left untouched.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
