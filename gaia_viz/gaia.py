@@ -180,11 +180,11 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
                 )
         return hook
 
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(make_hook(name, module)))
     try:
         with activation_gradients_only(model), torch.no_grad(), torch.inference_mode(False):
+            for name, module in model.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(make_hook(name, module)))
             logits = model(x)
     except Exception as exc:  # the model cannot run this input at all
         raise ModelError(

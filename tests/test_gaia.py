@@ -310,3 +310,38 @@ def test_cuda_matches_cpu():
     gpu = gaia.gaia_analyze(copy.deepcopy(model).cuda(), x, device="cuda")
     assert torch.allclose(cpu.gaia_z, gpu.gaia_z, rtol=1e-3)
     assert torch.allclose(cpu.gaia_a, gpu.gaia_a, rtol=1e-3)
+
+
+def test_threads_sharing_one_model_do_not_see_each_others_hooks():
+    """A cached model used by two Streamlit reruns at once: every call must stay correct."""
+    import threading
+
+    from gaia_viz.detectors import make_detector
+
+    model = _resnet18()
+    x = torch.randn(2, 3, 64, 64)
+    expected_z, expected_a = gaia.gaia_z(model, x), gaia.gaia_a(model, x)
+    energy = make_detector("energy", model)
+    errors, results = [], []
+
+    def work(kind):
+        try:
+            for _ in range(3):
+                if kind == "z":
+                    results.append(("z", gaia.gaia_z(model, x)))
+                elif kind == "a":
+                    results.append(("a", gaia.gaia_a(model, x)))
+                else:
+                    energy.score(x)
+        except Exception as exc:  # noqa: BLE001 (the test reports whatever went wrong)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in ("z", "a", "e", "z")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for kind, value in results:
+        assert torch.equal(value, expected_z if kind == "z" else expected_a)
+    assert all(len(m._forward_hooks) + len(m._forward_pre_hooks) == 0 for m in model.modules())
