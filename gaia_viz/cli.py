@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fit", dest="fit_source", help="ID training set for ReAct/KNN/Mahalanobis (never the test set)")
     ev.add_argument("--methods", default=None, help="comma-separated; 'all' for every method (default: gaia_z,gaia_a,msp,energy)")
     ev.add_argument("--preset", help="preprocessing preset (default: the model's)")
-    ev.add_argument("--ood-transform", choices=("center-crop", "resize"), default="center-crop",
-                    help="how OOD images reach the input size (default center-crop, as the GAIA paper)")
+    ev.add_argument("--ood-transform", choices=("center-crop", "resize"), default=None,
+                    help="how OOD images reach the input size (default: center-crop as the GAIA paper; "
+                         "resize for the demo, whose OOD images are smaller than its input)")
     ev.add_argument("--layers", help="comma-separated GAIA-Z layers (default: every normalisation layer)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
@@ -132,12 +133,14 @@ def run_evaluate(args) -> int:
         preset = args.preset or DEMO_PRESET
         id_set = demo_id_set("test", preset=preset)
         fit_set = demo_id_set("train", preset=preset)
-        ood_sets = demo_ood_sets(preset=preset)
+        args.ood_transform = args.ood_transform or "resize"
+        ood_sets = demo_ood_sets(preset=preset, ood_policy=args.ood_transform)
         model_name = "demo"
     else:
         if not args.model or not args.id_source or not args.ood:
             raise GaiaVizError("give --model, --id and at least one --ood NAME=SOURCE (or --demo)")
         model_name = args.model
+        args.ood_transform = args.ood_transform or "center-crop"
         model = load_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes,
                            device=device, allow_download=args.download)
         preset = args.preset or default_preset(args.model)

@@ -35,7 +35,7 @@ def test_demo_evaluation_end_to_end(tmp_path):
             assert {"fpr95", "auroc", "aupr_in", "aupr_out"} <= set(values)
             assert all(0.0 <= values[k] <= 1.0 for k in ("fpr95", "auroc", "aupr_in", "aupr_out"))
     assert metrics["config"]["preset"] == "demo-mnist28"
-    assert metrics["config"]["ood_transform"] == "center-crop"
+    assert metrics["config"]["ood_transform"] == "resize"  # the demo's default, recorded
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns[:5]) == ["dataset", "index", "path", "label", "prediction"]
     assert len(scores) == 120 * 6
