@@ -259,6 +259,7 @@ class _Tap:
                  inputs_of: Sequence[str] = ()):
         self.outputs: dict[str, Tensor] = {}
         self.inputs: dict[str, Tensor] = {}  # first positional input of Linear modules
+        self.input: Tensor | None = None  # the model input, when it is a leaf
         self._handles = []
         modules = dict(model.named_modules())
         for name in dict.fromkeys(layers):
@@ -290,14 +291,20 @@ class _Tap:
 
 
 @contextlib.contextmanager
-def _tapped_forward(model, x, layers, inputs_of=(), device=None):
-    """Yield (logits, tap) for one forward pass with ``layers`` captured."""
+def _tapped_forward(model, x, layers, inputs_of=(), device=None, input_leaf=False):
+    """Yield (logits, tap) for one forward pass with ``layers`` captured.
+
+    ``input_leaf``: the input itself requires grad (``tap.input``), for a caller that also
+    wants an input gradient from this forward (ODIN in the sweep).
+    """
     x = _prepare_input(model, x, device)
     layout = model_layout(model, x)
     for name in layers:
         layout.info(name)  # validate names before running anything
     with activation_gradients_only(model), torch.inference_mode(False), torch.enable_grad():
         tap = _Tap(model, layout, layers, inputs_of)
+        if input_leaf:
+            x = tap.input = x.detach().requires_grad_()
         try:
             logits = model(x)
             missing = [name for name in layers if name not in tap.outputs]
@@ -355,6 +362,7 @@ class GaiaResult:
     channel_mean_grad: dict[str, Tensor] = field(default_factory=dict)  # m[l]: (B, C_l)
     output_component: Tensor | None = None  # o: (B,)
     features: Tensor | None = None  # input of the last Linear (penultimate), when asked
+    input_grad: Tensor | None = None  # d input_objective / d x, when asked (on x's device)
 
     @property
     def predictions(self) -> Tensor:
@@ -440,14 +448,16 @@ def _channel_mean(grad: Tensor, info: LayerInfo) -> Tensor:
 def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = None,
                  inner_layers: Sequence[str] | None = None, head_layer: str | None = None,
                  device=None, zero: bool = True, average: bool = True,
-                 capture_features: bool = False) -> GaiaResult:
+                 capture_features: bool = False, input_objective=None) -> GaiaResult:
     """Everything GAIA computes for a batch, per sample and per layer, in one forward.
 
     ``layers``: GAIA-Z layers (None = every normalisation layer over feature maps);
     ``inner_layers``/``head_layer``: GAIA-A (None = norm layers of the last two stages /
     the feature map the global pooling reads). ``zero``/``average`` switch either part off.
     ``capture_features`` also keeps the penultimate features (the input of the last
-    Linear) so forward-only detectors can share this forward pass.
+    Linear) so forward-only detectors can share this forward pass; ``input_objective``
+    (a function of the logits) adds its gradient with respect to the input
+    (``result.input_grad``), so ODIN can share it too.
     """
     x = _prepare_input(model, x, device)
     layout = model_layout(model, x)
@@ -469,13 +479,14 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
     if capture_features and last_linear is None:
         raise ModelError("the model has no nn.Linear head, so it has no penultimate features")
     inputs_of = [name for name in (linear, last_linear) if name is not None]
-    with _tapped_forward(model, x, taps, inputs_of=inputs_of) as (logits, tap):
+    with _tapped_forward(model, x, taps, inputs_of=inputs_of,
+                         input_leaf=input_objective is not None) as (logits, tap):
         result.logits = logits.detach().float().cpu()
         if last_linear is not None:
             result.features = tap.inputs[last_linear].detach().flatten(1).float().cpu()
         if zero:
             objective = logits.max(dim=1).values.sum()
-            grads = _grads(objective, [tap.outputs[n] for n in zero_layers], retain_graph=average)
+            grads = _grads(objective, [tap.outputs[n] for n in zero_layers], retain_graph=True)
             for name, grad in zip(zero_layers, grads):
                 result.nonzero_ratio[name] = _nonzero_ratio(grad, layout.info(name)).cpu()
         if average:
@@ -484,9 +495,11 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
             per_channel = _channel_mean(head_grad, layout.info(head))
             result.output_component = per_channel.abs().mean(1).sqrt().double().cpu()
             objective_b = tap.inputs[linear].sum()
-            grads = _grads(objective_b, [tap.outputs[n] for n in inner], retain_graph=False)
+            grads = _grads(objective_b, [tap.outputs[n] for n in inner], retain_graph=True)
             for name, grad in zip(inner, grads):
                 result.channel_mean_grad[name] = _channel_mean(grad, layout.info(name)).double().cpu()
+        if input_objective is not None:
+            (result.input_grad,) = _grads(input_objective(logits), [tap.input], retain_graph=False)
     return result
 
 

@@ -145,13 +145,20 @@ def _score_batch(model, x, detectors: dict[str, Detector], layers: _ResolvedLaye
     out: dict[str, np.ndarray] = {}
     forward_only = {n: d for n, d in detectors.items() if d.forward_only}
     want_z, want_a = "gaia_z" in detectors, "gaia_a" in detectors
+    odin = detectors.get("odin")
     if want_z or want_a:
+        # ODIN's input gradient comes from this same forward pass (its second forward, on
+        # the perturbed input, stays its own)
         result = gaia.gaia_analyze(
             model, x, layers=layers.zero or None, inner_layers=layers.inner or None,
             head_layer=layers.head, zero=want_z, average=want_a,
             capture_features=bool(forward_only),
+            input_objective=odin.input_objective if odin is not None else None,
         )
         logits, features = result.logits, result.features
+        if odin is not None:
+            x_model = x.to(device=result.input_grad.device, dtype=result.input_grad.dtype)
+            out["odin"] = odin.score_perturbed(odin.step(x_model, result.input_grad)).double().numpy()
         if want_z:
             out["zero_partial_sums"] = result.zero_partial_sums.numpy()
             out["nonzero_ratio"] = torch.cat([result.nonzero_ratio[n] for n in layers.zero], 1).numpy()
@@ -167,7 +174,7 @@ def _score_batch(model, x, detectors: dict[str, Detector], layers: _ResolvedLaye
         logits, features = logits.float().cpu(), features.float().cpu()
     out["prediction"] = logits.argmax(1).numpy()
     for name, detector in detectors.items():
-        if name in GAIA_METHODS:
+        if name in GAIA_METHODS or name in out:
             continue
         if detector.forward_only:
             out[name] = detector.score_outputs(logits, features).double().numpy()

@@ -48,15 +48,22 @@ class ODIN(Detector):
             raise ModelError(f"epsilon must be >= 0, got {self.epsilon}.")
         self.input_std = None if input_std is None else tuple(float(s) for s in input_std)
 
+    def input_objective(self, logits: Tensor) -> Tensor:
+        """The loss whose input gradient ODIN steps against: sum_b -log softmax(f(x_b)/T)_y.
+
+        Summed, not averaged, so each sample's gradient is its own."""
+        tempered = logits / self.temperature
+        return F.cross_entropy(tempered, tempered.argmax(dim=1), reduction="sum")
+
     def perturb(self, x: Tensor) -> Tensor:
         """``x'``: one signed-gradient step that increases the tempered max softmax."""
         x_leaf = self._input(x).detach().clone().requires_grad_(True)
         with frozen_parameters(self.model), eval_mode(self.model), torch.enable_grad():
-            logits = self.model(x_leaf) / self.temperature
-            predicted = logits.argmax(dim=1)
-            # Sum, not mean: each sample's gradient is then its own -grad log softmax_y.
-            loss = F.cross_entropy(logits, predicted, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x_leaf)
+            (grad,) = torch.autograd.grad(self.input_objective(self.model(x_leaf)), x_leaf)
+        return self.step(x_leaf.detach(), grad)
+
+    def step(self, x: Tensor, grad: Tensor) -> Tensor:
+        """``x - eps * sign(grad)`` (divided by ``input_std`` per channel when given)."""
         step = torch.sign(grad)
         if self.input_std is not None:
             std = torch.tensor(self.input_std, dtype=step.dtype, device=step.device)
@@ -65,10 +72,13 @@ class ODIN(Detector):
                     f"input_std has {std.numel()} values but the input has {step.shape[1]} channels."
                 )
             step = step / std.view(1, -1, *([1] * (step.ndim - 2)))
-        return (x_leaf - self.epsilon * step).detach()
+        return (x - self.epsilon * step).detach()
 
-    def score(self, x: Tensor) -> Tensor:
-        x_perturbed = self.perturb(x)
+    def score_perturbed(self, x_perturbed: Tensor) -> Tensor:
+        """``-max softmax(f(x') / T)`` for already perturbed inputs."""
         with torch.no_grad(), eval_mode(self.model):
             logits = self.model(x_perturbed)
         return (-torch.softmax(logits.float() / self.temperature, dim=1).amax(dim=1)).cpu()
+
+    def score(self, x: Tensor) -> Tensor:
+        return self.score_perturbed(self.perturb(x))
