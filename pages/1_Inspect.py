@@ -4,6 +4,7 @@ import streamlit as st
 
 from gaia_viz import gaia
 from gaia_viz.app import inspect_helpers as helpers
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import current_setup, require_evaluation
 from gaia_viz.attribution import ATTRIBUTION_METHODS, attribute, to_heatmap, top_k_predictions
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS
@@ -29,7 +30,7 @@ id_name = evaluation.id_name
 
 # ---------------------------------------------------------------- choose the image
 source = st.radio("Image from", ["upload", *image_sets], index=1, horizontal=True, key="inspect_source",
-                  format_func=lambda s: "my files" if s == "upload" else f"set: {s}")
+                  format_func=lambda s: "my files" if s == "upload" else f"set: {escape_markdown(s)}")
 image_x, image_caption = None, ""
 if source == "upload":
     uploads = st.file_uploader("Image file(s)", type=list(helpers.UPLOAD_TYPES),
@@ -45,13 +46,13 @@ if source == "upload":
             loaded[upload.name] = helpers.image_from_upload(
                 upload.getvalue(), upload.name, setup.preset, policy)
         except GaiaVizError as exc:
-            st.error(f"{exc}. Use a real image file (PNG, JPEG, WebP, BMP or TIFF, not renamed "
+            st.error(f"{escape_markdown(exc)}. Use a real image file (PNG, JPEG, WebP, BMP or TIFF, not renamed "
                      f"text), complete (re-export a truncated download) and at most "
                      f"{DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels.")
     if loaded:
         name = (st.selectbox("Uploaded image", list(loaded), key="inspect_upload_pick")
                 if len(loaded) > 1 else next(iter(loaded)))
-        image_x, image_caption = loaded[name][1], name
+        image_x, image_caption = loaded[name][1], escape_markdown(name)
     else:
         st.info("Upload one or more images (png, jpg, jpeg, webp, bmp, tif, tiff).")
 else:
@@ -61,7 +62,7 @@ else:
     strip = range(index, min(len(image_set), index + 8))
     st.image([image_set.raw_image(i) for i in strip], caption=[f"#{i}" for i in strip], width=64)
     image_x = image_set[index][0]
-    image_caption = f"{source} #{index}"
+    image_caption = f"{escape_markdown(source)} #{index}"
 if image_x is None:
     st.stop()
 
@@ -99,7 +100,8 @@ try:
     with st.spinner(f"Computing {ATTRIBUTION_METHODS[method_key].label}…"):
         heat = to_heatmap(attribute(model, image_x, method_key)[0])
 except (GaiaVizError, RuntimeError) as exc:
-    st.error(f"{ATTRIBUTION_METHODS[method_key].label} failed for this model: {str(exc).splitlines()[0]}. "
+    reason = escape_markdown((str(exc).splitlines() or [type(exc).__name__])[0])
+    st.error(f"{ATTRIBUTION_METHODS[method_key].label} failed for this model: {reason}. "
              "Try another attribution method.")
 else:
     left, right = st.columns(2)

@@ -5,6 +5,7 @@ import json
 import streamlit as st
 
 from gaia_viz.app import analysis
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import cached_evaluation, get_evaluation, require_setup, user_errors
 from gaia_viz.detectors import DETECTORS
 from gaia_viz.figures import scores as figures
@@ -49,10 +50,12 @@ columns[1].metric("Images scored", f"{len(evaluation.scores):,}")
 columns[2].metric("Seconds", f"{evaluation.seconds:.1f}",
                   help=f"{evaluation.cache_hits} of {1 + len(evaluation.ood_names)} data sets came from the run cache")
 columns[3].metric("Device", evaluation.config.get("device", setup.device))
-st.caption(f"Model **{setup.model_name}**{f' ({setup.checkpoint})' if setup.checkpoint else ''}; preset "
-           f"**{setup.preset}**; OOD policy **{setup.ood_policy}**; ID set **{evaluation.id_name}** "
+checkpoint_text = f" ({escape_markdown(setup.checkpoint)})" if setup.checkpoint else ""
+st.caption(f"Model **{escape_markdown(setup.model_name)}**{checkpoint_text}; preset "
+           f"**{setup.preset}**; OOD policy **{setup.ood_policy}**; ID set **{escape_markdown(evaluation.id_name)}** "
            f"({len(setup.id_set):,} images); OOD: " + ", ".join(
-               f"{n} ({len(setup.ood_sets[n]):,}, {setup.ood_policy_of(n)})" for n in evaluation.ood_names))
+               f"{escape_markdown(n)} ({len(setup.ood_sets[n]):,}, {setup.ood_policy_of(n)})"
+               for n in evaluation.ood_names))
 
 # ---------------------------------------------------------------- metrics
 st.subheader("Metrics")

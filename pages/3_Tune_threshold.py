@@ -3,6 +3,7 @@
 import streamlit as st
 
 from gaia_viz.app.gallery import show_gallery
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import require_evaluation, require_setup
 from gaia_viz.errors import GaiaVizError
 from gaia_viz.figures import scores as figures
@@ -45,7 +46,7 @@ try:
                               (high - low) / 1000, key=f"tune_score::{method}::{ood_set}", format="%.5g")
     confusion = confusion_at_threshold(id_scores, ood_scores, threshold)
 except GaiaVizError as exc:
-    st.error(f"{METHOD_LABELS.get(method, method)} scores cannot be thresholded: {exc}")
+    st.error(f"{METHOD_LABELS.get(method, method)} scores cannot be thresholded: {escape_markdown(exc)}")
     st.stop()
 st.session_state["threshold"] = dict(method=method, ood_set=ood_set, threshold=float(threshold),
                                      tpr_at_id=confusion["id_accepted"])
@@ -72,8 +73,9 @@ matrix.plotly_chart(figures.confusion_matrix_figure(confusion, evaluation.id_nam
 
 # ---------------------------------------------------------------- hardest cases
 st.subheader("Hardest cases")
-st.caption(f"OOD images scored most ID-like ({ood_set}, lowest scores) and ID images scored most "
-           f"OOD-like ({evaluation.id_name}, highest scores), with their verdict at this threshold.")
+st.caption(f"OOD images scored most ID-like ({escape_markdown(ood_set)}, lowest scores) and ID images scored "
+           f"most OOD-like ({escape_markdown(evaluation.id_name)}, highest scores), with their verdict at this "
+           "threshold.")
 
 
 def captions(scores, indices):
@@ -81,10 +83,10 @@ def captions(scores, indices):
 
 
 hard_ood = hardest_cases(ood_scores, GALLERY_SIZE, most_ood_like=False)
-st.markdown(f"**{ood_set}: most ID-like**")
+st.markdown(f"**{escape_markdown(ood_set)}: most ID-like**")
 show_gallery(setup.ood_sets[ood_set], hard_ood, captions(ood_scores, hard_ood))
 hard_id = hardest_cases(id_scores, GALLERY_SIZE, most_ood_like=True)
-st.markdown(f"**{evaluation.id_name}: most OOD-like**")
+st.markdown(f"**{escape_markdown(evaluation.id_name)}: most OOD-like**")
 show_gallery(setup.id_set, hard_id, captions(id_scores, hard_id))
 
 # ---------------------------------------------------------------- export

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from gaia_viz.app import analysis
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import require_evaluation, require_setup
 from gaia_viz.errors import GaiaVizError
 from gaia_viz.figures import channels as figures
@@ -74,7 +75,7 @@ st.session_state["layer_subset"] = {"zero": chosen.get("gaia_z", []), "inner": c
 try:
     subset = analysis.subset_metrics(evaluation, chosen)
 except GaiaVizError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(exc))
     st.stop()
 full = evaluation.metrics_table()
 full = full[full["method"].isin(families)].reset_index(drop=True)

@@ -8,6 +8,7 @@ import json
 import streamlit as st
 
 from gaia_viz import report
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import current_setup, default_data_root, resolve_device, user_errors
 from gaia_viz.figures import scores as figures
 from gaia_viz.metrics import roc_points
@@ -38,7 +39,7 @@ if bench is None:
     st.stop()
 models = columns[2].multiselect("Models", list(bench.checkpoints), default=list(bench.checkpoints),
                                 key="report_models")
-st.caption(f"Data root: `{bench.data_root}`. OOD sets found: " + ", ".join(
+st.caption(f"Data root: {escape_markdown(bench.data_root)}. OOD sets found: " + ", ".join(
     f"{name} ({len(images):,})" for name, images in bench.ood_sets.items()))
 if not models:
     st.info("No CIFAR ResNet checkpoint chosen (or none found under models/).")

@@ -57,7 +57,6 @@ def _run_report(out: Path, cache: Path) -> tuple[float, subprocess.CompletedProc
 
 
 @pytest.fixture(scope="module")
-@pytest.mark.timeout(REPORT_TIMEOUT)
 def report_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
     cold_seconds, _ = _run_report(base / "cold", base / "cache")

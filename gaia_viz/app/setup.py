@@ -38,6 +38,7 @@ from typing import Sequence
 
 import streamlit as st
 
+from gaia_viz.app.paths import check_allowed, check_spec_allowed, escape_markdown, restriction_active
 from gaia_viz.cache import stable_hash
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
 from gaia_viz.errors import GaiaVizError
@@ -203,7 +204,7 @@ def _on_data_kind_change():
 
 
 def _real_cifar_available(data_root: str | None = None) -> bool:
-    root = data_root if data_root is not None else st.session_state.get("sb_data_root", default_data_root())
+    root = data_root if data_root is not None else checked_data_root()[0]
     if not root:
         return False
     found = _benchmark_sets(root)
@@ -236,6 +237,10 @@ def _checkpoint_widgets(kind: str, required: bool) -> dict:
         return dict(checkpoint=f"upload:{upload.name}", data=data, digest=digests[upload.file_id])
     if path:
         expanded = str(Path(path).expanduser())
+        check_allowed(expanded)
+        if Path(expanded).is_dir():
+            raise GaiaVizError(f"checkpoint {expanded} is a folder; give the path of the weights file "
+                               "(.pt, .pth, .th or .safetensors) inside it")
         if not Path(expanded).is_file():
             raise GaiaVizError(f"checkpoint {expanded} does not exist on the server; check the path "
                                "or upload the file")
@@ -262,7 +267,7 @@ def _model_widgets(data_root: str) -> _Choice:
                 shared = Path(data_root) / "models" / f"cifar10_resnet{depth}.th" if data_root else None
                 if shared is not None and shared.is_file():
                     choice.values.update(checkpoint=str(shared), digest=_file_digest(str(shared)))
-                    st.caption(f"Pretrained CIFAR-10 weights: `{shared}`.")
+                    st.caption(f"Pretrained CIFAR-10 weights: {escape_markdown(shared)}.")
                 else:
                     raise GaiaVizError(
                         f"cifar_resnet{depth} has no pretrained weights under the data root: upload a "
@@ -367,6 +372,8 @@ def _data_widgets(data_root: str) -> _Choice:
 def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | None):
     """Open the ID, fit and OOD sets the data widgets named: (id_set, ood_sets, fit_set, sources)."""
     root = data_root or None
+    for _name, spec in [values["id"], *([values["fit"]] if values["fit"] else []), *values["ood"]]:
+        check_spec_allowed(spec)
     id_name, id_spec = values["id"]
     id_set = _cached_source(id_spec, preset, id_policy(preset), root, id_name, max_samples)
     sources = {id_name: id_spec}
@@ -384,7 +391,35 @@ def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | Non
                 raise GaiaVizError(f"two data sets are named {name!r}; give the OOD sets distinct names")
             ood_sets[name] = _cached_source(spec, preset, policy, root, name, max_samples)
             sources[name] = spec
+    if restriction_active():
+        for image_set in [id_set, fit_set, *ood_sets.values()]:
+            _check_files_allowed(image_set)
     return id_set, ood_sets, fit_set, sources
+
+
+def _check_files_allowed(image_set) -> None:
+    """DataError when a file of ``image_set`` resolves outside the allowed data roots (a symlink
+    inside an allowed folder that points elsewhere)."""
+    path_of = getattr(image_set, "path", None)
+    if image_set is None or not callable(path_of):
+        return
+    for i in range(len(image_set)):
+        path = path_of(i)
+        if path is not None:
+            check_allowed(path)
+
+
+def checked_data_root() -> tuple[str, str | None]:
+    """The data root of the sidebar and an error message: ``("", why)`` when the visitor typed a
+    root outside the allowed data roots (the server's own default is always accepted)."""
+    root = str(st.session_state.get("sb_data_root", default_data_root())).strip()
+    if not root or root == default_data_root():
+        return root, None
+    try:
+        check_allowed(root)
+    except GaiaVizError as exc:
+        return "", f"data root refused: {exc}"
+    return root, None
 
 
 def _preset_widget(model_name: str, model) -> str:
@@ -431,7 +466,9 @@ def sidebar() -> Setup | None:
     """
     errors: list[str] = []
     st.session_state.setdefault("sb_data_root", default_data_root())
-    data_root = st.session_state["sb_data_root"].strip()
+    data_root, root_error = checked_data_root()
+    if root_error:
+        errors.append(root_error)
     model = device = None
     with st.sidebar:
         model_box, data_box, run_box = st.container(), st.container(), st.container()
@@ -458,6 +495,12 @@ def sidebar() -> Setup | None:
                                           v["digest"], device, _checkpoint_bytes=v["data"])
                 except GaiaVizError as exc:
                     errors.append(str(exc))
+                except (RuntimeError, ValueError, TypeError, KeyError, OSError) as exc:
+                    # building a model from a user's weights can fail inside torch in many ways;
+                    # the visitor needs the reason, the page must go on
+                    reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    errors.append(f"cannot load the model {v['name']!r}: {reason}; check the model "
+                                  "name, the checkpoint and its number of classes")
             model_name = model_choice.values.get("name", "")
             preset = _preset_widget(model_name, model)
         with data_box:
@@ -478,7 +521,7 @@ def sidebar() -> Setup | None:
                 if skipped:
                     st.warning(f"{skipped} unreadable image files were skipped.")
         for message in errors:
-            st.error(message)
+            st.error(escape_markdown(message))
     st.session_state["setup_errors"] = errors
     setup = None
     if not errors and model is not None and opened is not None:
@@ -522,7 +565,7 @@ def user_errors(context: str = ""):
     try:
         yield
     except GaiaVizError as exc:
-        st.error(f"{context}{exc}")
+        st.error(escape_markdown(f"{context}{exc}"))
 
 
 def require_setup() -> Setup:
@@ -530,7 +573,7 @@ def require_setup() -> Setup:
     setup = current_setup()
     if setup is None:
         for message in st.session_state.get("setup_errors") or ["the set-up in the sidebar is incomplete"]:
-            st.error(f"{message}")
+            st.error(escape_markdown(message))
         st.caption("Fix the set-up in the sidebar; the page updates at once.")
         st.stop()
     return setup
@@ -611,18 +654,18 @@ def get_evaluation(setup: Setup, methods: Sequence[str], make_current: bool = Fa
     except EvaluationCancelled as exc:
         bar.empty()
         cancel_slot.empty()
-        st.warning(f"Evaluation cancelled ({exc}). Run it again to resume.")
+        st.warning(escape_markdown(f"Evaluation cancelled ({exc}). Run it again to resume."))
         st.stop()
     except GaiaVizError as exc:
         bar.empty()
         cancel_slot.empty()
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
         st.stop()
     except (RuntimeError, OSError) as exc:
         bar.empty()
         cancel_slot.empty()
-        st.error(f"The model could not score these images: {str(exc).splitlines()[0]}. Check that the "
-                 "preprocessing preset matches the model (input channels and size).")
+        st.error(f"The model could not score these images: {escape_markdown(str(exc).splitlines()[0])}. "
+                 "Check that the preprocessing preset matches the model (input channels and size).")
         st.stop()
     cancel_slot.empty()
     bar.progress(1.0, text=f"Done: {len(evaluation.scores):,} images in {evaluation.seconds:.1f} s"

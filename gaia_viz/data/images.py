@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -38,10 +39,14 @@ DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
-# What Pillow raises for damaged data varies by plugin; all of these mean "cannot decode".
+# What Pillow raises for damaged data varies by plugin (struct.error from TIFF/ICO headers,
+# OverflowError from absurd sizes, AttributeError/NotImplementedError from half-parsed
+# formats, ...); all of these mean "cannot decode". A fuzz test (tests/test_bad_input_library.py)
+# feeds arbitrary and mutated bytes to keep this list honest.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
-                  KeyError, ZeroDivisionError, MemoryError, Image.DecompressionBombError,
-                  Image.DecompressionBombWarning)
+                  KeyError, ZeroDivisionError, MemoryError, OverflowError, struct.error,
+                  AttributeError, NotImplementedError, RuntimeError, AssertionError,
+                  Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 def is_image_path(path: str | os.PathLike) -> bool:

@@ -46,13 +46,42 @@ def _read_safetensors(data: bytes, origin: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{origin} is not a readable .safetensors file ({exc})") from exc
 
 
+# Opcodes by which a pickle imports a callable and calls it: what "runs code" means here.
+_CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"})
+
+
+def _pickle_imports_code(data: bytes) -> bool:
+    """True when the plain pickle ``data`` contains an import-and-call opcode.
+
+    ``pickletools.genops`` only parses, it never executes. Used to tell a malicious pickle
+    (refused) from bytes that are no pickle at all (corrupt) when torch's weights-only
+    unpickler stops at an opcode it does not support before reaching the import.
+    """
+    import pickletools
+
+    try:
+        for opcode, _arg, _pos in pickletools.genops(io.BytesIO(data)):
+            if opcode.name in _CODE_OPCODES:
+                return True
+    except Exception:  # not a (complete) pickle: whatever came before decided it
+        return False
+    return False
+
+
 def _read_torch(data: bytes, origin: str) -> object:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):
+        # torch's weights-only unpickler says "Unsupported global" for a pickle that would import
+        # (and so could run) code; "Unsupported operand" and the like mean bytes that are no pickle
+        if "Weights only load failed" in str(exc) and (
+            "global" in str(exc).lower() or _pickle_imports_code(data)
+        ):
             raise CheckpointError(f"{origin}: {REFUSED_PICKLE_MESSAGE}") from exc
-        raise CheckpointError(f"{origin} is corrupt or truncated ({exc})") from exc
+        raise CheckpointError(
+            f"{origin} is corrupt, truncated or not a PyTorch checkpoint; save model.state_dict() "
+            "with torch.save or use .safetensors"
+        ) from exc
     except Exception as exc:  # EOFError, RuntimeError (zip reader), struct.error, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
