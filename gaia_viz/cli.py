@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gaia_viz.report import run_report
 
         return run_report(args)
-    except (GaiaVizError, FileNotFoundError, PermissionError) as exc:
+    except (GaiaVizError, OSError) as exc:
         sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -143,7 +143,9 @@ def _resolve_layers(model, sample: torch.Tensor, settings: SweepSettings) -> _Re
 def _score_batch(model, x, detectors: dict[str, Detector], layers: _ResolvedLayers) -> dict[str, np.ndarray]:
     """All methods on one batch. Returns per-sample arrays (scores, GAIA pieces, labels...)."""
     out: dict[str, np.ndarray] = {}
-    forward_only = {n: d for n, d in detectors.items() if d.forward_only}
+    # penultimate features are captured only for detectors that read them, so logit-only
+    # methods also work on models whose head is not a Linear
+    wants_features = any(d.forward_only and d.uses_features for d in detectors.values())
     want_z, want_a = "gaia_z" in detectors, "gaia_a" in detectors
     odin = detectors.get("odin")
     if want_z or want_a:
@@ -152,7 +154,7 @@ def _score_batch(model, x, detectors: dict[str, Detector], layers: _ResolvedLaye
         result = gaia.gaia_analyze(
             model, x, layers=layers.zero or None, inner_layers=layers.inner or None,
             head_layer=layers.head, zero=want_z, average=want_a,
-            capture_features=bool(forward_only),
+            capture_features=wants_features,
             input_objective=odin.input_objective if odin is not None else None,
         )
         logits, features = result.logits, result.features
@@ -170,8 +172,16 @@ def _score_batch(model, x, detectors: dict[str, Detector], layers: _ResolvedLaye
             out["gaia_a"] = result.gaia_a.numpy()
     else:
         with torch.no_grad(), eval_mode(model):
-            features, logits = features_and_logits(model, x.to(model_device(model)))
-        logits, features = logits.float().cpu(), features.float().cpu()
+            if wants_features:
+                features, logits = features_and_logits(model, x.to(model_device(model)))
+                features = features.float().cpu()
+            else:
+                features, logits = None, model(x.to(model_device(model)))
+        logits = logits.float().cpu()
+    bad = int((~torch.isfinite(logits)).any(1).sum())
+    if bad:
+        raise ModelError(f"the model returned non-finite logits (NaN or inf) for {bad} of {len(logits)} "
+                         "images; check the checkpoint and the preprocessing preset")
     out["prediction"] = logits.argmax(1).numpy()
     for name, detector in detectors.items():
         if name in GAIA_METHODS or name in out:

@@ -8,7 +8,6 @@ Each parametrised case is one bad (or odd-but-valid) input; hypothesis adds gene
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import re
 import struct
@@ -451,16 +450,20 @@ def test_model_without_any_feature_map_says_gaia_cannot():
     assert run(LinearOnlyNet(), ["energy"]).metrics_table()["auroc"].between(0, 1).all()
 
 
-def test_model_outputting_nan_gives_metric_input_error_not_garbage():
+@pytest.mark.parametrize("methods", [["gaia_z", "msp"], ["msp"]])
+def test_model_outputting_nan_is_refused_before_anything_is_cached(methods, tmp_path):
+    id_set, ood = tiny_sets()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        evaluation = run(NaNNet(), ["gaia_z", "msp"])
-    with pytest.raises(MetricInputError, match="not finite"):
-        evaluation.metrics_table()
+        with pytest.raises(ModelError, match="non-finite logits"):
+            evaluate(NaNNet().eval(), id_set, ood, SweepSettings(methods=methods, batch_size=8),
+                     cache_dir=tmp_path)
+    assert not list(tmp_path.rglob("chunk-*.npz"))
 
 
 @pytest.mark.parametrize("methods, error", [
     (["gaia_z"], None),
+    (["msp", "maxlogit", "energy"], None),  # logit-only methods need no Linear head
     (["gaia_a"], LayerError),
     (["knn"], ModelError),
     (["mahalanobis"], ModelError),
@@ -575,3 +578,4 @@ def test_identical_sets_are_chance(scores):
     assert values["auroc"] == pytest.approx(0.5)
     assert values["detection_error"] == pytest.approx(0.5)
     assert 0.0 <= values["fpr95"] <= 1.0 and values["fpr95"] >= 0.95 - 1e-9
+

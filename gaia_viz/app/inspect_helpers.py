@@ -20,7 +20,7 @@ from gaia_viz.data.presets import OOD_POLICIES, Preset, denormalize, make_transf
 from gaia_viz.errors import ImageLoadError, LayerError
 from gaia_viz.metrics import threshold_at_tpr
 
-UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
+UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif")
 GAIA_LABELS = {"gaia_z": "GAIA-Z", "gaia_a": "GAIA-A"}
 # per-channel GAIA quantities stored by the sweep, and the layer lists they are split by
 CHANNEL_QUANTITIES = {

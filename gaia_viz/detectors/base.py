@@ -173,6 +173,7 @@ class OutputDetector(Detector):
     """A forward-only detector: its score is a function of ``(logits, features)`` alone."""
 
     forward_only: ClassVar[bool] = True
+    uses_features: ClassVar[bool] = True  # False: a function of the logits alone
 
     @abc.abstractmethod
     def score_outputs(self, logits: Tensor, features: Tensor) -> Tensor:
@@ -182,7 +183,10 @@ class OutputDetector(Detector):
     def score(self, x: Tensor) -> Tensor:
         self._require_fit()
         with eval_mode(self.model):
-            features, logits = features_and_logits(self.model, self._input(x))
+            if self.uses_features:
+                features, logits = features_and_logits(self.model, self._input(x))
+            else:
+                features, logits = None, self.model(self._input(x))
         return self.score_outputs(logits, features).float().cpu()
 
 

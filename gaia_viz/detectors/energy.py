@@ -17,6 +17,7 @@ class Energy(OutputDetector):
     """
 
     name = "energy"
+    uses_features = False
     label = "Energy"
 
     def __init__(self, model, temperature: float = 1.0):

@@ -15,6 +15,7 @@ class MaxLogit(OutputDetector):
     """
 
     name = "maxlogit"
+    uses_features = False
     label = "MaxLogit"
 
     def __init__(self, model):

@@ -17,6 +17,7 @@ class MSP(OutputDetector):
     """
 
     name = "msp"
+    uses_features = False
     label = "MSP"
 
     def __init__(self, model):
