@@ -389,8 +389,9 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     done = [0]
     results: dict[str, DatasetResult] = {}
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    data_fps = {name: dataset_fingerprint(ds) for name, ds in datasets.items()}  # stats every file once
     for name, ds in datasets.items():
-        data_fp = dataset_fingerprint(ds)
+        data_fp = data_fps[name]
         key = stable_hash(dict(config, dataset=data_fp, format=1))
         store = ChunkStore(root, key, meta=dict(config, dataset=data_fp)) if use_cache else None
 
@@ -419,7 +420,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         zero_layers=layers.zero, zero_channels=layers.zero_channels,
         inner_layers=layers.inner, inner_channels=layers.inner_channels, head_layer=layers.head,
         arrays={name: {k: v for k, v in res.arrays.items() if k in gaia_keys} for name, res in results.items()},
-        config=dict(config, datasets={n: dataset_fingerprint(d) for n, d in datasets.items()},
+        config=dict(config, datasets=data_fps,
                     id_set=id_name, ood_sets=[n for n in datasets if n != id_name],
                     batch_size=settings.batch_size, device=str(device)),
         seconds=time.perf_counter() - started,
