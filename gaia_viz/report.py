@@ -238,33 +238,35 @@ def save_figures(evaluation, out: Path, name: str, methods=("gaia_z", "gaia_a", 
     from gaia_viz.metrics import roc_points, shared_edges
 
     methods = [m for m in methods if m in evaluation.methods]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
-    for ax, method in zip(axes[0], methods):
-        arrays = [evaluation.method_scores(method, d) for d in [evaluation.id_name] + evaluation.ood_names]
+    datasets = [evaluation.id_name] + evaluation.ood_names
+
+    def method_grid(draw, xlabel: str, ylabel: str, path: Path) -> None:
+        fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
+        for ax, method in zip(axes[0], methods):
+            draw(ax, method)
+            ax.set_title(method)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+
+    def histograms(ax, method):
+        arrays = [evaluation.method_scores(method, d) for d in datasets]
         edges = shared_edges(arrays, bins=50)
-        for label, values in zip([evaluation.id_name] + evaluation.ood_names, arrays):
+        for label, values in zip(datasets, arrays):
             ax.hist(np.clip(values, edges[0], edges[-1]), bins=edges, histtype="step", density=True, label=label)
-        ax.set_title(method)
-        ax.set_xlabel("OOD score (higher = more OOD)")
-        ax.set_ylabel("density")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}_histograms.png", dpi=90)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
-    for ax, method in zip(axes[0], methods):
+
+    def roc(ax, method):
         id_scores = evaluation.method_scores(method, evaluation.id_name)
         for ood in evaluation.ood_names:
             fpr, tpr, _ = roc_points(id_scores, evaluation.method_scores(method, ood))
             ax.plot(fpr, tpr, label=ood)
         ax.axhline(0.95, color="grey", lw=0.8, ls="--")
-        ax.set_title(method)
-        ax.set_xlabel("FPR (fraction of OOD accepted)")
-        ax.set_ylabel("TPR (fraction of ID accepted)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}_roc.png", dpi=90)
-    plt.close(fig)
+
+    method_grid(histograms, "OOD score (higher = more OOD)", "density", out / f"{name}_histograms.png")
+    method_grid(roc, "FPR (fraction of OOD accepted)", "TPR (fraction of ID accepted)", out / f"{name}_roc.png")
 
 
 def write_report(result: dict, out: Path, command: str) -> None:
