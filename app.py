@@ -9,7 +9,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from gaia_viz.allocator import retain_freed_memory
 from gaia_viz.app.setup import sidebar
+
+retain_freed_memory()  # GAIA's backward passes stay free of page faults (see gaia_viz.allocator)
 
 HERE = Path(__file__).resolve().parent
 PAGES = (

@@ -42,6 +42,11 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+try:
+    import resource  # page-fault counts (Unix)
+except ImportError:  # Windows
+    resource = None
 import torch.nn.functional as F
 from torch import nn
 
@@ -50,6 +55,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from gaia_viz import gaia, metrics, sweep  # noqa: E402
+from gaia_viz.allocator import retain_freed_memory  # noqa: E402
 from gaia_viz.detectors import DETECTORS, make_detector  # noqa: E402
 from gaia_viz.models import load_model  # noqa: E402
 
@@ -86,6 +92,7 @@ class Row:
     ratio: float
     images_per_s: float
     times_s: list[float] = field(default_factory=list)
+    page_faults: float = 0.0  # median minor page faults per call (memory faulted in afresh)
 
 
 # --------------------------------------------------------------------------- timing
@@ -111,17 +118,26 @@ def time_median(fn: Callable[[], object], repeats: int, warmup: int, device: tor
     return times
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
+
+
 def time_interleaved(methods: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                     device: torch.device) -> dict[str, list[float]]:
+                     device: torch.device, faults: dict[str, list[int]] | None = None
+                     ) -> dict[str, list[float]]:
     """Like :func:`time_median` for several methods, timed round-robin (one call of each per
-    round) so that a load change on a shared machine hits every method alike."""
+    round) so that a load change on a shared machine hits every method alike. ``faults``,
+    when given, receives each call's minor page faults per method."""
     for fn in methods.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
+            before = _minor_faults()
             times[name].extend(time_median(fn, 1, 0, device))
+            if faults is not None:
+                faults.setdefault(name, []).append(_minor_faults() - before)
     return times
 
 
@@ -231,12 +247,13 @@ def bench_model(spec: ModelSpec, device: torch.device, batch: int, repeats: int,
         "sweep_all": lambda: sweep._score_batch(model, x, det_all, resolved),
     }
     rows = []
-    timings = time_interleaved(methods, repeats, warmup, device)
+    faults: dict[str, list[int]] = {}
+    timings = time_interleaved(methods, repeats, warmup, device, faults)
     forward_s = statistics.median(timings["forward"])
     for method, times in timings.items():
         median = statistics.median(times)
         rows.append(Row(spec.key, device.type, method, batch, median, median / forward_s,
-                        batch / median, times))
+                        batch / median, times, statistics.median(faults[method])))
     for p in model.parameters():
         p.grad = None
     info = dict(model=spec.key, device=device.type, weights=weights, batch=batch,
@@ -402,9 +419,10 @@ def print_rows(rows: list[Row], info: dict) -> None:
     print(f"\n== {info['model']} on {info['device']} (batch {info['batch']}, "
           f"{info['image_size']} px, {info['weights']}, {info['norm_layers']} norm layers; "
           f"naive vs gaia_z max |diff| = {info['naive_vs_gaia_z_max_abs_diff']:.2e})")
-    print(f"{'method':<16}{'median ms':>12}{'x forward':>11}{'images/s':>11}")
+    print(f"{'method':<16}{'median ms':>12}{'x forward':>11}{'images/s':>11}{'faults/call':>13}")
     for row in rows:
-        print(f"{row.method:<16}{row.median_s * 1e3:>12.1f}{row.ratio:>10.2f}x{row.images_per_s:>11.1f}")
+        print(f"{row.method:<16}{row.median_s * 1e3:>12.1f}{row.ratio:>10.2f}x{row.images_per_s:>11.1f}"
+              f"{row.page_faults:>13.0f}")
 
 
 def check_targets(rows: list[Row], info: dict, threads: int) -> list[dict]:
@@ -450,6 +468,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run the channels_last/bf16 exactness check on the CPU too (ResNet-20)")
     parser.add_argument("--quick", action="store_true",
                         help="1 repeat, 1 fit batch, 20,000 interaction samples (smoke runs)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc thresholds at their defaults (the CLI and app "
+                             "raise them: gaia_viz.allocator); default: raised, as they run")
     parser.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -465,6 +486,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    malloc_retained = False if args.default_malloc else retain_freed_memory()
     devices = []
     if args.device in ("cpu", "all"):
         devices.append(torch.device("cpu"))
@@ -479,6 +501,8 @@ def main(argv=None) -> int:
     print(f"cpu: {info['cpu']}, {args.threads} torch threads; torch {info['torch']}"
           + (f"; gpu: {info['gpu']}" if "gpu" in info else "; no CUDA device")
           + (f"; load average {info['load_average_1min']}" if "load_average_1min" in info else ""))
+    info["malloc"] = "freed memory retained (gaia_viz.allocator)" if malloc_retained else "default"
+    print(f"malloc: {info['malloc']}")
     report: dict = dict(machine=info, args={k: str(v) for k, v in vars(args).items()},
                         models=[], rows=[], targets=[], interaction=[], gpu=[], exactness=[])
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from gaia_viz.allocator import retain_freed_memory
 from gaia_viz.errors import GaiaVizError
 
 EXIT_USAGE = 2
@@ -187,6 +188,7 @@ def run_evaluate(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()
     try:
         if args.command == "evaluate":
             return run_evaluate(args)

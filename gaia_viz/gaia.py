@@ -25,7 +25,9 @@ module a copy, so it scores exactly like the same model with ``inplace=False``.
 Engineering guarantees of every public function here:
 - one forward pass per call; gradients with respect to activations only (parameters are
   frozen for the call, so no parameter gradient is ever computed);
-- the backward pass stops at the earliest hooked layer (its output becomes the graph's leaf);
+- the backward pass stops at the earliest hooked layer (its output becomes the graph's leaf),
+  reduces every other layer's gradient the moment it is produced, and takes eval-mode batch
+  norms (with the convolution before them) in one cheaper step (:class:`_EvalNormBackward`);
 - hooks removed, ``requires_grad`` flags and train/eval modes restored, also on exceptions;
 - batched: no Python loop over samples; a sample's scores do not depend on its batch.
 """
@@ -242,8 +244,108 @@ def _prepare_input(model: nn.Module, x: Tensor, device) -> Tensor:
             f"model first with model.to({str(device)!r})"
         )
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    x = x.to(device=on_device, dtype=dtype)
+    # detached: gradients are taken w.r.t. activations (and, for ODIN, a fresh input leaf),
+    # never w.r.t. whatever graph the caller's tensor may carry
+    x = x.to(device=on_device, dtype=dtype).detach()
     return x.clone() if x.is_inference() else x
+
+
+class _NormInputGrad(torch.autograd.Function):
+    """Identity on the values of an eval-mode batch norm's own output; backward multiplies
+    by the per-channel scale ``weight / sqrt(running_var + eps)``."""
+
+    @staticmethod
+    def forward(ctx, x, scale, output_holder):
+        ctx.save_for_backward(scale)
+        return output_holder[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        return grad * scale.view(1, -1, *([1] * (grad.ndim - 2))), None, None
+
+
+class _ConvNormInputGrad(torch.autograd.Function):
+    """Identity on the values of ``norm(conv(x))`` as the modules computed it; backward goes
+    straight to ``x``: one convolution backward with the weight scaled per output channel."""
+
+    @staticmethod
+    def forward(ctx, x, scaled_weight, output_holder, conv_args):
+        ctx.save_for_backward(x, scaled_weight)
+        ctx.conv_args = conv_args
+        return output_holder[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv_args
+        grad_input, _, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, stride, padding, dilation, False, [0] * len(stride), groups,
+            [True, False, False])
+        return grad_input, None, None, None
+
+
+def _uses_running_stats(module: nn.Module) -> bool:
+    return (isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.training
+            and module.running_mean is not None and module.running_var is not None)
+
+
+def _plain_conv2d(module: nn.Module) -> bool:
+    """A Conv2d whose forward is exactly ``F.conv2d(x, module.weight, ...)``."""
+    return (isinstance(module, nn.Conv2d) and type(module).forward is nn.Conv2d.forward
+            and type(module)._conv_forward is nn.Conv2d._conv_forward
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str))
+
+
+class _EvalNormBackward:
+    """A cheaper backward pass for eval-mode batch norms, as forward hooks for one pass.
+
+    Why: in eval mode a batch norm's input gradient is its output gradient times a
+    per-channel constant, but PyTorch's CPU ``native_batch_norm_backward`` takes 4x as long
+    as that multiplication (0.85 vs 0.21 ms on a 128 x 16 x 32 x 32 gradient, 2 threads),
+    and when the norm reads a convolution's output the constant folds into the
+    convolution's weight, so the multiplication disappears too. The norm's output values
+    are the module's own (ReLU masks and zero counts are unchanged); gradient values may
+    differ from autograd's in the last bit.
+
+    Only where it is exact: the convolution is a plain Conv2d, not a hooked layer (its
+    output's gradient is never asked for), its output reaches the norm unmodified (same
+    tensor, same version) and autocast is off; otherwise just the multiplication.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], hooked: set[str]):
+        self.handles = []
+        self._last_conv = None  # (module, input, output, output version)
+        for name, module in modules.items():
+            if _plain_conv2d(module) and name not in hooked:
+                self.handles.append(module.register_forward_hook(self._record_conv))
+            elif _uses_running_stats(module):  # prepend: before any capture hook on it
+                self.handles.append(module.register_forward_hook(self._norm_output, prepend=True))
+
+    def _record_conv(self, module, inputs, output):
+        self._last_conv = (module, inputs[0], output, output._version)
+
+    def _norm_output(self, module, inputs, output):
+        conv, self._last_conv = self._last_conv, None
+        x = inputs[0] if inputs else None
+        if not (isinstance(x, Tensor) and x.requires_grad and isinstance(output, Tensor)):
+            return None  # upstream of every hooked layer: no gradient flows here
+        scale = torch.rsqrt(module.running_var + module.eps)
+        if module.weight is not None:
+            scale = scale * module.weight
+        scale = scale.detach().to(output.dtype)
+        # the output goes in a holder, not as an argument, so that autograd does not treat
+        # it as an input returned as-is (a view that later in-place ops could not modify)
+        holder = [output.detach()]
+        if (conv is not None and conv[2] is x and x._version == conv[3] and conv[1].requires_grad
+                and not torch.is_autocast_enabled(x.device.type)):
+            conv_module, conv_input = conv[0], conv[1]
+            weight = conv_module.weight.detach() * scale.view(-1, 1, 1, 1).to(conv_module.weight.dtype)
+            return _ConvNormInputGrad.apply(
+                conv_input, weight, holder,
+                (list(conv_module.stride), list(conv_module.padding), list(conv_module.dilation),
+                 conv_module.groups))
+        return _NormInputGrad.apply(x, scale, holder)
 
 
 class _Tap:
@@ -262,6 +364,7 @@ class _Tap:
         self.input: Tensor | None = None  # the model input, when it is a leaf
         self._handles = []
         modules = dict(model.named_modules())
+        self._handles.extend(_EvalNormBackward(modules, set(layers)).handles)
         for name in dict.fromkeys(layers):
             info = layout.info(name)
             self._handles.append(modules[name].register_forward_hook(self._capture(info)))
@@ -324,6 +427,80 @@ def _grads(objective: Tensor, tensors: Sequence[Tensor], retain_graph: bool) -> 
     return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
 
 
+def _stop_tensors(targets: Sequence[Tensor]) -> list[Tensor]:
+    """The targets no other target lies upstream of: the backward pass stops at them.
+
+    Every other target is reached on the way, so its gradient can be reduced by a tensor
+    hook as it is produced instead of being kept whole until the end of the pass.
+    """
+    marked: dict = {}  # graph node -> the targets it produces
+    for t in targets:
+        node = t.grad_fn if t.grad_fn is not None else _grad_accumulator(t)
+        if node is not None:
+            marked.setdefault(node, []).append(t)
+    reaches: dict = {}  # node -> whether a marked node lies strictly upstream of it
+    for start in marked:
+        stack = [(start, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in reaches:
+                continue
+            children = [child for child, _ in node.next_functions if child is not None]
+            if expanded:
+                reaches[node] = any(child in marked or reaches[child] for child in children)
+                continue
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if child not in reaches)
+    return [t for node, ts in marked.items() if not reaches[node] for t in ts]
+
+
+def _grad_accumulator(leaf: Tensor):
+    """The AccumulateGrad node that stands for a leaf in every graph using it (or None).
+
+    Autograd keeps one such node per leaf while a graph refers to it; a throwaway view
+    is the public way to reach it.
+    """
+    if not leaf.requires_grad:
+        return None
+    return leaf.view_as(leaf).grad_fn.next_functions[0][0]
+
+
+def _reduced_grads(objective: Tensor, targets: dict[str, Tensor], reduce, retain_graph: bool
+                   ) -> dict[str, Tensor]:
+    """``reduce(name, d objective / d targets[name])`` for every target, in one backward pass.
+
+    Full gradients are never all alive at once: the pass stops at the upstream-most targets
+    and the others are reduced (e.g. to per-channel counts) by tensor hooks the moment they
+    are produced, so memory is reused while hot instead of being faulted in fresh.
+    """
+    stops = _stop_tensors(list(targets.values()))
+    stop_ids = {id(t) for t in stops}
+    reduced: dict[str, Tensor] = {}
+    handles = []
+
+    def make_hook(name):
+        def hook(grad):
+            reduced[name] = reduce(name, grad)
+        return hook
+
+    try:
+        for name, tensor in targets.items():
+            if id(tensor) not in stop_ids:
+                handles.append(tensor.register_hook(make_hook(name)))
+        grads = torch.autograd.grad(objective, stops, retain_graph=retain_graph, allow_unused=True) if stops else []
+    finally:
+        for handle in handles:
+            handle.remove()
+    grad_of = {id(t): g for t, g in zip(stops, grads)}
+    for name, tensor in targets.items():
+        if name in reduced:
+            continue
+        grad = grad_of.get(id(tensor))
+        # a layer the objective does not depend on has an all-zero gradient
+        reduced[name] = reduce(name, torch.zeros_like(tensor) if grad is None else grad)
+    return reduced
+
+
 def _channels_first(grad: Tensor, info: LayerInfo) -> Tensor:
     return grad.permute(0, 3, 1, 2) if info.channel_dim == 3 else grad
 
@@ -356,7 +533,7 @@ class GaiaResult:
 
     logits: Tensor
     zero_layers: list[str] = field(default_factory=list)
-    nonzero_ratio: dict[str, Tensor] = field(default_factory=dict)  # r[l]: (B, C_l)
+    nonzero_ratio: dict[str, Tensor] = field(default_factory=dict)  # r[l]: (B, C_l), float64
     inner_layers: list[str] = field(default_factory=list)
     head_layer: str | None = None
     channel_mean_grad: dict[str, Tensor] = field(default_factory=dict)  # m[l]: (B, C_l)
@@ -433,16 +610,49 @@ def _layer_mask(layer_mask, num_layers: int) -> np.ndarray:
 # --------------------------------------------------------------------------- scores
 
 
-def _nonzero_ratio(grad: Tensor, info: LayerInfo) -> Tensor:
+def _nonzero_count(grad: Tensor, info: LayerInfo) -> Tensor:
     # |sign(g)| is exactly 1 where g != 0 and 0 where g == 0 (also -0.0); summing these
     # ones in float32 is exact below 2**24 positions and several times faster on the CPU
     # than count_nonzero, which widens a bool mask to int64. A NaN gradient gives NaN.
-    grad = _channels_first(grad, info)
-    return grad.sign().abs_().sum(dim=(2, 3), dtype=torch.float32) / (info.height * info.width)
+    return _channels_first(grad, info).sign().abs_().sum(dim=(2, 3), dtype=torch.float32)
 
 
 def _channel_mean(grad: Tensor, info: LayerInfo) -> Tensor:
     return _channels_first(grad, info).mean(dim=(2, 3))
+
+
+def _zero_pass(result, logits, tap, layout, layers):
+    def run(retain_graph):
+        counts = _reduced_grads(
+            logits.max(dim=1).values.sum(), {n: tap.outputs[n] for n in layers},
+            lambda name, grad: _nonzero_count(grad, layout.info(name)), retain_graph)
+        for name in layers:  # to the CPU after the pass: a copy inside a hook would stall it
+            info = layout.info(name)
+            result.nonzero_ratio[name] = counts[name].cpu().double() / (info.height * info.width)
+    return run
+
+
+def _output_component_pass(result, logits, tap, layout, head):
+    def run(retain_graph):
+        (head_grad,) = _grads(F.log_softmax(logits, dim=1).sum(), [tap.outputs[head]], retain_graph)
+        per_channel = _channel_mean(head_grad, layout.info(head))
+        result.output_component = per_channel.abs().mean(1).sqrt().double().cpu()
+    return run
+
+
+def _inner_pass(result, tap, layout, linear, layers):
+    def run(retain_graph):
+        means = _reduced_grads(
+            tap.inputs[linear].sum(), {n: tap.outputs[n] for n in layers},
+            lambda name, grad: _channel_mean(grad, layout.info(name)), retain_graph)
+        result.channel_mean_grad.update((name, means[name].double().cpu()) for name in layers)
+    return run
+
+
+def _input_pass(result, logits, tap, input_objective):
+    def run(retain_graph):
+        (result.input_grad,) = _grads(input_objective(logits), [tap.input], retain_graph)
+    return run
 
 
 def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = None,
@@ -484,22 +694,17 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
         result.logits = logits.detach().float().cpu()
         if last_linear is not None:
             result.features = tap.inputs[last_linear].detach().flatten(1).float().cpu()
-        if zero:
-            objective = logits.max(dim=1).values.sum()
-            grads = _grads(objective, [tap.outputs[n] for n in zero_layers], retain_graph=True)
-            for name, grad in zip(zero_layers, grads):
-                result.nonzero_ratio[name] = _nonzero_ratio(grad, layout.info(name)).cpu()
+        # one backward pass per objective; the last one frees the graph as it goes
+        passes = []
         if average:
-            objective_a = F.log_softmax(logits, dim=1).sum()
-            (head_grad,) = _grads(objective_a, [tap.outputs[head]], retain_graph=True)
-            per_channel = _channel_mean(head_grad, layout.info(head))
-            result.output_component = per_channel.abs().mean(1).sqrt().double().cpu()
-            objective_b = tap.inputs[linear].sum()
-            grads = _grads(objective_b, [tap.outputs[n] for n in inner], retain_graph=True)
-            for name, grad in zip(inner, grads):
-                result.channel_mean_grad[name] = _channel_mean(grad, layout.info(name)).double().cpu()
+            passes += [_output_component_pass(result, logits, tap, layout, head),
+                       _inner_pass(result, tap, layout, linear, inner)]
+        if zero:
+            passes.append(_zero_pass(result, logits, tap, layout, zero_layers))
         if input_objective is not None:
-            (result.input_grad,) = _grads(input_objective(logits), [tap.input], retain_graph=False)
+            passes.append(_input_pass(result, logits, tap, input_objective))
+        for i, run_pass in enumerate(passes):
+            run_pass(retain_graph=i < len(passes) - 1)
     return result
 
 

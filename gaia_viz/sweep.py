@@ -163,7 +163,9 @@ def _score_batch(model, x, detectors: dict[str, Detector], layers: _ResolvedLaye
             out["odin"] = odin.score_perturbed(odin.step(x_model, result.input_grad)).double().numpy()
         if want_z:
             out["zero_partial_sums"] = result.zero_partial_sums.numpy()
-            out["nonzero_ratio"] = torch.cat([result.nonzero_ratio[n] for n in layers.zero], 1).numpy()
+            # per-channel ratios are for charts: float32 halves the cache (scores use the
+            # float64 partial sums above)
+            out["nonzero_ratio"] = torch.cat([result.nonzero_ratio[n] for n in layers.zero], 1).float().numpy()
             out["gaia_z"] = result.gaia_z.numpy()
         if want_a:
             out["avg_partial_sums"] = result.avg_partial_sums.numpy()

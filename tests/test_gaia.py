@@ -198,6 +198,82 @@ def test_inplace_relu_scores_like_out_of_place():
     assert torch.equal(gaia.gaia_a(model, x), gaia.gaia_a(copy_model, x))
 
 
+class BranchyNet(nn.Module):
+    """Every case the backward-pass shortcuts (eval batch norm, conv folded into its norm,
+    stopping at the upstream-most hooked layers) must get right: a conv output that is also
+    read elsewhere, an in-place op between a conv and its norm, a branch straight from the
+    input (a second leaf), a norm without affine parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(8)
+        self.conv_a = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn_a = nn.BatchNorm2d(8)
+        self.conv_b = nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False)
+        self.bn_b = nn.BatchNorm2d(8, affine=False)
+        self.side = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.bn_side = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = F.relu(self.bn0(self.stem(x)))
+        a = self.conv_a(h)
+        h = F.relu(self.bn_a(a)) + 0.5 * torch.tanh(a)
+        b = self.conv_b(h)
+        b.mul_(1.5)
+        h = F.relu(self.bn_b(b)) + F.relu(self.bn_side(self.side(x)))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def _branchy():
+    torch.manual_seed(4)
+    model = BranchyNet()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            if m.affine:
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.normal_(0, 0.2)
+    return model.eval().double()
+
+
+@pytest.mark.parametrize("layers", [
+    None,  # every norm: two leaves (bn0 and bn_side), the rest reduced by hooks
+    ["conv_a", "bn_a", "bn_b", "bn_side"],  # a hooked conv must not be folded into its norm
+    ["bn_b"],
+])
+def test_backward_shortcuts_match_plain_autograd(layers):
+    model = _branchy()
+    torch.manual_seed(5)
+    x = torch.randn(4, 3, 12, 12, dtype=torch.float64)
+    names = layers or gaia.default_layers(model, x)["zero"]
+    grads = gaia.layer_gradients(model, x, names)
+    for i in range(x.shape[0]):
+        ref = _reference_layer_grads(model, x[i:i + 1], names, lambda lg, _h: lg.max(1).values.sum())
+        for name in names:
+            assert torch.equal(grads[name][i] != 0, ref[name][0] != 0), name
+            assert torch.allclose(grads[name][i], ref[name][0], rtol=1e-12, atol=1e-15), name
+    # same zero counts (above); the score sums them in another order than the reference
+    assert torch.allclose(gaia.gaia_z(model, x, layers=names), reference_gaia_z(model, x, names),
+                          rtol=1e-14, atol=0)
+
+
+def test_input_gradient_shares_the_forward_without_changing_gaia():
+    model = _branchy()
+    x = torch.randn(3, 3, 12, 12, dtype=torch.float64)
+    plain = gaia.gaia_analyze(model, x)
+    shared = gaia.gaia_analyze(model, x, input_objective=lambda logits: logits.logsumexp(1).sum())
+    for name in plain.zero_layers:
+        assert torch.equal(plain.nonzero_ratio[name], shared.nonzero_ratio[name])
+    assert torch.allclose(plain.gaia_a, shared.gaia_a, rtol=1e-12)
+    x_leaf = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(model(x_leaf).logsumexp(1).sum(), x_leaf)
+    assert torch.allclose(shared.input_grad, expected, rtol=1e-12, atol=1e-15)
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_batch_independence():
     model = _resnet18()
     torch.manual_seed(3)
