@@ -286,7 +286,11 @@ class _ConvNormInputGrad(torch.autograd.Function):
 
 
 def _uses_running_stats(module: nn.Module) -> bool:
-    return (isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.training
+    """A batch norm whose forward is exactly ``F.batch_norm`` with its running statistics
+    (subclasses that add to it, such as timm's ``BatchNormAct2d``, are left to autograd)."""
+    return (isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and type(module).forward is nn.modules.batchnorm._BatchNorm.forward
+            and not module.training
             and module.running_mean is not None and module.running_var is not None)
 
 

@@ -198,18 +198,26 @@ def test_inplace_relu_scores_like_out_of_place():
     assert torch.equal(gaia.gaia_a(model, x), gaia.gaia_a(copy_model, x))
 
 
+class BatchNormAct2d(nn.BatchNorm2d):
+    """A batch norm that also applies its activation (as timm's does): not a plain norm."""
+
+    def forward(self, x):
+        return F.relu(super().forward(x))
+
+
 class BranchyNet(nn.Module):
     """Every case the backward-pass shortcuts (eval batch norm, conv folded into its norm,
     stopping at the upstream-most hooked layers) must get right: a conv output that is also
     read elsewhere, an in-place op between a conv and its norm, a branch straight from the
-    input (a second leaf), a norm without affine parameters."""
+    input (a second leaf), a norm without affine parameters, a norm subclass with its own
+    forward."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
         self.bn0 = nn.BatchNorm2d(8)
         self.conv_a = nn.Conv2d(8, 8, 3, padding=1)
-        self.bn_a = nn.BatchNorm2d(8)
+        self.bn_a = BatchNormAct2d(8)
         self.conv_b = nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False)
         self.bn_b = nn.BatchNorm2d(8, affine=False)
         self.side = nn.Conv2d(3, 8, 3, stride=2, padding=1)
@@ -219,7 +227,7 @@ class BranchyNet(nn.Module):
     def forward(self, x):
         h = F.relu(self.bn0(self.stem(x)))
         a = self.conv_a(h)
-        h = F.relu(self.bn_a(a)) + 0.5 * torch.tanh(a)
+        h = self.bn_a(a) + 0.5 * torch.tanh(a)
         b = self.conv_b(h)
         b.mul_(1.5)
         h = F.relu(self.bn_b(b)) + F.relu(self.bn_side(self.side(x)))
