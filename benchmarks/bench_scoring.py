@@ -13,9 +13,11 @@ init at 224 px batch 32) and device, prints the median seconds per batch (after 
     sweep_no_odin    gaia_viz.sweep._score_batch with every detector except ODIN
     sweep_all        the same with ODIN (its own input-gradient pass + second forward)
 
-each also as a ratio to ``forward`` measured in the same run. On CUDA it also reports
-images/s of GAIA on torchvision ResNet-50 at 224 px next to a plain training step, and with
-``--channels-last`` / ``--bf16`` whether GAIA-Z's zero counts stay exact under them.
+each also as a ratio to ``forward`` measured in the same run, with the minor page faults
+per call (memory faulted in afresh; see gaia_viz.allocator, which the script opts into
+unless ``--default-malloc``). On CUDA it also reports images/s of GAIA on torchvision
+ResNet-50 at 224 px next to a plain training step, and with ``--channels-last`` /
+``--bf16`` whether GAIA-Z's zero counts stay exact under them.
 "Interaction speed" times what the app recomputes without the model on 200,000 cached
 samples: moving the threshold and changing the layer subset.
 
@@ -40,13 +42,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
-
 try:
     import resource  # page-fault counts (Unix)
 except ImportError:  # Windows
     resource = None
+
+import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import nn
 
