@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 CACHE_ENV = "GAIA_VIZ_CACHE_DIR"
-FORMAT_VERSION = 2  # 2: GAIA-Z ratios and partial sums in float64
+FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:

@@ -36,6 +36,9 @@ from gaia_viz.model_state import eval_mode, model_device
 GAIA_METHODS = ("gaia_z", "gaia_a")
 ALL_METHODS = tuple(DETECTORS)
 DEFAULT_METHODS = ("gaia_z", "gaia_a", "msp", "energy")
+# what the cached arrays mean; part of every cache key, so a change starts fresh entries
+# (2: GAIA-Z ratios and partial sums in float64)
+SCORES_FORMAT = 2
 
 ProgressFn = Callable[[float, str], None]
 
@@ -394,7 +397,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     data_fps = {name: dataset_fingerprint(ds) for name, ds in datasets.items()}  # stats every file once
     for name, ds in datasets.items():
         data_fp = data_fps[name]
-        key = stable_hash(dict(config, dataset=data_fp, format=1))
+        key = stable_hash(dict(config, dataset=data_fp, format=SCORES_FORMAT))
         store = ChunkStore(root, key, meta=dict(config, dataset=data_fp)) if use_cache else None
 
         def advance(count, _name=name):
