@@ -3,7 +3,8 @@
 Per batch: GAIA-Z and GAIA-A share one forward (with the gradient passes they need) that
 also yields the logits and penultimate features every forward-only detector scores from
 (MSP, MaxLogit, Energy, GradNorm, ReAct, KNN, Mahalanobis); without GAIA that forward runs
-without gradients. Only ODIN runs its own passes (input gradient + second forward).
+without gradients. ODIN takes its input gradient from that same forward when GAIA runs
+(its own pass otherwise) and adds a second forward on the perturbed input.
 
 The result is one pandas table of per-sample scores for all methods plus, per dataset, the
 per-layer GAIA arrays the app plots. Results are cached on disk in chunks keyed by model
