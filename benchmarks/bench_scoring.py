@@ -10,7 +10,7 @@ init at 224 px batch 32) and device, prints the median seconds per batch (after 
                      layer output, r = (g != 0).float().mean over positions
     gaia_z           gaia_viz.gaia.gaia_z
     gaia_a           gaia_viz.gaia.gaia_a
-    sweep_no_odin    gaia_viz.sweep._score_batch with every detector except ODIN
+    sweep_no_odin    gaia_viz.sweep.score_batch with every detector except ODIN
     sweep_all        the same with ODIN (its own input-gradient pass + second forward)
 
 each also as a ratio to ``forward`` measured in the same run, with the minor page faults
@@ -230,8 +230,6 @@ def bench_model(spec: ModelSpec, device: torch.device, batch: int, repeats: int,
     x = torch.randn(batch, 3, spec.image_size, spec.image_size, generator=generator).to(device)
     layers = norm_layer_names(model)
     num_classes = forward_only(model, x[:1]).shape[1]
-    settings = sweep.SweepSettings(methods=list(DETECTORS), batch_size=batch)
-    resolved = sweep._resolve_layers(model, x[0].cpu(), settings)
     det_no_odin = build_detectors(model, x, num_classes, fit_batches, with_odin=False)
     det_all = dict(det_no_odin, odin=make_detector("odin", model))
 
@@ -245,8 +243,8 @@ def bench_model(spec: ModelSpec, device: torch.device, batch: int, repeats: int,
         "naive_gaia_z": lambda: naive_gaia_z(model, x, layers),
         "gaia_z": lambda: gaia.gaia_z(model, x, layers),
         "gaia_a": lambda: gaia.gaia_a(model, x),
-        "sweep_no_odin": lambda: sweep._score_batch(model, x, det_no_odin, resolved),
-        "sweep_all": lambda: sweep._score_batch(model, x, det_all, resolved),
+        "sweep_no_odin": lambda: sweep.score_batch(model, x, det_no_odin),
+        "sweep_all": lambda: sweep.score_batch(model, x, det_all),
     }
     rows = []
     faults: dict[str, list[int]] = {}

@@ -20,15 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_ENV = "GAIA_VIZ_CACHE_DIR"
 FORMAT_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """``$GAIA_VIZ_CACHE_DIR`` or ``~/.cache/gaia-viz``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "gaia-viz"
-
 
 def stable_hash(obj) -> str:
     """Hex digest of a JSON-serialisable object (key order independent)."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from gaia_viz.allocator import retain_freed_memory
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.progress import terminal_progress
 
 EXIT_USAGE = 2
 
@@ -64,18 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device(requested: str | None) -> str:
-    import torch
-
-    if requested is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
-        raise GaiaVizError(f"unknown device {requested!r}: use cpu or cuda")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise GaiaVizError("--device cuda was asked but no CUDA GPU is available")
-    return requested
-
-
 def parse_methods(text: str | None) -> list[str]:
     from gaia_viz.sweep import ALL_METHODS, DEFAULT_METHODS
 
@@ -84,21 +74,6 @@ def parse_methods(text: str | None) -> list[str]:
     if text.strip().lower() == "all":
         return list(ALL_METHODS)
     return [m.strip().lower() for m in text.split(",") if m.strip()]
-
-
-def _progress_bar(quiet: bool):
-    if quiet:
-        return None, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]")
-
-    def update(fraction: float, message: str):
-        bar.set_description(message[:60])
-        bar.n = round(100 * fraction, 1)
-        bar.refresh()
-
-    return update, bar.close
 
 
 def write_outputs(evaluation, out: Path) -> None:
@@ -117,72 +92,136 @@ def format_table(evaluation) -> str:
     return header + "\n" + table.to_string(index=False)
 
 
-def run_evaluate(args) -> int:
+@dataclass
+class EvaluationInputs:
+    """What ``evaluate``'s arguments name, opened: the model, the data sets and the run record."""
 
+    model: object
+    id_set: object
+    fit_set: object | None
+    ood_sets: dict
+    run: object  # gaia_viz.run_config.RunConfig
+
+
+def _demo_inputs(args, device: str) -> EvaluationInputs:
+    from gaia_viz.demo import DEMO_PRESET, demo_id_set, demo_ood_sets
+    from gaia_viz.models import load_model
+    from gaia_viz.run_config import RunConfig
+
+    if args.ood or args.id_source or args.model or args.checkpoint:
+        raise GaiaVizError("--demo scores the demo model on its own sets; it cannot be combined with "
+                           "--model, --checkpoint, --id or --ood (drop --demo to score your own data)")
+    preset = args.preset or DEMO_PRESET
+    policy = args.ood_transform or "resize"  # the demo's OOD images are smaller than its input
+    run = RunConfig(model_name="demo", preset=preset, data="demo",
+                    fit_source="demo:digits:train", max_samples=args.max_samples)
+    return EvaluationInputs(load_model("demo", device=device), demo_id_set("test", preset=preset),
+                            demo_id_set("train", preset=preset),
+                            demo_ood_sets(preset=preset, ood_policy=policy), run)
+
+
+def _user_inputs(args, device: str) -> EvaluationInputs:
     from gaia_viz.data.presets import PRESETS, id_policy
     from gaia_viz.data.sources import open_source
     from gaia_viz.models import default_preset, load_model
+    from gaia_viz.run_config import RunConfig
+
+    if not args.model or not args.id_source or not args.ood:
+        raise GaiaVizError("give --model, --id and at least one --ood NAME=SOURCE (or --demo)")
+    policy = args.ood_transform or "center-crop"
+    model = load_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes,
+                       device=device, allow_download=args.download)
+    preset = args.preset or default_preset(args.model)
+    if preset not in PRESETS:
+        raise GaiaVizError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    common = dict(preset=preset, data_root=args.data_root, download=args.download)
+    id_set = open_source(args.id_source, ood_policy=id_policy(preset), name="id", **common)
+    fit_set = (open_source(args.fit_source, ood_policy=id_policy(preset), name="fit", **common)
+               if args.fit_source else None)
+    ood_sets, sources = {}, {"id": args.id_source}
+    for item in args.ood:
+        name, sep, source = item.partition("=")
+        if not sep or not name or not source:
+            raise GaiaVizError(f"--ood expects NAME=SOURCE, got {item!r}")
+        ood_sets[name] = open_source(source, ood_policy=policy, name=name, **common)
+        sources[name] = source
+    run = RunConfig(model_name=args.model, checkpoint=args.checkpoint, preset=preset, sources=sources,
+                    fit_source=args.fit_source, data_root=args.data_root, max_samples=args.max_samples)
+    return EvaluationInputs(model, id_set, fit_set, ood_sets, run)
+
+
+def _report_skipped(evaluation) -> None:
+    """One stderr line per data set that lost unreadable files (the list is in metrics.json)."""
+    for name, skipped in evaluation.config.skipped.items():
+        first = skipped[0]
+        sys.stderr.write(f"warning: {len(skipped)} unreadable file(s) skipped in {name} "
+                         f"(first: {first[0]}: {first[1]}); all are listed under config.skipped in metrics.json\n")
+
+
+def run_evaluate(args) -> int:
+    from gaia_viz.data.sources import limit
+    from gaia_viz.settings import resolve_device
     from gaia_viz.sweep import SweepSettings, evaluate
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     if args.batch_size < 1:
         raise GaiaVizError("--batch-size must be at least 1")
-    if args.demo:
-        from gaia_viz.demo import DEMO_PRESET, demo_id_set, demo_ood_sets
-
-        model = load_model("demo", device=device)
-        preset = args.preset or DEMO_PRESET
-        id_set = demo_id_set("test", preset=preset)
-        fit_set = demo_id_set("train", preset=preset)
-        args.ood_transform = args.ood_transform or "resize"
-        ood_sets = demo_ood_sets(preset=preset, ood_policy=args.ood_transform)
-        model_name = "demo"
-    else:
-        if not args.model or not args.id_source or not args.ood:
-            raise GaiaVizError("give --model, --id and at least one --ood NAME=SOURCE (or --demo)")
-        model_name = args.model
-        args.ood_transform = args.ood_transform or "center-crop"
-        model = load_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes,
-                           device=device, allow_download=args.download)
-        preset = args.preset or default_preset(args.model)
-        if preset not in PRESETS:
-            raise GaiaVizError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        common = dict(preset=preset, data_root=args.data_root, download=args.download)
-        id_set = open_source(args.id_source, ood_policy=id_policy(preset), name="id", **common)
-        fit_set = (open_source(args.fit_source, ood_policy=id_policy(preset), name="fit", **common)
-                   if args.fit_source else None)
-        ood_sets = {}
-        for item in args.ood:
-            name, sep, source = item.partition("=")
-            if not sep or not name or not source:
-                raise GaiaVizError(f"--ood expects NAME=SOURCE, got {item!r}")
-            ood_sets[name] = open_source(source, ood_policy=args.ood_transform, name=name, **common)
+    inputs = _demo_inputs(args, device) if args.demo else _user_inputs(args, device)
+    id_set, ood_sets = inputs.id_set, inputs.ood_sets
     if args.max_samples:
-        from gaia_viz.data.sources import limit
-
         id_set = limit(id_set, args.max_samples)
         ood_sets = {k: limit(v, args.max_samples) for k, v in ood_sets.items()}
     settings = SweepSettings(
         methods=parse_methods(args.methods), batch_size=args.batch_size,
         layers=[s.strip() for s in args.layers.split(",")] if args.layers else None,
     )
-    progress, close = _progress_bar(args.quiet)
+    progress, close = terminal_progress(args.quiet)
     try:
-        evaluation = evaluate(
-            model, id_set, ood_sets, settings, fit_set=fit_set, device=device,
-            cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=progress,
-            extra_config=dict(model_name=model_name, checkpoint=args.checkpoint, preset=preset,
-                              ood_transform=args.ood_transform),
-        )
+        evaluation = evaluate(inputs.model, id_set, ood_sets, settings, fit_set=inputs.fit_set, device=device,
+                              cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=progress,
+                              run=inputs.run)
     finally:
         close()
     out = Path(args.out)
     write_outputs(evaluation, out)
+    _report_skipped(evaluation)
     accuracy = evaluation.id_accuracy()
     print(format_table(evaluation))
     if accuracy is not None:
         print(f"ID accuracy (top-1): {100 * accuracy:.2f} %")
-    print(f"{len(evaluation.scores):,} images in {evaluation.seconds:.1f} s on {device}; wrote {out}/metrics.json and {out}/scores.csv")
+    print(f"{len(evaluation.scores):,} images in {evaluation.seconds:.1f} s on {device}; "
+          f"wrote {out}/metrics.json and {out}/scores.csv")
+    return 0
+
+
+def run_report(args) -> int:
+    from gaia_viz.report import REPORT_MODELS, metrics_markdown, open_real_benchmark, run_benchmark, write_report
+    from gaia_viz.settings import resolve_device
+
+    device = resolve_device(args.device)
+    bench = open_real_benchmark(args.data_root, max_id=args.max_id, max_ood=args.max_ood)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in REPORT_MODELS]
+    if unknown:
+        raise GaiaVizError(f"unknown report model(s) {unknown}; choose from {', '.join(REPORT_MODELS)}")
+    progress, close = terminal_progress(args.quiet)
+    try:
+        result = run_benchmark(bench, models, batch_size=args.batch_size, device=device,
+                               cache_dir=args.cache_dir, progress=progress)
+    finally:
+        close()
+    out = Path(args.out)
+    command = "python -m gaia_viz " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else \
+        f"python -m gaia_viz report --data-root {bench.data_root} --out {out}"
+    write_report(result, out, command)
+    for name, entry in result.summary["models"].items():
+        print(f"{name}: ID accuracy {100 * (entry['id_accuracy'] or 0):.2f} %, {entry['seconds']:.1f} s")
+        print(metrics_markdown(entry))
+        skipped = entry["config"].get("skipped") or {}
+        for dataset, items in skipped.items():
+            sys.stderr.write(f"warning: {name}: {len(items)} unreadable file(s) skipped in {dataset}; "
+                             f"listed in {out}/skipped.csv\n")
+    print(f"wrote {out}/report.md, metrics.json, scores.csv and figures")
     return 0
 
 
@@ -192,8 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "evaluate":
             return run_evaluate(args)
-        from gaia_viz.report import run_report
-
         return run_report(args)
     except (GaiaVizError, OSError) as exc:
         sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")

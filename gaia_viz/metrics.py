@@ -22,7 +22,7 @@ against ``sklearn.metrics`` (``roc_auc_score``, ``average_precision_score``,
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -216,6 +216,21 @@ def evaluate_scores(id_scores, ood_scores, tpr: float = DEFAULT_TPR) -> dict[str
         "aupr_out": _aupr_out(c),
         "detection_error": _detection_error(c),
     }
+
+
+METRIC_NAMES = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")
+
+
+def metrics_rows(method: str, id_scores, ood_scores_by_set: Mapping[str, Sequence[float]],
+                 tpr: float = DEFAULT_TPR) -> list[dict]:
+    """One row ``{method, ood_set, fpr95, auroc, aupr_in, aupr_out, detection_error}`` per OOD
+    set, plus an ``ood_set="average"`` row (the mean over the sets) when there are several."""
+    rows = [dict(method=method, ood_set=name, **evaluate_scores(id_scores, scores, tpr=tpr))
+            for name, scores in ood_scores_by_set.items()]
+    if len(rows) > 1:
+        rows.append(dict(method=method, ood_set="average",
+                         **{k: float(np.mean([row[k] for row in rows])) for k in METRIC_NAMES}))
+    return rows
 
 
 def confusion_at_threshold(id_scores, ood_scores, threshold: float) -> dict[str, float]:

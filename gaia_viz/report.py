@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -45,9 +44,9 @@ class RealBenchmark:
 
 
 def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
-    from gaia_viz.data.sources import DATA_ROOT_ENV
+    from gaia_viz.settings import DATA_ROOT_ENV, data_root as default_data_root
 
-    root = data_root or os.environ.get(DATA_ROOT_ENV)
+    root = data_root or default_data_root()
     if not root:
         raise DataError(f"give --data-root or set {DATA_ROOT_ENV} to the folder holding cifar10/ and textures/")
     root = Path(root).expanduser()
@@ -107,29 +106,40 @@ def machine_description(device: str) -> str:
     return f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` returns: ``summary`` is the ``metrics.json`` dictionary
+    (``{"models": {model: <CLI schema> + run facts}, "date", "machine", ...}``) and
+    ``evaluations`` the :class:`gaia_viz.sweep.Evaluation` of each model."""
+
+    summary: dict
+    evaluations: dict
+
+
 def run_benchmark(bench: RealBenchmark, models=("cifar_resnet20", "cifar_resnet56"),
                   methods=None, batch_size: int = 128, device: str = "cpu", cache_dir=None,
-                  progress=None) -> dict:
-    """Evaluate every model of ``models`` on ``bench``; returns the metrics.json dictionary."""
+                  progress=None) -> BenchmarkResult:
+    """Evaluate every model of ``models`` on ``bench``."""
     from gaia_viz.models import load_model
+    from gaia_viz.run_config import RunConfig
     from gaia_viz.sweep import ALL_METHODS, SweepSettings, evaluate
 
     methods = list(methods or ALL_METHODS)
-    result = {"models": {}, "date": date.today().isoformat(), "machine": machine_description(device),
-              "device": device, "data_root": str(bench.data_root)}
+    summary = {"models": {}, "date": date.today().isoformat(), "machine": machine_description(device),
+               "device": device, "data_root": str(bench.data_root)}
     evaluations = {}
     for name in models:
         if name not in bench.checkpoints:
             raise DataError(f"checkpoint for {name} not found under {bench.data_root / 'models'}")
         model = load_model(name, checkpoint=bench.checkpoints[name], device=device)
-        std = (0.229, 0.224, 0.225)
-        settings = SweepSettings(methods=methods, batch_size=batch_size, method_params={"odin": {"input_std": std}})
+        settings = SweepSettings(methods=methods, batch_size=batch_size)
         started = time.perf_counter()
         evaluation = evaluate(
             model, bench.id_set, bench.ood_sets, settings, fit_set=bench.fit_set, device=device,
             cache_dir=cache_dir, progress=(lambda f, m, _n=name: progress(f, f"{_n}: {m}")) if progress else None,
-            extra_config=dict(model_name=name, checkpoint=str(bench.checkpoints[name]), preset=REAL_PRESET,
-                              ood_transforms={n: getattr(s, "ood_policy", None) for n, s in bench.ood_sets.items()}),
+            run=RunConfig(model_name=name, checkpoint=str(bench.checkpoints[name]), preset=REAL_PRESET,
+                          data="CIFAR-10 (real)", data_root=str(bench.data_root),
+                          fit_source=f"folder:{bench.data_root / 'cifar10' / 'train-5k'}"),
         )
         seconds = time.perf_counter() - started
         entry = evaluation.metrics_json()
@@ -139,10 +149,9 @@ def run_benchmark(bench: RealBenchmark, models=("cifar_resnet20", "cifar_resnet5
             images_per_second=round(len(evaluation.scores) / max(seconds, 1e-9), 1),
             cache_hits=evaluation.cache_hits,
         )
-        result["models"][name] = entry
+        summary["models"][name] = entry
         evaluations[name] = evaluation
-    result["_evaluations"] = evaluations
-    return result
+    return BenchmarkResult(summary, evaluations)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -221,11 +230,20 @@ def render_report(result: dict, command: str) -> str:
             "Reading: " + reading(entry), "",
             f"Settings: checkpoint `{config.get('checkpoint')}`, GAIA-Z layers: {len(config['layers']['zero'])} "
             f"normalisation layers, GAIA-A inner layers: {', '.join(config['layers']['inner'])}; head layer "
-            f"`{config['layers']['head']}`; batch size {config.get('batch_size')}; OOD transforms "
-            f"{config.get('ood_transforms')}; method parameters {json.dumps(config['method_params'])}.", "",
+            f"`{config['layers']['head']}`; batch size {config.get('batch_size')}; OOD policies "
+            f"{config.get('ood_policies')}; method parameters {json.dumps(config['method_params'])}.", "",
+            _skipped_line(config), "",
             f"![histograms]({name}_histograms.png) ![roc]({name}_roc.png)", "",
         ]
     return "\n".join(parts)
+
+
+def _skipped_line(config: dict) -> str:
+    skipped = config.get("skipped") or {}
+    if not skipped:
+        return "No unreadable files were skipped."
+    parts = ", ".join(f"{len(items)} in {name}" for name, items in skipped.items())
+    return f"Unreadable files skipped (listed in skipped.csv): {parts}."
 
 
 def save_figures(evaluation, out: Path, name: str, methods=("gaia_z", "gaia_a", "msp", "energy")) -> None:
@@ -269,42 +287,20 @@ def save_figures(evaluation, out: Path, name: str, methods=("gaia_z", "gaia_a", 
     method_grid(roc, "FPR (fraction of OOD accepted)", "TPR (fraction of ID accepted)", out / f"{name}_roc.png")
 
 
-def write_report(result: dict, out: Path, command: str) -> None:
+def write_report(result: BenchmarkResult, out: Path, command: str) -> None:
+    """``report.md``, ``metrics.json``, ``scores.csv``, ``skipped.csv`` (unreadable files left
+    out, with the reason; only when there are any) and the PNG figures."""
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
-    evaluations = result.pop("_evaluations")
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
-    (out / "report.md").write_text(render_report(result, command))
-    frames = []
-    for name, evaluation in evaluations.items():
+    (out / "metrics.json").write_text(json.dumps(result.summary, indent=2, default=str))
+    (out / "report.md").write_text(render_report(result.summary, command))
+    frames, skipped = [], []
+    for name, evaluation in result.evaluations.items():
         frames.append(evaluation.scores.assign(model=name))
+        skipped += [dict(model=name, dataset=dataset, path=path, reason=reason)
+                    for dataset, items in evaluation.config.skipped.items() for path, reason in items]
         save_figures(evaluation, out, name)
     pd.concat(frames, ignore_index=True).to_csv(out / "scores.csv", index=False)
-    result["_evaluations"] = evaluations
-
-
-def run_report(args) -> int:
-    from gaia_viz.cli import _device, _progress_bar
-
-    device = _device(args.device)
-    bench = open_real_benchmark(args.data_root, max_id=args.max_id, max_ood=args.max_ood)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in REPORT_MODELS]
-    if unknown:
-        raise DataError(f"unknown report model(s) {unknown}; choose from {', '.join(REPORT_MODELS)}")
-    progress, close = _progress_bar(args.quiet)
-    try:
-        result = run_benchmark(bench, models, batch_size=args.batch_size, device=device,
-                               cache_dir=args.cache_dir, progress=progress)
-    finally:
-        close()
-    out = Path(args.out)
-    command = "python -m gaia_viz " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else \
-        f"python -m gaia_viz report --data-root {bench.data_root} --out {out}"
-    write_report(result, out, command)
-    for name, entry in result["models"].items():
-        print(f"{name}: ID accuracy {100 * (entry['id_accuracy'] or 0):.2f} %, {entry['seconds']:.1f} s")
-        print(metrics_markdown(entry))
-    print(f"wrote {out}/report.md, metrics.json, scores.csv and figures")
-    return 0
+    if skipped:
+        pd.DataFrame(skipped).to_csv(out / "skipped.csv", index=False)

@@ -1,16 +1,17 @@
 """One sweep: every chosen method over ID and OOD sets, one forward pass per batch.
 
-Per batch: GAIA-Z and GAIA-A share one forward (with the gradient passes they need) that
-also yields the logits and penultimate features every forward-only detector scores from
-(MSP, MaxLogit, Energy, GradNorm, ReAct, KNN, Mahalanobis); without GAIA that forward runs
-without gradients. ODIN takes its input gradient from that same forward when GAIA runs
-(its own pass otherwise) and adds a second forward on the perturbed input.
+Each detector states what it reads from the forward pass (:meth:`Detector.needs`); the
+sweep merges those needs and runs :func:`gaia_viz.forward.shared_forward` once per batch
+(without gradients when no method needs one), then lets every detector score from its
+outputs. Fitted methods (ReAct, KNN, Mahalanobis) learn from one shared pass over the fit
+set, run only when some chunk they must score is not cached.
 
-The result is one pandas table of per-sample scores for all methods plus, per dataset, the
-per-layer GAIA arrays the app plots. Results are cached on disk in chunks keyed by model
-weights, dataset, preprocessing, layers and method parameters (:mod:`gaia_viz.cache`), so a
-second request is a cache hit and an interrupted run resumes where it stopped. A CUDA
-out-of-memory error halves the batch and goes on.
+Results are cached on disk (:mod:`gaia_viz.cache`) per dataset, per method and per chunk of
+``chunk_size`` samples, keyed by what determines the numbers: the weights, the dataset's
+files and preprocessing, the method and its parameters (layers included), the fit data.
+Batch size, device and how a path was typed are not part of the key. So a second request
+is a cache hit, an interrupted run resumes where it stopped, and adding a method to an
+evaluation scores only that method. A CUDA out-of-memory error halves the batch and goes on.
 """
 
 from __future__ import annotations
@@ -18,28 +19,32 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from gaia_viz import gaia
-from gaia_viz.cache import ChunkStore, default_cache_dir, stable_hash
-from gaia_viz.detectors import DETECTORS, METHOD_LABELS, Detector, features_and_logits, make_detector
+from gaia_viz.cache import ChunkStore, stable_hash
+from gaia_viz.detectors import DETECTORS, METHOD_LABELS, Detector, detector_parameters, make_detector
 from gaia_viz.errors import DataError, GaiaVizError, ModelError
-from gaia_viz.metrics import evaluate_scores
-from gaia_viz.model_state import eval_mode, model_device
+from gaia_viz.forward import ForwardNeeds, collect_outputs, merge_needs, shared_forward
+from gaia_viz.metrics import metrics_rows
+from gaia_viz.model_state import model_device
+from gaia_viz.run_config import RunConfig
+from gaia_viz.settings import cache_dir as default_cache_dir
 
 GAIA_METHODS = ("gaia_z", "gaia_a")
 ALL_METHODS = tuple(DETECTORS)
 DEFAULT_METHODS = ("gaia_z", "gaia_a", "msp", "energy")
+DEFAULT_CHUNK_SIZE = 256
+OUTPUTS = "outputs"  # the cache entry holding labels and predictions
 # what the cached arrays mean; part of every cache key, so a change starts fresh entries
-# (2: GAIA-Z ratios and partial sums in float64)
-SCORES_FORMAT = 2
+# (2: GAIA-Z ratios and partial sums in float64; 3: one entry per method, fixed chunks)
+SCORES_FORMAT = 3
 
 ProgressFn = Callable[[float, str], None]
 
@@ -63,8 +68,8 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def dataset_fingerprint(dataset) -> dict:
-    """What determines a dataset's tensors: its files (path, size, mtime) or, for in-memory
-    sets, a hash of a few samples; plus its preprocessing and OOD policy."""
+    """What determines a dataset's tensors: its files (resolved path, size, mtime) or, for
+    in-memory sets, a hash of a few samples; plus its preprocessing and OOD policy."""
     n = len(dataset)
     info = dict(
         kind=type(dataset).__name__, name=getattr(dataset, "name", None), size=n,
@@ -72,14 +77,13 @@ def dataset_fingerprint(dataset) -> dict:
     )
     path_of = getattr(dataset, "path", None)
     paths = [path_of(i) for i in range(n)] if callable(path_of) else [None]
+    digest = hashlib.blake2b(digest_size=12)
     if all(paths):
-        digest = hashlib.blake2b(digest_size=12)
         for path in paths:
             stat = os.stat(path)
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            digest.update(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         info["files"] = digest.hexdigest()
     else:
-        digest = hashlib.blake2b(digest_size=12)
         for i in sorted({0, n // 2, n - 1} if n else set()):
             digest.update(dataset[i][0].numpy().tobytes())
         info["samples"] = digest.hexdigest()
@@ -91,14 +95,21 @@ def dataset_fingerprint(dataset) -> dict:
 
 @dataclass
 class SweepSettings:
-    """Everything besides model and data that determines the scores."""
+    """Everything besides model and data that decides what is computed.
+
+    ``method_params``: ``{method: {parameter: value}}`` (see each detector's docstring);
+    ``layers`` / ``inner_layers`` / ``head_layer`` are shorthands for GAIA-Z's ``layers``
+    and GAIA-A's ``inner_layers`` / ``head_layer``. ``batch_size`` and ``chunk_size``
+    (samples per cached chunk) change the speed, never the scores.
+    """
 
     methods: Sequence[str] = DEFAULT_METHODS
-    layers: Sequence[str] | None = None  # GAIA-Z layers, None = defaults
-    inner_layers: Sequence[str] | None = None  # GAIA-A inner layers
-    head_layer: str | None = None  # GAIA-A head layer
+    layers: Sequence[str] | None = None
+    inner_layers: Sequence[str] | None = None
+    head_layer: str | None = None
     method_params: Mapping[str, Mapping] = field(default_factory=dict)
     batch_size: int = 64
+    chunk_size: int = DEFAULT_CHUNK_SIZE
 
     def __post_init__(self):
         methods = [m.strip().lower() for m in self.methods if m.strip()]
@@ -108,108 +119,100 @@ class SweepSettings:
                 f"unknown method(s) {unknown or self.methods}; choose from {', '.join(DETECTORS)}"
             )
         self.methods = list(dict.fromkeys(methods))
+        stray = [m for m in self.method_params if m not in self.methods]
+        if stray:
+            raise ModelError(f"method_params given for {', '.join(map(str, stray))}, which "
+                             f"{'is' if len(stray) == 1 else 'are'} not among the methods {self.methods}")
         if int(self.batch_size) < 1:
-            raise ValueError("batch size must be at least 1")
-        self.batch_size = int(self.batch_size)
+            raise ModelError("batch size must be at least 1")
+        if int(self.chunk_size) < 1:
+            raise ModelError("chunk size must be at least 1")
+        self.batch_size, self.chunk_size = int(self.batch_size), int(self.chunk_size)
+
+    def params_for(self, method: str) -> dict:
+        """The parameters ``method`` is built with: its ``method_params`` and the shorthands."""
+        params = dict(self.method_params.get(method, {}))
+        shorthands = {"gaia_z": {"layers": self.layers},
+                      "gaia_a": {"inner_layers": self.inner_layers, "head_layer": self.head_layer}}
+        for name, value in shorthands.get(method, {}).items():
+            if value is None:
+                continue
+            if name in params and params[name] != value:
+                raise ModelError(f"{method}: {name} is given twice with different values")
+            params[name] = value
+        return params
 
 
 @dataclass
-class _ResolvedLayers:
+class ResolvedLayers:
+    """GAIA's layers as the model resolves them (defaults made explicit)."""
+
     zero: list[str]
     inner: list[str]
     head: str | None
     zero_channels: list[int]
     inner_channels: list[int]
 
+    def as_dict(self) -> dict:
+        return dict(zero=self.zero, inner=self.inner, head=self.head)
 
-def _resolve_layers(model, sample: torch.Tensor, settings: SweepSettings) -> _ResolvedLayers:
-    x = sample.unsqueeze(0).to(model_device(model))
-    layout = gaia.model_layout(model, x)
-    zero = inner = []
-    head = None
-    if "gaia_z" in settings.methods:
-        zero = gaia._resolve(layout, settings.layers, layout.default_zero_layers)
-    if "gaia_a" in settings.methods:
-        inner = gaia._resolve(layout, settings.inner_layers, layout.default_inner_layers)
-        head = settings.head_layer or layout.default_head_layer()
-        layout.info(head)
-        layout.before_head_linear(head)
-    return _ResolvedLayers(
-        zero=list(zero), inner=list(inner), head=head,
-        zero_channels=[layout.info(n).channels for n in zero],
-        inner_channels=[layout.info(n).channels for n in inner],
-    )
+
+def resolve_layers(model: nn.Module, sample: torch.Tensor, needs: ForwardNeeds) -> ResolvedLayers:
+    """The GAIA layers ``needs`` asks for, resolved for inputs like ``sample`` (C, H, W);
+    LayerError for unknown names before anything is scored."""
+    from gaia_viz.gaia import model_layout
+
+    layout = model_layout(model, sample.unsqueeze(0).to(model_device(model)))
+    zero = layout.resolve_zero_layers(needs.zero_layers) if needs.gaia_z else []
+    inner = layout.resolve_inner_layers(needs.inner_layers) if needs.gaia_a else []
+    head = layout.resolve_head_layer(needs.head_layer) if needs.gaia_a else None
+    return ResolvedLayers(zero=zero, inner=inner, head=head,
+                          zero_channels=[layout.info(n).channels for n in zero],
+                          inner_channels=[layout.info(n).channels for n in inner])
+
+
+def build_detectors(model: nn.Module, settings: SweepSettings, preset=None) -> dict[str, Detector]:
+    """One detector per method: the preset's defaults (:meth:`Detector.data_defaults`) under
+    the user's parameters."""
+    detectors = {}
+    for method in settings.methods:
+        cls = DETECTORS[method]
+        defaults = {k: v for k, v in cls.data_defaults(preset).items() if k in detector_parameters(method)}
+        detectors[method] = make_detector(method, model, **{**defaults, **settings.params_for(method)})
+    return detectors
 
 
 # --------------------------------------------------------------------------- scoring
 
 
-def _score_batch(model, x, detectors: dict[str, Detector], layers: _ResolvedLayers) -> dict[str, np.ndarray]:
-    """All methods on one batch. Returns per-sample arrays (scores, GAIA pieces, labels...)."""
-    out: dict[str, np.ndarray] = {}
-    # penultimate features are captured only for detectors that read them, so logit-only
-    # methods also work on models whose head is not a Linear
-    wants_features = any(d.forward_only and d.uses_features for d in detectors.values())
-    want_z, want_a = "gaia_z" in detectors, "gaia_a" in detectors
-    odin = detectors.get("odin")
-    if want_z or want_a:
-        # ODIN's input gradient comes from this same forward pass (its second forward, on
-        # the perturbed input, stays its own)
-        result = gaia.gaia_analyze(
-            model, x, layers=layers.zero or None, inner_layers=layers.inner or None,
-            head_layer=layers.head, zero=want_z, average=want_a,
-            capture_features=wants_features,
-            input_objective=odin.input_objective if odin is not None else None,
-        )
-        logits, features = result.logits, result.features
-        if odin is not None:
-            x_model = x.to(device=result.input_grad.device, dtype=result.input_grad.dtype)
-            out["odin"] = odin.score_perturbed(odin.step(x_model, result.input_grad)).double().numpy()
-        if want_z:
-            out["zero_partial_sums"] = result.zero_partial_sums.numpy()
-            # per-channel ratios are for charts: float32 halves the cache (scores use the
-            # float64 partial sums above)
-            out["nonzero_ratio"] = torch.cat([result.nonzero_ratio[n] for n in layers.zero], 1).float().numpy()
-            out["gaia_z"] = result.gaia_z.numpy()
-        if want_a:
-            out["avg_partial_sums"] = result.avg_partial_sums.numpy()
-            out["channel_mean_grad"] = torch.cat([result.channel_mean_grad[n] for n in layers.inner], 1).numpy()
-            out["output_component"] = result.output_component.numpy()
-            out["gaia_a"] = result.gaia_a.numpy()
-    else:
-        with torch.no_grad(), eval_mode(model):
-            if wants_features:
-                features, logits = features_and_logits(model, x.to(model_device(model)))
-                features = features.float().cpu()
-            else:
-                features, logits = None, model(x.to(model_device(model)))
-        logits = logits.float().cpu()
-    bad = int((~torch.isfinite(logits)).any(1).sum())
-    if bad:
-        raise ModelError(f"the model returned non-finite logits (NaN or inf) for {bad} of {len(logits)} "
-                         "images; check the checkpoint and the preprocessing preset")
-    out["prediction"] = logits.argmax(1).numpy()
-    for name, detector in detectors.items():
-        if name in GAIA_METHODS or name in out:
-            continue
-        if detector.forward_only:
-            out[name] = detector.score_outputs(logits, features).double().numpy()
-        else:
-            out[name] = detector.score(x).double().numpy()
-    return out
+def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeeds) -> dict[str, dict]:
+    """Every detector on one batch: ``{method: {array name: per-sample array}}`` plus
+    ``{OUTPUTS: {"prediction": ...}}``."""
+    outputs = shared_forward(model, x, needs)
+    entries = {OUTPUTS: {"prediction": outputs.logits.argmax(1).numpy()}}
+    for method, detector in detectors.items():
+        entries[method] = {method: detector.score_forward(outputs).double().numpy(), **detector.arrays(outputs)}
+    return entries
 
 
-def _score_range(model, dataset, start: int, end: int, detectors, layers, batch_size: int,
-                 device) -> dict[str, np.ndarray]:
-    """Score samples [start, end), halving the batch on CUDA out-of-memory."""
-    parts: list[dict[str, np.ndarray]] = []
+def score_batch(model: nn.Module, x: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, dict]:
+    """What the sweep computes for one batch: every detector of ``detectors`` from one shared
+    forward pass, as ``{method: {array name: per-sample array}}`` plus ``{"outputs":
+    {"prediction": ...}}``. The unit the benchmark times."""
+    return _score_batch(model, x, detectors, merge_needs(d.needs() for d in detectors.values()))
+
+
+def _score_range(model, dataset, start: int, end: int, detectors: Mapping[str, Detector],
+                 needs: ForwardNeeds, batch_size: int, device) -> dict[str, dict]:
+    """Score samples [start, end) of ``dataset``, halving the batch on CUDA out-of-memory."""
+    parts: list[dict[str, dict]] = []
     position = start
     while position < end:
         stop = min(end, position + batch_size)
         items = [dataset[i] for i in range(position, stop)]
         x = torch.stack([item[0] for item in items]).to(device)
         try:
-            batch = _score_batch(model, x, detectors, layers)
+            batch = _score_batch(model, x, detectors, needs)
         except torch.OutOfMemoryError:
             if batch_size == 1:
                 raise
@@ -217,56 +220,16 @@ def _score_range(model, dataset, start: int, end: int, detectors, layers, batch_
                 torch.cuda.empty_cache()
             batch_size = max(1, batch_size // 2)
             continue
-        batch["label"] = np.array([int(item[1]) for item in items])
+        batch[OUTPUTS]["label"] = np.array([int(item[1]) for item in items])
         parts.append(batch)
         position = stop
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return {entry: {key: np.concatenate([p[entry][key] for p in parts]) for key in parts[0][entry]}
+            for entry in parts[0]}
 
 
-def _chunk_ranges(n: int, chunk: int) -> list[tuple[int, int]]:
+def chunk_ranges(n: int, chunk: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``range(n)`` in chunks of ``chunk`` samples."""
     return [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
-
-
-@dataclass
-class DatasetResult:
-    """Per-sample arrays of one dataset (see :func:`_score_batch` for the keys)."""
-
-    name: str
-    arrays: dict[str, np.ndarray]
-    paths: list[str | None]
-    cache_hit: bool
-
-
-def score_dataset(model, dataset, detectors: dict[str, Detector], settings: SweepSettings,
-                  layers: _ResolvedLayers, store: ChunkStore | None, device=None,
-                  progress: Callable[[int], None] | None = None,
-                  cancel: Callable[[], bool] | None = None,
-                  before_compute: Callable[[], None] | None = None) -> DatasetResult:
-    """Score one dataset chunk by chunk, reading chunks from / writing them to ``store``."""
-    n = len(dataset)
-    if n == 0:
-        raise DataError(f"dataset {getattr(dataset, 'name', '?')!r} has no samples")
-    device = device or model_device(model)
-    chunks = []
-    all_cached = True
-    for start, end in _chunk_ranges(n, settings.batch_size * 4):
-        if cancel is not None and cancel():
-            raise EvaluationCancelled(f"cancelled after {start} of {n} samples; finished chunks are cached")
-        arrays = store.read(start, end) if store is not None else None
-        if arrays is None:
-            all_cached = False
-            if before_compute is not None:
-                before_compute()
-            arrays = _score_range(model, dataset, start, end, detectors, layers, settings.batch_size, device)
-            if store is not None:
-                store.write(start, end, arrays)
-        chunks.append(arrays)
-        if progress is not None:
-            progress(end - start)
-    merged = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
-    path_of = getattr(dataset, "path", None)
-    paths = [path_of(i) for i in range(n)] if callable(path_of) else [None] * n
-    return DatasetResult(getattr(dataset, "name", "data"), merged, paths, all_cached)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -274,7 +237,7 @@ def score_dataset(model, dataset, detectors: dict[str, Detector], settings: Swee
 
 @dataclass
 class Evaluation:
-    """The result of one sweep: a score table, per-dataset GAIA arrays and the settings."""
+    """The result of one sweep: a score table, per-dataset GAIA arrays and the run record."""
 
     scores: pd.DataFrame  # dataset, index, path, label, prediction, <one column per method>
     id_name: str
@@ -286,9 +249,14 @@ class Evaluation:
     inner_channels: list[int]
     head_layer: str | None
     arrays: dict[str, dict[str, np.ndarray]]  # dataset -> GAIA arrays (partial sums, ...)
-    config: dict
+    config: RunConfig
     seconds: float = 0.0
     cache_hits: int = 0
+
+    @property
+    def dataset_names(self) -> list[str]:
+        """The ID set first, then the OOD sets."""
+        return [self.id_name, *self.ood_names]
 
     def method_scores(self, method: str, dataset: str) -> np.ndarray:
         table = self.scores
@@ -301,15 +269,8 @@ class Evaluation:
         auroc, aupr_in, aupr_out (higher is better), detection_error."""
         rows = []
         for method in self.methods:
-            id_scores = self.method_scores(method, self.id_name)
-            per_set = []
-            for ood in self.ood_names:
-                values = evaluate_scores(id_scores, self.method_scores(method, ood), tpr=tpr)
-                per_set.append(values)
-                rows.append(dict(method=method, ood_set=ood, **values))
-            if len(per_set) > 1:
-                average = {k: float(np.mean([v[k] for v in per_set])) for k in per_set[0]}
-                rows.append(dict(method=method, ood_set="average", **average))
+            rows += metrics_rows(method, self.method_scores(method, self.id_name),
+                                 {ood: self.method_scores(method, ood) for ood in self.ood_names}, tpr=tpr)
         return pd.DataFrame(rows)
 
     def metrics_json(self) -> dict:
@@ -319,7 +280,7 @@ class Evaluation:
             methods.setdefault(row["method"], {})[row["ood_set"]] = {
                 k: row[k] for k in ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")
             }
-        return {"methods": methods, "config": self.config}
+        return {"methods": methods, "config": self.config.to_dict()}
 
     def id_accuracy(self) -> float | None:
         rows = self.scores[self.scores["dataset"] == self.id_name]
@@ -328,22 +289,55 @@ class Evaluation:
             return None
         return float((labelled["label"] == labelled["prediction"]).mean())
 
+    def select(self, methods: Sequence[str]) -> "Evaluation":
+        """The same evaluation showing only ``methods`` (in that order; ModelError for a
+        method it does not hold)."""
+        missing = [m for m in methods if m not in self.methods]
+        if missing:
+            raise ModelError(f"the evaluation has no scores for {', '.join(missing)}")
+        dropped = [m for m in self.methods if m not in methods]
+        return replace(self, methods=list(methods), scores=self.scores.drop(columns=dropped),
+                       config=replace(self.config, methods=list(methods)))
 
-def _fit_loader(dataset, batch_size: int) -> Iterable:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+class _Progress:
+    """Progress of a sweep as fraction + message, with an ETA from the images computed."""
+
+    def __init__(self, total: int, report: ProgressFn | None):
+        self.total, self.report = total, report
+        self.done = 0
+        self.computed = 0
+        self.compute_seconds = 0.0
+
+    def say(self, message: str) -> None:
+        if self.report is not None:
+            self.report(min(1.0, self.done / self.total), message)
+
+    def advance(self, count: int, seconds: float | None, name: str) -> None:
+        self.done += count
+        if seconds is not None:
+            self.computed += count
+            self.compute_seconds += seconds
+        eta = ""
+        if self.computed:
+            left = (self.total - self.done) * self.compute_seconds / self.computed
+            eta = f", about {left:.0f} s left" if left >= 1 else ""
+        self.say(f"scoring {name}: {self.done:,}/{self.total:,} images{eta}")
 
 
 def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
              settings: SweepSettings | None = None, fit_set=None, device=None,
              cache_dir: str | Path | None = None, use_cache: bool = True,
              progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None,
-             extra_config: Mapping | None = None) -> Evaluation:
+             run: RunConfig | None = None) -> Evaluation:
     """Score ``id_set`` and every OOD set with every method of ``settings``.
 
     ``fit_set``: ID training data for the methods that fit (ReAct, KNN, Mahalanobis); never
-    the ID test set. ``progress(fraction, message)`` is called after every chunk;
-    ``cancel()`` is polled between chunks (raises :class:`EvaluationCancelled`, keeping the
-    chunks already scored). Fitting happens only if some chunk is not cached.
+    the ID test set. ``progress(fraction, message)`` is called as the fit pass and every
+    chunk advance; ``cancel()`` is polled between chunks (raises :class:`EvaluationCancelled`,
+    keeping the chunks already scored). ``run``: what the caller records about the run
+    (model name, checkpoint, sources, ...); the sweep fills in the rest of the
+    :class:`RunConfig`.
     """
     started = time.perf_counter()
     settings = settings or SweepSettings()
@@ -362,75 +356,114 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     if model_device(model).type != device.type:
         raise ModelError(f"the model is on {model_device(model)}; move it to {device} first")
 
-    detectors = {m: make_detector(m, model, **dict(settings.method_params.get(m, {})))
-                 for m in settings.methods}
+    detectors = build_detectors(model, settings, getattr(id_set, "preset", None))
     needs_fit = [m for m, d in detectors.items() if d.needs_fit]
     if needs_fit and fit_set is None:
         raise DataError(f"{', '.join(needs_fit)} must be fitted on ID training data: give a fit set")
-    layers = _resolve_layers(model, id_set[0][0], settings)
+    sample = id_set[0][0]
+    layers = resolve_layers(model, sample, merge_needs(d.needs() for d in detectors.values()))
+    own_layers = {m: resolve_layers(model, sample, d.needs()).as_dict() for m, d in detectors.items()}
 
     model_fp = model_fingerprint(model)
     fit_fp = dataset_fingerprint(fit_set) if needs_fit else None
-    method_config = {m: detectors[m].params() for m in settings.methods}
-    method_config = {m: {k: v for k, v in p.items() if k not in ("layers", "inner_layers", "head_layer")}
-                     for m, p in method_config.items()}
-    config = dict(
-        model=model_fp, methods=settings.methods, method_params=method_config,
-        layers=dict(zero=layers.zero, inner=layers.inner, head=layers.head),
-        fit_set=fit_fp, **(dict(extra_config) if extra_config else {}),
-    )
+    method_params = {m: {k: v for k, v in d.params().items() if k not in ("layers", "inner_layers", "head_layer")}
+                     for m, d in detectors.items()}
+    data_fps = {name: dataset_fingerprint(ds) for name, ds in datasets.items()}  # stats every file once
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    total = sum(len(ds) for ds in datasets.values())
+    tracker = _Progress(total + (len(fit_set) if needs_fit else 0), progress)
     fitted = [False]
 
     def fit_once():
         if fitted[0] or not needs_fit:
             return
-        if progress:
-            progress(done[0] / total, f"fitting {', '.join(needs_fit)} on {getattr(fit_set, 'name', 'fit set')}")
-        loader = _fit_loader(fit_set, settings.batch_size)
-        for m in needs_fit:
-            detectors[m].fit(loader)
+        loader = torch.utils.data.DataLoader(fit_set, batch_size=settings.batch_size, shuffle=False, num_workers=0)
+        fit_name = getattr(fit_set, "name", "the fit set")
+        start_done = tracker.done
+
+        def fit_progress(fraction: float, message: str):
+            tracker.done = start_done + round(fraction * len(fit_set))
+            tracker.say(f"fitting {', '.join(needs_fit)} on {fit_name}: {message.split(': ', 1)[-1]}")
+
+        outputs = collect_outputs(model, loader, progress=fit_progress, total=len(fit_set))
+        for method in needs_fit:
+            detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
         fitted[0] = True
 
-    total = sum(len(ds) for ds in datasets.values())
-    done = [0]
-    results: dict[str, DatasetResult] = {}
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    data_fps = {name: dataset_fingerprint(ds) for name, ds in datasets.items()}  # stats every file once
+    def entry_key(method: str, data_fp: dict) -> str:
+        facts = dict(format=SCORES_FORMAT, model=model_fp, dataset=data_fp, entry=method)
+        if method != OUTPUTS:
+            facts.update(params=method_params[method], layers=own_layers[method],
+                         fit_set=fit_fp if detectors[method].needs_fit else None)
+        return stable_hash(facts)
+
+    results: dict[str, dict[str, np.ndarray]] = {}
+    cache_hits = 0
     for name, ds in datasets.items():
-        data_fp = data_fps[name]
-        key = stable_hash(dict(config, dataset=data_fp, format=SCORES_FORMAT))
-        store = ChunkStore(root, key, meta=dict(config, dataset=data_fp)) if use_cache else None
-
-        def advance(count, _name=name):
-            done[0] += count
-            if progress:
-                progress(done[0] / total, f"scoring {_name}: {done[0]:,}/{total:,} images")
-
-        results[name] = score_dataset(model, ds, detectors, settings, layers, store, device,
-                                      progress=advance, cancel=cancel, before_compute=fit_once)
+        entries = [OUTPUTS, *settings.methods]
+        stores = {e: ChunkStore(root, entry_key(e, data_fps[name]), meta=dict(entry=e, dataset=data_fps[name],
+                                                                                model=model_fp))
+                  for e in entries} if use_cache else {}
+        chunks, all_cached = [], True
+        for start, end in chunk_ranges(len(ds), settings.chunk_size):
+            if cancel is not None and cancel():
+                raise EvaluationCancelled(f"cancelled after {start} of {len(ds)} samples of {name}; "
+                                          "finished chunks are cached")
+            found = {e: stores[e].read(start, end) for e in entries} if use_cache else {e: None for e in entries}
+            missing = [e for e in entries if found[e] is None]
+            seconds = None
+            if missing:
+                all_cached = False
+                wanted = {m: detectors[m] for m in missing if m != OUTPUTS}
+                if any(d.needs_fit for d in wanted.values()):
+                    fit_once()
+                computed_at = time.perf_counter()
+                computed = _score_range(model, ds, start, end, wanted,
+                                        merge_needs(d.needs() for d in wanted.values()),
+                                        settings.batch_size, device)
+                seconds = time.perf_counter() - computed_at
+                for e in missing:
+                    found[e] = computed[e]
+                    if use_cache:
+                        stores[e].write(start, end, computed[e])
+            chunks.append({k: v for e in entries for k, v in found[e].items()})
+            tracker.advance(end - start, seconds, name)
+        results[name] = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
+        cache_hits += all_cached
 
     frames = []
-    for name, res in results.items():
-        n = len(res.arrays["label"])
+    for name, ds in datasets.items():
+        arrays = results[name]
+        n = len(arrays["label"])
+        path_of = getattr(ds, "path", None)
         frame = pd.DataFrame({
-            "dataset": name, "index": np.arange(n), "path": res.paths,
-            "label": res.arrays["label"], "prediction": res.arrays["prediction"],
+            "dataset": name, "index": np.arange(n),
+            "path": [path_of(i) for i in range(n)] if callable(path_of) else [None] * n,
+            "label": arrays["label"], "prediction": arrays["prediction"],
         })
         for method in settings.methods:
-            frame[method] = res.arrays[method]
+            frame[method] = arrays[method]
         frames.append(frame)
-    gaia_keys = ("zero_partial_sums", "nonzero_ratio", "avg_partial_sums", "channel_mean_grad", "output_component")
+    per_sample = {OUTPUTS, "label", "prediction", *settings.methods}
+    config = replace(
+        run or RunConfig(),
+        model=model_fp, methods=list(settings.methods), method_params=method_params,
+        layers=layers.as_dict(), fit_set=fit_fp, datasets=data_fps, id_set=id_name,
+        ood_sets=[n for n in datasets if n != id_name],
+        ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in datasets.items()},
+        batch_size=settings.batch_size, chunk_size=settings.chunk_size, device=str(device),
+        skipped={n: [list(item) for item in getattr(ds, "skipped", [])] for n, ds in datasets.items()
+                 if getattr(ds, "skipped", None)},
+    )
+    if config.preset is None and getattr(id_set, "preset_name", None):
+        config.preset = id_set.preset_name
     evaluation = Evaluation(
         scores=pd.concat(frames, ignore_index=True), id_name=id_name,
         ood_names=[n for n in datasets if n != id_name], methods=list(settings.methods),
         zero_layers=layers.zero, zero_channels=layers.zero_channels,
         inner_layers=layers.inner, inner_channels=layers.inner_channels, head_layer=layers.head,
-        arrays={name: {k: v for k, v in res.arrays.items() if k in gaia_keys} for name, res in results.items()},
-        config=dict(config, datasets=data_fps,
-                    id_set=id_name, ood_sets=[n for n in datasets if n != id_name],
-                    batch_size=settings.batch_size, device=str(device)),
-        seconds=time.perf_counter() - started,
-        cache_hits=sum(r.cache_hit for r in results.values()),
+        arrays={name: {k: v for k, v in arrays.items() if k not in per_sample} for name, arrays in results.items()},
+        config=config, seconds=time.perf_counter() - started, cache_hits=cache_hits,
     )
     if progress:
         progress(1.0, f"done: {total:,} images in {evaluation.seconds:.1f} s")
@@ -438,7 +471,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
 
 
 __all__ = [
-    "ALL_METHODS", "DEFAULT_METHODS", "GAIA_METHODS", "METHOD_LABELS", "Evaluation",
-    "EvaluationCancelled", "SweepSettings", "dataset_fingerprint", "evaluate",
-    "model_fingerprint", "score_dataset",
+    "ALL_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_METHODS", "GAIA_METHODS", "METHOD_LABELS", "Evaluation",
+    "EvaluationCancelled", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "score_batch",
+    "dataset_fingerprint", "evaluate", "model_fingerprint", "resolve_layers",
 ]

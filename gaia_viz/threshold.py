@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from gaia_viz.errors import CheckpointError, DataError, GaiaVizError
+from gaia_viz.settings import resolve_device
 
 FORMAT = "gaia-viz threshold"
 FORMAT_VERSION = 1
@@ -127,20 +128,19 @@ def config_from_evaluation(evaluation, method: str, threshold: float, ood_set: s
 
     config = evaluation.config
     ood_set = ood_set or evaluation.ood_names[0]
-    policy = (config.get("ood_policies") or {}).get(ood_set) or config.get("ood_transform") \
-        or config.get("ood_policy") or "resize"
-    layers = config.get("layers", {})
-    params = dict(config.get("method_params", {}).get(method, {}))
+    policy = config.ood_policy_of(ood_set) or "resize"
+    layers = config.layers
+    params = dict(config.method_params.get(method, {}))
     confusion = confusion_at_threshold(evaluation.method_scores(method, evaluation.id_name),
                                        evaluation.method_scores(method, ood_set), threshold)
     return ThresholdConfig(
-        method=method, threshold=float(threshold), model_name=config.get("model_name", "demo"),
-        checkpoint=config.get("checkpoint"), preset=config["preset"], ood_policy=policy,
+        method=method, threshold=float(threshold), model_name=config.model_name or "demo",
+        checkpoint=config.checkpoint, preset=config.preset, ood_policy=policy,
         tpr_at_id=confusion["id_accepted"], ood_accepted=confusion["ood_accepted"],
         layers=dict(zero=list(layers.get("zero", [])), inner=list(layers.get("inner", [])),
                     head=layers.get("head")),
-        method_params=params, ood_set=ood_set, fit_source=config.get("fit_source"),
-        fit_max_samples=config.get("max_samples"), data_root=config.get("data_root"),
+        method_params=params, ood_set=ood_set, fit_source=config.fit_source,
+        fit_max_samples=config.max_samples, data_root=config.data_root,
     )
 
 
@@ -191,7 +191,7 @@ class OODFlagger:
         from gaia_viz.detectors import make_detector
         from gaia_viz.models import load_model
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         weights = checkpoint if checkpoint is not None else config.checkpoint
         if isinstance(weights, str) and weights.startswith("upload:"):
             raise CheckpointError(

@@ -49,7 +49,7 @@ columns[0].metric("ID top-1 accuracy", f"{100 * accuracy:.2f} %" if accuracy is 
 columns[1].metric("Images scored", f"{len(evaluation.scores):,}")
 columns[2].metric("Seconds", f"{evaluation.seconds:.1f}",
                   help=f"{evaluation.cache_hits} of {1 + len(evaluation.ood_names)} data sets came from the run cache")
-columns[3].metric("Device", evaluation.config.get("device", setup.device))
+columns[3].metric("Device", evaluation.config.device or setup.device)
 checkpoint_text = f" ({escape_markdown(setup.checkpoint)})" if setup.checkpoint else ""
 st.caption(f"Model **{escape_markdown(setup.model_name)}**{checkpoint_text}; preset "
            f"**{setup.preset}**; OOD policy **{setup.ood_policy}**; ID set **{escape_markdown(evaluation.id_name)}** "

@@ -9,6 +9,7 @@ from gaia_viz.app.setup import require_evaluation, require_setup
 from gaia_viz.errors import GaiaVizError
 from gaia_viz.figures import channels as figures
 from gaia_viz.figures.scores import metrics_display_table
+from gaia_viz.gaia.families import GAIA_FAMILIES
 from gaia_viz.sweep import GAIA_METHODS, METHOD_LABELS
 
 st.title("Channels and layers")
@@ -26,17 +27,13 @@ if not families:
 ood_set = st.selectbox("OOD set", evaluation.ood_names, key="channels_ood_set")
 
 # ---------------------------------------------------------------- heatmaps
-HEATMAPS = {
-    "gaia_z": ("nonzero_ratio", "non-zero ratio r", "GAIA-Z: mean non-zero ratio of the gradient"),
-    "gaia_a": ("abs_channel_mean", "|m|", "GAIA-A: mean |channel-average gradient|"),
-}
 for method in families:
-    quantity, unit, heading = HEATMAPS[method]
-    layers, counts = ((evaluation.zero_layers, evaluation.zero_channels) if method == "gaia_z"
-                      else (evaluation.inner_layers, evaluation.inner_channels))
-    st.subheader(heading)
-    id_matrix = figures.per_layer_matrix(analysis.channel_means(evaluation, evaluation.id_name, quantity), counts)
-    ood_matrix = figures.per_layer_matrix(analysis.channel_means(evaluation, ood_set, quantity), counts)
+    fam = GAIA_FAMILIES[method]
+    layers, counts = fam.layers(evaluation), fam.channels(evaluation)
+    unit = f"|{fam.symbol}|" if fam.heatmap_abs else fam.symbol
+    st.subheader(f"{fam.label}: mean {unit} per channel ({fam.channel_label})")
+    id_matrix = figures.per_layer_matrix(analysis.channel_means(evaluation, evaluation.id_name, method), counts)
+    ood_matrix = figures.per_layer_matrix(analysis.channel_means(evaluation, ood_set, method), counts)
     tabs = st.tabs([f"{evaluation.id_name} (ID)", f"{ood_set} (OOD)", "difference OOD − ID"])
     with tabs[0]:
         st.plotly_chart(figures.layer_channel_heatmap(id_matrix, layers, colorbar_title=unit),
@@ -64,7 +61,7 @@ stored = st.session_state.get("layer_subset") or {}
 chosen = {}
 picker = st.columns(len(families))
 for column, method in zip(picker, families):
-    layers = evaluation.zero_layers if method == "gaia_z" else evaluation.inner_layers
+    layers = GAIA_FAMILIES[method].layers(evaluation)
     key = f"channels_subset_{method}"
     if key not in st.session_state:
         previous = [name for name in stored.get("zero" if method == "gaia_z" else "inner", []) if name in layers]

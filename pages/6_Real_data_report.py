@@ -51,19 +51,20 @@ result = st.session_state.get("report_result")
 if st.button("Run the report", type="primary", key="report_run"):
     bar = st.progress(0.0, text="starting")
     with user_errors("Real-data report: "):
-        result = report.run_benchmark(bench, models, device=device,
-                                      progress=lambda f, m: bar.progress(min(1.0, f), text=m))
-        result["request"] = request
+        result = (request, report.run_benchmark(bench, models, device=device,
+                                                progress=lambda f, m: bar.progress(min(1.0, f), text=m)))
         st.session_state["report_result"] = result
     bar.progress(1.0, text="done")
-if not result or result.get("request") != request:
+if not result or result[0] != request:
     st.info("Press **Run the report** (every method on each model; finished chunks are cached on disk, "
             "so a second run with the same settings takes seconds).")
     st.stop()
 
-st.caption(f"{result['date']}; {result['machine']}. FPR95 = % of OOD images accepted at the threshold that "
+result = result[1]
+summary = result.summary
+st.caption(f"{summary['date']}; {summary['machine']}. FPR95 = % of OOD images accepted at the threshold that "
            "accepts 95 % of ID images (lower is better); AUROC in % (higher is better).")
-for name, entry in result["models"].items():
+for name, entry in summary["models"].items():
     st.subheader(name)
     cols = st.columns(3)
     cols[0].metric("ID top-1 accuracy", f"{100 * entry['id_accuracy']:.2f} %")
@@ -71,7 +72,7 @@ for name, entry in result["models"].items():
     cols[2].metric("Images / s (all methods)", f"{entry['images_per_second']:.0f}")
     st.dataframe(report.metrics_frame(entry), hide_index=True, width="stretch")
     st.markdown("**Reading.** " + report.reading(entry))
-    evaluation = result["_evaluations"][name]
+    evaluation = result.evaluations[name]
     plots = st.columns(2)
     for column, method in zip(plots, ("gaia_z", "msp")):
         score_sets = {d: evaluation.method_scores(method, d) for d in [evaluation.id_name] + evaluation.ood_names}
@@ -84,10 +85,9 @@ for name, entry in result["models"].items():
     st.plotly_chart(figures.roc_curves(curves, title=f"{name}: GAIA-Z ROC"), width="stretch",
                     key=f"report_roc_{name}")
 
-public = {k: v for k, v in result.items() if not k.startswith("_") and k != "request"}
 downloads = st.columns(2)
-downloads[0].download_button("metrics.json", json.dumps(public, indent=2, default=str),
+downloads[0].download_button("metrics.json", json.dumps(summary, indent=2, default=str),
                              file_name="metrics.json", mime="application/json")
-downloads[1].download_button("report.md", report.render_report(public, f"python -m gaia_viz report --data-root "
+downloads[1].download_button("report.md", report.render_report(summary, f"python -m gaia_viz report --data-root "
                                                                f"{bench.data_root} --out report"),
                              file_name="report.md", mime="text/markdown")

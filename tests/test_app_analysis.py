@@ -9,6 +9,7 @@ from gaia_viz.data.sources import limit
 from gaia_viz.demo import demo_id_set, demo_ood_sets, load_demo_model
 from gaia_viz.errors import LayerError
 from gaia_viz.metrics import auroc, evaluate_scores
+from gaia_viz.run_config import RunConfig
 from gaia_viz.sweep import Evaluation, SweepSettings, evaluate
 
 ZERO_CHANNELS = [2, 3]
@@ -35,7 +36,8 @@ def synthetic_evaluation() -> Evaluation:
         }))
     return Evaluation(scores=pd.concat(frames, ignore_index=True), id_name="id", ood_names=["ood"],
                       methods=["gaia_z", "gaia_a"], zero_layers=["a", "b"], zero_channels=ZERO_CHANNELS,
-                      inner_layers=["b"], inner_channels=INNER_CHANNELS, head_layer="b", arrays=arrays, config={})
+                      inner_layers=["b"], inner_channels=INNER_CHANNELS, head_layer="b", arrays=arrays,
+                      config=RunConfig())
 
 
 def test_subset_and_single_layer_scores_follow_the_formulas():
@@ -52,8 +54,8 @@ def test_subset_and_single_layer_scores_follow_the_formulas():
 
 def test_channel_means_average_over_images():
     ev = synthetic_evaluation()
-    np.testing.assert_allclose(analysis.channel_means(ev, "id", "nonzero_ratio"), [0.75, 0.25, 0.5, 0.5, 0.5])
-    np.testing.assert_allclose(analysis.channel_means(ev, "id", "abs_channel_mean"), [0.5, 1.0, 2.5])
+    np.testing.assert_allclose(analysis.channel_means(ev, "id", "gaia_z"), [0.75, 0.25, 0.5, 0.5, 0.5])
+    np.testing.assert_allclose(analysis.channel_means(ev, "id", "gaia_a"), [0.5, 1.0, 2.5])
 
 
 def test_single_layer_aurocs_and_subset_metrics():
@@ -88,6 +90,6 @@ def test_all_layers_reproduce_a_real_sweep(tmp_path):
                                        ev.method_scores(method, dataset), rtol=1e-6)
     full = ev.metrics_table()
     pd.testing.assert_frame_equal(analysis.subset_metrics(ev, {}), full, check_dtype=False)
-    matrix_rows = analysis.channel_means(ev, "faces", "nonzero_ratio")
+    matrix_rows = analysis.channel_means(ev, "faces", "gaia_z")
     assert matrix_rows.size == sum(ev.zero_channels)
     assert analysis.has_family(ev, "gaia_z") and analysis.has_family(ev, "gaia_a")

@@ -66,7 +66,7 @@ def test_evaluate_page_shows_metrics_and_charts():
     assert metric_values(at)["Images scored"] == f"{SAMPLES * 6:,}"
     evaluation = at.session_state["evaluation"]
     assert evaluation.methods == ["gaia_z", "gaia_a", "msp", "energy"]
-    assert evaluation.config["max_samples"] == SAMPLES and evaluation.config["model_name"] == "demo"
+    assert evaluation.config.max_samples == SAMPLES and evaluation.config.model_name == "demo"
 
     at.multiselect(key="evaluate_plot_methods").set_value(["gaia_z"]).run()
     assert len(at.get("plotly_chart")) == 1 + 1

@@ -35,7 +35,8 @@ def test_demo_evaluation_end_to_end(tmp_path):
             assert {"fpr95", "auroc", "aupr_in", "aupr_out"} <= set(values)
             assert all(0.0 <= values[k] <= 1.0 for k in ("fpr95", "auroc", "aupr_in", "aupr_out"))
     assert metrics["config"]["preset"] == "demo-mnist28"
-    assert metrics["config"]["ood_transform"] == "resize"  # the demo's default, recorded
+    # the demo's default policy, recorded for every OOD set
+    assert {metrics["config"]["ood_policies"][name] for name in ood_sets} == {"resize"}
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns[:5]) == ["dataset", "index", "path", "label", "prediction"]
     assert len(scores) == 120 * 6
@@ -63,7 +64,8 @@ def test_folder_sources_and_ood_transform(tmp_path):
     scores = pd.read_csv(tmp_path / "o" / "scores.csv")
     mine = scores[scores.dataset == "mine"]
     assert len(mine) == 12 and mine.path.str.endswith(".png").all()
-    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["config"]["ood_transform"] == "resize"
+    config = json.loads((tmp_path / "o" / "metrics.json").read_text())["config"]
+    assert config["ood_policies"]["mine"] == config["ood_policies"]["noise"] == "resize"
 
 
 @pytest.mark.parametrize("args, message", [

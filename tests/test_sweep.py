@@ -118,7 +118,7 @@ def test_second_run_is_a_cache_hit_and_settings_change_the_key(setup, monkeypatc
 
 def test_cancel_keeps_finished_chunks_and_resumes(setup, monkeypatch):
     model, id_set, ood, _, cache = setup
-    settings = sweep.SweepSettings(methods=["gaia_z", "msp"], batch_size=2)  # chunks of 8
+    settings = sweep.SweepSettings(methods=["gaia_z", "msp"], batch_size=2, chunk_size=8)
     polls = []
 
     def cancel():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gaia_viz.data.sources import limit
+from gaia_viz.run_config import RunConfig
 from gaia_viz.demo import DEMO_PRESET, demo_id_set, demo_ood_sets, load_demo_model
 from gaia_viz.errors import CheckpointError, DataError
 from gaia_viz.metrics import threshold_at_tpr
@@ -29,15 +30,15 @@ ID_INDEX, OOD_INDEX = 3, 5
 def demo(tmp_path_factory):
     """A small demo evaluation recorded the way the app records it."""
     id_set = limit(demo_id_set("test"), SAMPLES)
-    ood_sets = {name: limit(s, SAMPLES) for name, s in demo_ood_sets().items() if name in ("faces", "noise")}
+    ood_sets = {"faces": limit(demo_ood_sets()["faces"], SAMPLES),
+                "noise": limit(demo_ood_sets(ood_policy="center-crop")["noise"], SAMPLES)}
     fit_set = limit(demo_id_set("train"), SAMPLES)
     evaluation = evaluate(
         load_demo_model(), id_set, ood_sets,
         SweepSettings(methods=["gaia_z", "gaia_a", "msp", "energy", "knn"], batch_size=32),
         fit_set=fit_set, cache_dir=tmp_path_factory.mktemp("cache"),
-        extra_config=dict(model_name="demo", checkpoint=None, preset=DEMO_PRESET,
-                          ood_policies={"faces": "resize", "noise": "center-crop"},
-                          fit_source="demo:digits:train", max_samples=SAMPLES, data_root=None),
+        run=RunConfig(model_name="demo", checkpoint=None, preset=DEMO_PRESET,
+                      fit_source="demo:digits:train", max_samples=SAMPLES, data_root=None),
     )
     return evaluation, id_set, ood_sets
 

@@ -27,8 +27,8 @@ import re
 from pathlib import Path
 
 from gaia_viz.errors import DataError
+from gaia_viz.settings import ALLOWED_ROOTS_ENV, data_root
 
-ALLOWED_ROOTS_ENV = "GAIA_VIZ_ALLOWED_ROOTS"
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
@@ -61,15 +61,6 @@ def restriction_active() -> bool:
     return not is_loopback(_server_address())
 
 
-def _default_data_root() -> Path | None:
-    env = os.environ.get("GAIA_VIZ_DATA_ROOT")
-    if env:
-        return Path(env).expanduser()
-    from gaia_viz.models import shared_data_root
-
-    return shared_data_root()
-
-
 def allowed_roots() -> list[Path]:
     """The allowed data roots, resolved: ``$GAIA_VIZ_ALLOWED_ROOTS`` or home + data root."""
     configured = os.environ.get(ALLOWED_ROOTS_ENV, "").strip()
@@ -77,9 +68,9 @@ def allowed_roots() -> list[Path]:
         candidates = [Path(p).expanduser() for p in configured.split(os.pathsep) if p.strip()]
     else:
         candidates = [Path.home()]
-        data_root = _default_data_root()
-        if data_root is not None:
-            candidates.append(data_root)
+        root = data_root()
+        if root is not None:
+            candidates.append(root)
     roots = []
     for candidate in candidates:
         resolved = candidate.resolve()

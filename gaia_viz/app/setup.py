@@ -42,6 +42,7 @@ from gaia_viz.app.paths import check_allowed, check_spec_allowed, escape_markdow
 from gaia_viz.cache import stable_hash
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.settings import resolve_device
 
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_BATCH_SIZE = 64
@@ -110,6 +111,16 @@ class Setup:
             fit_source=self.sources.get(self.fit_set.name) if self.fit_set is not None else None,
         )
 
+    def run_config(self):
+        """The :class:`gaia_viz.run_config.RunConfig` facts this set-up records."""
+        from gaia_viz.run_config import RunConfig
+
+        facts = self.describe()
+        return RunConfig(model_name=facts["model_name"], checkpoint=facts["checkpoint"],
+                         checkpoint_digest=facts["checkpoint_digest"], preset=facts["preset"],
+                         sources=facts["sources"], fit_source=facts["fit_source"], data_root=facts["data_root"],
+                         max_samples=facts["max_samples"], data=facts["data"])
+
     def key(self) -> str:
         """Stable hash of everything that changes the scores (device and batch size included,
         since GPU and CPU numbers differ in the last digits)."""
@@ -161,26 +172,11 @@ def _evaluation_store() -> OrderedDict:
 
 
 def default_data_root() -> str:
-    """``$GAIA_VIZ_DATA_ROOT``, else the shared data folder next to the repository if present."""
-    from gaia_viz.data.sources import DATA_ROOT_ENV
-    from gaia_viz.models import shared_data_root
+    """The data root as text ("" when there is none): :func:`gaia_viz.settings.data_root`."""
+    from gaia_viz.settings import data_root
 
-    env = os.environ.get(DATA_ROOT_ENV)
-    if env:
-        return env
-    shared = shared_data_root()
-    return str(shared) if shared.is_dir() else ""
-
-
-def resolve_device(choice: str) -> str:
-    """``"auto"`` -> cuda when present, else cpu; an explicit cuda without a GPU is an error."""
-    import torch
-
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise GaiaVizError("device cuda was chosen but no CUDA GPU is available; choose auto or cpu")
-    return choice
+    root = data_root()
+    return str(root) if root is not None else ""
 
 
 # --------------------------------------------------------------------------- sidebar sections
@@ -649,7 +645,7 @@ def get_evaluation(setup: Setup, methods: Sequence[str], make_current: bool = Fa
             SweepSettings(methods=list(methods), batch_size=setup.batch_size),
             fit_set=setup.fit_set, device=setup.device, progress=progress,
             cancel=lambda: bool(st.session_state.get("cancel_requested")),
-            extra_config=setup.describe(),
+            run=setup.run_config(),
         )
     except EvaluationCancelled as exc:
         bar.empty()

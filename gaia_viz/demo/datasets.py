@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gaia_viz.data.presets import Preset
-from gaia_viz.data.sources import ArrayImageSet
+from gaia_viz.data.image_sets import ArrayImageSet
 from gaia_viz.errors import DataError
 
 DEMO_PRESET = "demo-mnist28"

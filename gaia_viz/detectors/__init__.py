@@ -9,14 +9,9 @@ from gaia_viz.detectors.base import (
     DETECTORS,
     Detector,
     OutputDetector,
-    collect_outputs,
+    detector_parameters,
     energy_from_logits,
-    eval_mode,
-    features_and_logits,
-    frozen_parameters,
-    head_linear,
     make_detector,
-    model_device,
 )
 from gaia_viz.detectors.gaia import GaiaA, GaiaZ
 from gaia_viz.detectors.msp import MSP
@@ -27,6 +22,7 @@ from gaia_viz.detectors.gradnorm import GradNorm
 from gaia_viz.detectors.react import ReAct
 from gaia_viz.detectors.knn import KNN
 from gaia_viz.detectors.mahalanobis import Mahalanobis
+from gaia_viz.forward import collect_outputs, features_and_logits
 
 METHOD_LABELS: dict[str, str] = {name: cls.label for name, cls in DETECTORS.items()}
 
@@ -46,11 +42,8 @@ __all__ = [
     "KNN",
     "Mahalanobis",
     "collect_outputs",
+    "detector_parameters",
     "energy_from_logits",
-    "eval_mode",
     "features_and_logits",
-    "frozen_parameters",
-    "head_linear",
     "make_detector",
-    "model_device",
 ]

@@ -2,11 +2,20 @@
 
 A detector turns a batch of images into one OOD score per image (higher = more OOD).
 
-* ``Detector`` is the base class: ``name``, ``label``, ``needs_fit``, ``needs_grad``,
-  ``fit(loader)``, ``score(x)``, ``params()``.
-* ``OutputDetector`` is the base of forward-only methods: they also offer the pure
-  ``score_outputs(logits, features)`` so one forward pass can feed many detectors
-  (``features`` is the penultimate vector, i.e. the input of the final ``nn.Linear``).
+* ``needs()``: what it reads from the shared forward pass (:class:`gaia_viz.forward.ForwardNeeds`);
+* ``score_forward(outputs)``: its scores from a :class:`~gaia_viz.forward.ForwardOutputs`, so
+  one forward pass feeds every detector of a sweep; ``arrays(outputs)`` adds per-sample
+  pieces worth keeping (GAIA's per-layer arrays);
+* ``score(x)``: the same on its own (one :func:`~gaia_viz.forward.shared_forward` of its needs);
+* fitted methods (``needs_fit``): ``fit_features(features, logits, labels)`` learns from one
+  pass over ID training data that all fitted detectors share (pytorch-ood's
+  ``fit_features``); ``fit(loader)`` runs that pass itself. ``fitted_state()`` /
+  ``load_fitted_state()`` save and restore what was learnt (tensors), so an exported
+  threshold never refits.
+* ``OutputDetector``: forward-only methods whose score is the pure function
+  ``score_outputs(logits, features)``.
+* ``data_defaults(preset)``: parameters a method derives from the input preprocessing when
+  the user gives none (ODIN's ``input_std``), applied the same way by every entry point.
 
 Every ``score``/``fit`` call puts the model in eval mode and restores each module's
 training flag afterwards, so detectors leave the model exactly as found.
@@ -18,101 +27,13 @@ import abc
 import inspect
 from typing import Any, ClassVar, Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gaia_viz.errors import DataError, ModelError
-from gaia_viz.model_state import eval_mode, frozen_parameters, model_device  # noqa: F401 (re-exported)
-
-
-def head_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The classifier head: the last ``nn.Linear`` in ``model.named_modules()`` order.
-
-    Raises :class:`ModelError` when the model has no ``nn.Linear``.
-    """
-    found = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            found = (name, module)
-    if found is None:
-        raise ModelError(
-            f"{type(model).__name__} has no nn.Linear classifier head; feature-based "
-            "detectors need one (the penultimate features are the head's input)."
-        )
-    return found
-
-
-def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """One forward pass returning ``(features[B, D], logits[B, C])``.
-
-    ``features`` is the input of the classifier head (:func:`head_linear`), captured with a
-    temporary forward pre-hook that is removed even when the forward fails. Runs under the
-    caller's grad mode and the model's current train/eval mode.
-    """
-    _, head = head_linear(model)
-    captured: list[Tensor] = []
-
-    def keep_input(_module, inputs):
-        captured.append(inputs[0])
-
-    handle = head.register_forward_pre_hook(keep_input)
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    if not captured:
-        raise ModelError(
-            "the model's last nn.Linear was not called during forward, so it is not the "
-            "classifier head; feature-based detectors cannot find the penultimate features."
-        )
-    if not isinstance(logits, Tensor) or logits.ndim != 2:
-        raise ModelError(
-            "the model must return a logits tensor of shape [batch, classes]; got "
-            f"{type(logits).__name__}{tuple(getattr(logits, 'shape', ()))}."
-        )
-    return captured[-1].flatten(1), logits
-
-
-def split_batch(batch) -> tuple[Tensor, Tensor | None]:
-    """``(x, labels)`` from a loader batch: a tensor, or a tuple/list ``(x, label, ...)``."""
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        labels = batch[1] if len(batch) > 1 else None
-        if labels is not None and not isinstance(labels, Tensor):
-            labels = torch.as_tensor(labels)
-        return batch[0], labels
-    raise DataError(
-        f"a loader batch must be a tensor or a tuple (images, labels, ...); got {type(batch).__name__}."
-    )
-
-
-@torch.no_grad()
-def collect_outputs(model: nn.Module, loader: Iterable) -> tuple[Tensor, Tensor, Tensor]:
-    """Run ``model`` (eval mode) over ``loader``: ``(features[N, D], logits[N, C], labels[N])``.
-
-    Labels are ``-1`` where the loader gives none. All results are on the CPU.
-    Raises :class:`DataError` for an empty loader.
-    """
-    device = model_device(model)
-    feats, logits_all, labels_all = [], [], []
-    with eval_mode(model):
-        for batch in loader:
-            x, labels = split_batch(batch)
-            features, logits = features_and_logits(model, x.to(device))
-            feats.append(features.float().cpu())
-            logits_all.append(logits.float().cpu())
-            if labels is None:
-                labels = torch.full((x.shape[0],), -1, dtype=torch.long)
-            labels_all.append(labels.reshape(-1).long().cpu())
-    if not feats:
-        raise DataError("the fit loader yielded no batches; give the detector some ID training images.")
-    return torch.cat(feats), torch.cat(logits_all), torch.cat(labels_all)
-
-
-def energy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Energy ``E(x) = -T * logsumexp(f(x) / T)`` (Liu et al. 2020); OOD has higher energy."""
-    return -temperature * torch.logsumexp(logits / temperature, dim=1)
+from gaia_viz.errors import ModelError
+from gaia_viz.forward import ForwardNeeds, ForwardOutputs, collect_outputs, shared_forward
+from gaia_viz.model_state import model_device
 
 
 def check_positive(name: str, value: float) -> float:
@@ -122,35 +43,102 @@ def check_positive(name: str, value: float) -> float:
     return value
 
 
+def check_percentile(name: str, value: float, low_open: bool = True) -> float:
+    """A percentile in percent: (0, 100] (or [0, 100] with ``low_open=False``)."""
+    value = float(value)
+    ok = (0.0 < value <= 100.0) if low_open else (0.0 <= value <= 100.0)
+    if not ok:
+        bounds = "(0, 100]" if low_open else "[0, 100]"
+        raise ModelError(f"{name} must be in {bounds} (percent), got {value}.")
+    return value
+
+
+def energy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Energy ``E(x) = -T * logsumexp(f(x) / T)`` (Liu et al. 2020); OOD has higher energy."""
+    return -temperature * torch.logsumexp(logits / temperature, dim=1)
+
+
 class Detector(abc.ABC):
     """Base class of all detectors. Scores are ``Tensor[B]``, float32, CPU, higher = more OOD.
 
     Subclasses set the class attributes and take their parameters as keyword arguments of
     ``__init__`` stored under the same attribute names (``params()`` reads them back).
+    ``fitted_keys`` names the tensor attributes ``fit_features`` sets.
     """
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = False
-    needs_grad: ClassVar[bool] = False
-    forward_only: ClassVar[bool] = False
+    needs_grad: ClassVar[bool] = False  # it needs a gradient from the shared pass
+    forward_only: ClassVar[bool] = False  # its score is a function of logits/features alone
+    fitted_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module):
         self.model = model
         self._fitted = False
 
+    # ------------------------------------------------------------------ protocol
+
+    def needs(self) -> ForwardNeeds:
+        """What :meth:`score_forward` reads from the shared forward pass."""
+        return ForwardNeeds()
+
+    @abc.abstractmethod
+    def score_forward(self, outputs: ForwardOutputs) -> Tensor:
+        """OOD scores ``Tensor[B]`` from a shared forward pass that met :meth:`needs`."""
+
+    def arrays(self, outputs: ForwardOutputs) -> dict[str, np.ndarray]:
+        """Per-sample arrays besides the score worth caching (none by default)."""
+        return {}
+
+    @classmethod
+    def data_defaults(cls, preset) -> dict[str, Any]:
+        """Parameters derived from the input preprocessing ``preset`` (a
+        :class:`gaia_viz.data.presets.Preset` or None) when the user gives none."""
+        return {}
+
+    def score(self, x: Tensor) -> Tensor:
+        """OOD scores ``Tensor[B]`` (float32, CPU) for images ``x[B, ...]``."""
+        self._require_fit()
+        outputs = shared_forward(self.model, self._input(x), self.needs())
+        return self.score_forward(outputs).float().cpu()
+
+    # ------------------------------------------------------------------ fitting
+
     @property
     def is_fitted(self) -> bool:
-        """True when the detector can score: it needs no fit, or ``fit`` has run."""
+        """True when the detector can score: it needs no fit, or it has been fitted."""
         return not self.needs_fit or self._fitted
+
+    def fit_features(self, features: Tensor, logits: Tensor, labels: Tensor) -> "Detector":
+        """Learn from ID training data seen through the model (a no-op when nothing is fitted)."""
+        return self
 
     def fit(self, loader: Iterable) -> "Detector":
         """Learn statistics from ID data. For methods with ``needs_fit = False`` a no-op."""
+        if not self.needs_fit:
+            return self
+        fit = collect_outputs(self.model, loader)
+        return self.fit_features(fit.features, fit.logits, fit.labels)
+
+    def fitted_state(self) -> dict[str, Tensor]:
+        """What ``fit`` learnt, as named tensors (empty for methods that fit nothing)."""
+        self._require_fit()
+        return {key: torch.as_tensor(getattr(self, key)).detach().cpu().clone() for key in self.fitted_keys}
+
+    def load_fitted_state(self, state: dict[str, Tensor]) -> "Detector":
+        """Restore :meth:`fitted_state` (ModelError naming missing entries)."""
+        missing = [key for key in self.fitted_keys if key not in state]
+        if missing:
+            raise ModelError(f"the fitted state of {self.name!r} lacks {', '.join(missing)}; refit or re-export it")
+        for key in self.fitted_keys:
+            value = state[key]
+            current = getattr(self, key, None)
+            setattr(self, key, float(value) if isinstance(current, float) or value.ndim == 0 else value.clone())
+        self._fitted = True
         return self
 
-    @abc.abstractmethod
-    def score(self, x: Tensor) -> Tensor:
-        """OOD scores ``Tensor[B]`` (float32, CPU) for images ``x[B, ...]``."""
+    # ------------------------------------------------------------------ helpers
 
     def params(self) -> dict[str, Any]:
         """The constructor parameters and their values (for cache keys and reports)."""
@@ -175,19 +163,17 @@ class OutputDetector(Detector):
     forward_only: ClassVar[bool] = True
     uses_features: ClassVar[bool] = True  # False: a function of the logits alone
 
+    def needs(self) -> ForwardNeeds:
+        return ForwardNeeds(features=self.uses_features)
+
     @abc.abstractmethod
     def score_outputs(self, logits: Tensor, features: Tensor) -> Tensor:
         """Scores ``Tensor[B]`` from ``logits[B, C]`` and penultimate ``features[B, D]``."""
 
-    @torch.no_grad()
-    def score(self, x: Tensor) -> Tensor:
+    def score_forward(self, outputs: ForwardOutputs) -> Tensor:
         self._require_fit()
-        with eval_mode(self.model):
-            if self.uses_features:
-                features, logits = features_and_logits(self.model, self._input(x))
-            else:
-                features, logits = None, self.model(self._input(x))
-        return self.score_outputs(logits, features).float().cpu()
+        with torch.no_grad():
+            return self.score_outputs(outputs.logits, outputs.features)
 
 
 DETECTORS: dict[str, type[Detector]] = {}
@@ -202,6 +188,11 @@ def register(cls: type[Detector]) -> type[Detector]:
     return cls
 
 
+def detector_parameters(name: str) -> list[str]:
+    """The keyword parameters the detector registered as ``name`` accepts."""
+    return [p for p in inspect.signature(DETECTORS[name].__init__).parameters if p not in ("self", "model")]
+
+
 def make_detector(name: str, model: nn.Module, **params) -> Detector:
     """Build the detector registered as ``name`` (case-insensitive) with ``params``.
 
@@ -210,12 +201,11 @@ def make_detector(name: str, model: nn.Module, **params) -> Detector:
     key = str(name).strip().lower()
     if key not in DETECTORS:
         raise ModelError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}.")
-    cls = DETECTORS[key]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model")]
+    accepted = detector_parameters(key)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ModelError(
             f"detector {key!r} has no parameter(s) {', '.join(unknown)}; "
             f"it accepts: {', '.join(accepted) or 'none'}."
         )
-    return cls(model, **params)
+    return DETECTORS[key](model, **params)

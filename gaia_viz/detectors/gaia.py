@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from gaia_viz.detectors.base import Detector, register
+from gaia_viz.forward import ForwardNeeds, ForwardOutputs
 
 
 def _names(layers: Sequence[str] | str | None) -> tuple[str, ...] | None:
@@ -27,8 +30,10 @@ class GaiaZ(Detector):
 
         score(x) = mean over (l, c) of r[l, c]^2
 
-    Delegates to :func:`gaia_viz.gaia.gaia_z` (``layers=None``: its default, every
-    normalisation layer over feature maps), which leaves the model as found.
+    Computed by :func:`gaia_viz.gaia.gaia_analyze` (``layers=None``: its default, every
+    normalisation layer over feature maps), which leaves the model as found. Per sample it
+    also keeps ``zero_partial_sums`` (sum_c r^2 per layer, float64) and ``nonzero_ratio``
+    (every r, float32) so any layer subset is rescored without the model.
     """
 
     name = "gaia_z"
@@ -39,10 +44,20 @@ class GaiaZ(Detector):
         super().__init__(model)
         self.layers = _names(layers)
 
-    def score(self, x: Tensor) -> Tensor:
-        from gaia_viz.gaia import gaia_z
+    def needs(self) -> ForwardNeeds:
+        return ForwardNeeds(gaia_z=True, zero_layers=self.layers)
 
-        return gaia_z(self.model, self._input(x), layers=self.layers).float().cpu()
+    def score_forward(self, outputs: ForwardOutputs) -> Tensor:
+        return outputs.gaia.gaia_z
+
+    def arrays(self, outputs: ForwardOutputs) -> dict[str, np.ndarray]:
+        result = outputs.gaia
+        return {
+            "zero_partial_sums": result.zero_partial_sums.numpy(),
+            # per-channel ratios are for charts: float32 halves the cache (scores use the
+            # float64 partial sums above)
+            "nonzero_ratio": torch.cat([result.nonzero_ratio[n] for n in result.zero_layers], 1).float().numpy(),
+        }
 
 
 @register
@@ -55,7 +70,8 @@ class GaiaA(Detector):
 
         score(x) = mean over (l, c) of (|m[l, c]| / o)^2
 
-    Delegates to :func:`gaia_viz.gaia.gaia_a` (``None``: its default layers).
+    Computed by :func:`gaia_viz.gaia.gaia_analyze` (``None``: its default layers). Per
+    sample it also keeps ``avg_partial_sums``, ``channel_mean_grad`` and ``output_component``.
     """
 
     name = "gaia_a"
@@ -72,9 +88,16 @@ class GaiaA(Detector):
         self.inner_layers = _names(inner_layers)
         self.head_layer = head_layer
 
-    def score(self, x: Tensor) -> Tensor:
-        from gaia_viz.gaia import gaia_a
+    def needs(self) -> ForwardNeeds:
+        return ForwardNeeds(gaia_a=True, inner_layers=self.inner_layers, head_layer=self.head_layer)
 
-        return gaia_a(
-            self.model, self._input(x), inner_layers=self.inner_layers, head_layer=self.head_layer
-        ).float().cpu()
+    def score_forward(self, outputs: ForwardOutputs) -> Tensor:
+        return outputs.gaia.gaia_a
+
+    def arrays(self, outputs: ForwardOutputs) -> dict[str, np.ndarray]:
+        result = outputs.gaia
+        return {
+            "avg_partial_sums": result.avg_partial_sums.numpy(),
+            "channel_mean_grad": torch.cat([result.channel_mean_grad[n] for n in result.inner_layers], 1).numpy(),
+            "output_component": result.output_component.numpy(),
+        }

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gaia_viz.detectors.base import OutputDetector, collect_outputs, register
+from gaia_viz.detectors.base import OutputDetector, register
 from gaia_viz.errors import ModelError
 
 
@@ -31,6 +29,7 @@ class KNN(OutputDetector):
     name = "knn"
     label = "KNN"
     needs_fit = True
+    fitted_keys = ("bank",)
 
     def __init__(self, model, k: int = 50, chunk_size: int = 8192):
         super().__init__(model)
@@ -48,8 +47,7 @@ class KNN(OutputDetector):
         self._require_fit()
         return min(self.k, self.bank.shape[0])
 
-    def fit(self, loader: Iterable) -> "KNN":
-        features, _, _ = collect_outputs(self.model, loader)
+    def fit_features(self, features: Tensor, logits: Tensor, labels: Tensor) -> "KNN":
         self.bank = F.normalize(features.float(), dim=1)
         self._fitted = True
         return self

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
 
 import torch
 from torch import Tensor
 
-from gaia_viz.detectors.base import OutputDetector, collect_outputs, register
+from gaia_viz.detectors.base import OutputDetector, register
 from gaia_viz.errors import DataError, ModelError
 
 
@@ -37,6 +36,7 @@ class Mahalanobis(OutputDetector):
     name = "mahalanobis"
     label = "Mahalanobis"
     needs_fit = True
+    fitted_keys = ("means", "precision")
 
     def __init__(self, model, ridge: float = 1e-6):
         super().__init__(model)
@@ -47,8 +47,7 @@ class Mahalanobis(OutputDetector):
         self.precision: Tensor | None = None
         self.label_source: str | None = None
 
-    def fit(self, loader: Iterable) -> "Mahalanobis":
-        features, logits, labels = collect_outputs(self.model, loader)
+    def fit_features(self, features: Tensor, logits: Tensor, labels: Tensor) -> "Mahalanobis":
         num_classes = logits.shape[1]
         unknown = labels < 0
         if unknown.any():

@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gaia_viz.detectors.base import Detector, check_positive, eval_mode, frozen_parameters, register
+from gaia_viz.detectors.base import Detector, check_positive, register
 from gaia_viz.errors import ModelError
+from gaia_viz.forward import ForwardNeeds, ForwardOutputs
+from gaia_viz.model_state import eval_mode
 
 
 @register
@@ -21,13 +23,17 @@ class ODIN(Detector):
         x' = x - eps * sign(-grad_x log softmax(f(x) / T)_y)
         score(x) = -max_c softmax(f(x') / T)_c
 
-    The perturbation raises the softmax score, more so for ID inputs. ``eps`` is applied in
-    the model's input space; when the inputs are normalised, pass the per-channel
-    ``input_std`` of that normalisation and the step is divided by it as in the original
-    code (so ``eps`` is in ``[0, 1]`` pixel units). Defaults ``T = 1000``, ``eps = 0.0014``.
+    The perturbation raises the softmax score, more so for ID inputs. ``eps`` is in
+    ``[0, 1]`` pixel units, as in the paper and its code: on normalised inputs the step is
+    divided by the per-channel ``input_std`` of the normalisation. Every entry point (the
+    sweep, hence the CLI, the report and the app) sets ``input_std`` from the input preset
+    when it is not given (:meth:`data_defaults`) and records it; ``input_std=None`` applies
+    ``eps`` in the model's input units. Defaults ``T = 1000``, ``eps = 0.0014``.
 
-    The gradient is taken with respect to the input only: parameters are frozen for the
-    call (flags restored after, ``p.grad`` never written) and the model runs in eval mode.
+    The gradient is taken with respect to the input only, from the shared forward pass
+    (:meth:`needs`): parameters are frozen for the call (flags restored after, ``p.grad``
+    never written) and the model runs in eval mode. The second forward, on the perturbed
+    input, is ODIN's own.
     """
 
     name = "odin"
@@ -48,6 +54,13 @@ class ODIN(Detector):
             raise ModelError(f"epsilon must be >= 0, got {self.epsilon}.")
         self.input_std = None if input_std is None else tuple(float(s) for s in input_std)
 
+    @classmethod
+    def data_defaults(cls, preset) -> dict:
+        return {"input_std": tuple(float(s) for s in preset.std)} if preset is not None else {}
+
+    def needs(self) -> ForwardNeeds:
+        return ForwardNeeds(input_objective=self.input_objective)
+
     def input_objective(self, logits: Tensor) -> Tensor:
         """The loss whose input gradient ODIN steps against: sum_b -log softmax(f(x_b)/T)_y.
 
@@ -57,10 +70,10 @@ class ODIN(Detector):
 
     def perturb(self, x: Tensor) -> Tensor:
         """``x'``: one signed-gradient step that increases the tempered max softmax."""
-        x_leaf = self._input(x).detach().clone().requires_grad_(True)
-        with frozen_parameters(self.model), eval_mode(self.model), torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.input_objective(self.model(x_leaf)), x_leaf)
-        return self.step(x_leaf.detach(), grad)
+        from gaia_viz.forward import shared_forward
+
+        outputs = shared_forward(self.model, self._input(x), self.needs())
+        return self.step(outputs.x, outputs.input_grad)
 
     def step(self, x: Tensor, grad: Tensor) -> Tensor:
         """``x - eps * sign(grad)`` (divided by ``input_std`` per channel when given)."""
@@ -80,5 +93,6 @@ class ODIN(Detector):
             logits = self.model(x_perturbed)
         return (-torch.softmax(logits.float() / self.temperature, dim=1).amax(dim=1)).cpu()
 
-    def score(self, x: Tensor) -> Tensor:
-        return self.score_perturbed(self.perturb(x))
+    def score_forward(self, outputs: ForwardOutputs) -> Tensor:
+        x = outputs.x.to(device=outputs.input_grad.device, dtype=outputs.input_grad.dtype)
+        return self.score_perturbed(self.step(x, outputs.input_grad))

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from gaia_viz.detectors.base import (
-    OutputDetector,
-    check_positive,
-    collect_outputs,
-    energy_from_logits,
-    head_linear,
-    register,
-)
-from gaia_viz.errors import ModelError
+from gaia_viz.detectors.base import OutputDetector, check_percentile, check_positive, energy_from_logits, register
+from gaia_viz.models.heads import classifier_head
 
 
 @register
@@ -36,17 +27,15 @@ class ReAct(OutputDetector):
     name = "react"
     label = "ReAct"
     needs_fit = True
+    fitted_keys = ("clip_value",)
 
     def __init__(self, model, percentile: float = 90.0, temperature: float = 1.0):
         super().__init__(model)
-        self.percentile = float(percentile)
-        if not 0.0 < self.percentile <= 100.0:
-            raise ModelError(f"percentile must be in (0, 100], got {self.percentile}.")
+        self.percentile = check_percentile("percentile", percentile)
         self.temperature = check_positive("temperature", temperature)
         self.clip_value: float | None = None
 
-    def fit(self, loader: Iterable) -> "ReAct":
-        features, _, _ = collect_outputs(self.model, loader)
+    def fit_features(self, features: Tensor, logits: Tensor, labels: Tensor) -> "ReAct":
         # torch.quantile refuses very large inputs; numpy's percentile (linear) does not.
         self.clip_value = float(np.percentile(features.flatten().double().numpy(), self.percentile))
         self._fitted = True
@@ -54,7 +43,7 @@ class ReAct(OutputDetector):
 
     def score_outputs(self, logits: Tensor, features: Tensor) -> Tensor:
         self._require_fit()
-        _, head = head_linear(self.model)
+        head = classifier_head(self.model)
         with torch.no_grad():
             clipped_logits = head(features.clamp(max=self.clip_value))
         return energy_from_logits(clipped_logits.float(), self.temperature)

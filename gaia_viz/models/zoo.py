@@ -26,6 +26,7 @@ import torchvision
 from torch import nn
 
 from ..errors import CheckpointError, ModelError
+from ..settings import SHARED_DATA_ROOT, data_root
 from .checkpoints import infer_num_classes, load_checkpoint_into, load_state_dict_file
 from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from .gaia_resnet import GAIA_RESNET_STAGES, GaiaResNet
@@ -38,9 +39,9 @@ _HUB_PATCH_LOCK = threading.Lock()  # the torchvision loader is patched process-
 
 
 def shared_data_root() -> Path:
-    """``$GAIA_VIZ_DATA_ROOT``, else ``../shared/data`` next to the repository root."""
-    env = os.environ.get("GAIA_VIZ_DATA_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    """The data root (:func:`gaia_viz.settings.data_root`), or where the shared data folder
+    would be beside the repository when none exists (so messages can name the path)."""
+    return data_root() or SHARED_DATA_ROOT
 
 
 def torchvision_model_names() -> list[str]:

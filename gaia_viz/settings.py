@@ -1,0 +1,69 @@
+"""Settings that every entry point shares: environment names, the data root, the run cache
+and the device choice. One home, so the CLI, the report, the app and the library agree.
+
+Environment variables:
+
+* ``GAIA_VIZ_DATA_ROOT``: folder of real data (``cifar10/test``, ``textures/images``,
+  ``models/*.th``, torchvision datasets). Default: ``../shared/data`` beside the repository
+  when that folder exists.
+* ``GAIA_VIZ_CACHE_DIR``: the run cache (scored chunks). Default ``~/.cache/gaia-viz``.
+* ``GAIA_VIZ_ALLOWED_ROOTS``: ``os.pathsep``-separated folders a served app may read
+  (see :mod:`gaia_viz.paths`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gaia_viz.errors import GaiaVizError
+
+DATA_ROOT_ENV = "GAIA_VIZ_DATA_ROOT"
+CACHE_ENV = "GAIA_VIZ_CACHE_DIR"
+ALLOWED_ROOTS_ENV = "GAIA_VIZ_ALLOWED_ROOTS"
+ALLOWED_HIDDEN_ENV = "GAIA_VIZ_ALLOW_HIDDEN"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def data_root() -> Path | None:
+    """``$GAIA_VIZ_DATA_ROOT`` (``~`` expanded), else ``../shared/data`` beside the repository
+    when it is a folder, else None."""
+    env = os.environ.get(DATA_ROOT_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return SHARED_DATA_ROOT if SHARED_DATA_ROOT.is_dir() else None
+
+
+def cache_dir() -> Path:
+    """``$GAIA_VIZ_CACHE_DIR`` or ``~/.cache/gaia-viz``."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "gaia-viz"
+
+
+def resolve_device(choice: str | None = "auto") -> str:
+    """``"auto"``/None -> ``"cuda"`` when a GPU is present, else ``"cpu"``; ``"cpu"``,
+    ``"cuda"`` and ``"cuda:N"`` as given. A GaiaVizError for an unknown name or for CUDA
+    without a GPU."""
+    import torch
+
+    choice = "auto" if choice is None else str(choice).strip().lower()
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice != "cpu" and choice != "cuda" and not (choice.startswith("cuda:") and choice[5:].isdigit()):
+        raise GaiaVizError(f"unknown device {choice!r}: use auto, cpu, cuda or cuda:N")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise GaiaVizError(f"device {choice} was asked for but no CUDA GPU is available; use auto or cpu")
+    return choice
+
+
+def default_workers() -> int:
+    """Loader worker processes by default: one per core beyond the main process, at most 4
+    (0 on a single core, where workers only add overhead)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
+
+
+__all__ = ["ALLOWED_HIDDEN_ENV", "ALLOWED_ROOTS_ENV", "CACHE_ENV", "DATA_ROOT_ENV", "DEVICE_CHOICES", "SHARED_DATA_ROOT",
+           "REPO_ROOT", "cache_dir", "data_root", "default_workers", "resolve_device"]
