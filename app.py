@@ -1,31 +1,10 @@
 """gaia-viz: explore GAIA out-of-distribution detection. Run with ``streamlit run app.py``.
 
-Opens on the embedded demo (a digit CNN, real digits vs. five real OOD sets): no set-up, no
-download. The sidebar (gaia_viz.app.setup) is drawn here once per run, so its choices hold on
-every page; the pages get the resulting Setup from gaia_viz.app.setup.current_setup().
+Opens on the home page with the embedded demo (a digit CNN, real digits vs. five real OOD
+sets): no set-up, no download. Everything around the pages (start-up, navigation, the
+sidebar, run status, the link in the address bar) is in :mod:`gaia_viz.app.shell`.
 """
 
-from pathlib import Path
+from gaia_viz.app.shell import run_app
 
-import streamlit as st
-
-from gaia_viz.allocator import retain_freed_memory
-from gaia_viz.app.setup import sidebar
-
-retain_freed_memory()  # GAIA's backward passes stay free of page faults (see gaia_viz.allocator)
-
-HERE = Path(__file__).resolve().parent
-PAGES = (
-    ("pages/1_Inspect.py", "Inspect", ":material/image_search:"),
-    ("pages/2_Evaluate.py", "Evaluate", ":material/analytics:"),
-    ("pages/3_Tune_threshold.py", "Tune threshold", ":material/tune:"),
-    ("pages/4_Channels_and_layers.py", "Channels and layers", ":material/grid_on:"),
-    ("pages/5_How_GAIA_works.py", "How GAIA works", ":material/school:"),
-    ("pages/6_Real_data_report.py", "Real-data report", ":material/table_chart:"),
-)
-
-st.set_page_config(page_title="gaia-viz: GAIA OOD detection", page_icon=":material/radar:", layout="wide")
-navigation = st.navigation([st.Page(str(HERE / path), title=title, icon=icon)
-                            for path, title, icon in PAGES if (HERE / path).is_file()])
-sidebar()
-navigation.run()
+run_app()

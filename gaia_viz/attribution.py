@@ -6,8 +6,9 @@ upsampled to the input size. ``target`` defaults to the predicted class. Methods
 (``f_t`` is the target logit, ``x'`` the zero baseline):
 
 - ``saliency``:              |d f_t / d x|
-- ``integrated_gradients``:  (x - x') * mean_{k=1..n} d f_t / d x evaluated at x' + k/n (x - x'),
-                             so that sum(attribution) ~= f_t(x) - f_t(x') (completeness)
+- ``integrated_gradients``:  (x - x') * integral_0^1 d f_t / d x at x' + a (x - x') da, the
+                             integral by Captum's Gauss-Legendre quadrature with ``n_steps``
+                             points, so that sum(attribution) ~= f_t(x) - f_t(x') (completeness)
 - ``input_x_gradient``:      x * d f_t / d x
 - ``guided_backprop``:       d f_t / d x with every nn.ReLU's backward replaced by
                              relu(grad_out) (only positive signals flow back)
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from gaia_viz import gaia
-from gaia_viz.errors import LayerError
+from gaia_viz.errors import AttributionError, LayerError
 from gaia_viz.model_state import activation_gradients_only, model_device
 
 
@@ -99,11 +100,11 @@ def _attribution_context(model: nn.Module) -> Iterator[None]:
 
 def _as_batch(model: nn.Module, x: Tensor) -> Tensor:
     if not isinstance(x, Tensor):
-        raise ValueError(f"x must be a tensor, got {type(x).__name__}")
+        raise AttributionError(f"x must be a tensor, got {type(x).__name__}")
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4:
-        raise ValueError(f"x must be an image (C, H, W) or a batch (B, C, H, W), got shape {tuple(x.shape)}")
+        raise AttributionError(f"x must be an image (C, H, W) or a batch (B, C, H, W), got shape {tuple(x.shape)}")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     return x.detach().to(device=model_device(model), dtype=dtype).clone()
 
@@ -122,7 +123,7 @@ def _target_tensor(model: nn.Module, x: Tensor, target) -> Tensor:
     if target.numel() == 1:
         target = target.expand(x.shape[0])
     if target.numel() != x.shape[0]:
-        raise ValueError(f"target has {target.numel()} entries for a batch of {x.shape[0]}")
+        raise AttributionError(f"target has {target.numel()} entries for a batch of {x.shape[0]}")
     return target
 
 
@@ -133,7 +134,7 @@ def occlusion_window(height: int, width: int, window: int | None = None,
     window = int(window) if window else max(1, round(side / 4))
     stride = int(stride) if stride else max(1, window // 2)
     if not 1 <= window <= side or stride < 1:
-        raise ValueError(f"occlusion window must be in [1, {side}] and stride >= 1, "
+        raise AttributionError(f"occlusion window must be in [1, {side}] and stride >= 1, "
                          f"got window={window}, stride={stride}")
     return window, stride
 
@@ -217,11 +218,11 @@ def attribute(model: nn.Module, x: Tensor, method: str, target=None, **params) -
     Returns a detached CPU float tensor: (B, C, H, W), or (B, 1, H, W) for Grad-CAM.
     """
     if method not in ATTRIBUTION_METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; choose one of "
+        raise AttributionError(f"unknown attribution method {method!r}; choose one of "
                          f"{', '.join(ATTRIBUTION_METHODS)}")
     unknown = set(params) - set(ATTRIBUTION_METHODS[method].defaults)
     if unknown:
-        raise ValueError(f"{method} takes no parameter(s) {sorted(unknown)}; it takes "
+        raise AttributionError(f"{method} takes no parameter(s) {sorted(unknown)}; it takes "
                          f"{sorted(ATTRIBUTION_METHODS[method].defaults) or 'none'}")
     x = _as_batch(model, x)
     target = _target_tensor(model, x, target)
@@ -246,14 +247,14 @@ def to_heatmap(attr, percentile: float = 99.0) -> np.ndarray:
     values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if values.ndim == 4:
         if values.shape[0] != 1:
-            raise ValueError(f"to_heatmap takes one image, got a batch of {values.shape[0]}")
+            raise AttributionError(f"to_heatmap takes one image, got a batch of {values.shape[0]}")
         values = values[0]
     if values.ndim == 3:
         values = np.abs(values).sum(axis=0)
     elif values.ndim == 2:
         values = np.abs(values)
     else:
-        raise ValueError(f"to_heatmap takes (H, W), (C, H, W) or (1, C, H, W), got {values.shape}")
+        raise AttributionError(f"to_heatmap takes (H, W), (C, H, W) or (1, C, H, W), got {values.shape}")
     scale = np.percentile(values, percentile)
     if scale <= 0:
         scale = values.max()
@@ -270,7 +271,7 @@ def top_k_predictions(model: nn.Module, x: Tensor, k: int = 5,
     """
     x = _as_batch(model, x)
     if x.shape[0] != 1:
-        raise ValueError(f"top_k_predictions takes one image, got a batch of {x.shape[0]}")
+        raise AttributionError(f"top_k_predictions takes one image, got a batch of {x.shape[0]}")
     with activation_gradients_only(model), torch.no_grad():
         probs = torch.softmax(model(x).float(), dim=1)[0].cpu()
     values, indices = probs.topk(max(1, min(int(k), probs.numel())))

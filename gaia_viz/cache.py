@@ -109,3 +109,29 @@ class ChunkStore:
     def clear(self) -> None:
         for path in self.dir.glob("chunk-*.npz"):
             path.unlink(missing_ok=True)
+
+
+FITTED_STATE_FILE = "fitted.safetensors"
+
+
+def write_fitted_state(root: Path | str, key: str, state: dict) -> None:
+    """Keep a detector's fitted state (named tensors) under ``root/key`` (atomically)."""
+    from safetensors.torch import save
+
+    atomic_write_bytes(Path(root) / key / FITTED_STATE_FILE,
+                       save({name: tensor.contiguous() for name, tensor in state.items()}))
+
+
+def read_fitted_state(root: Path | str, key: str) -> dict | None:
+    """The fitted state kept under ``root/key``, or None (absent or unreadable: then deleted)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(root) / key / FITTED_STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return load(path.read_bytes())
+    except (OSError, SafetensorError, ValueError):
+        path.unlink(missing_ok=True)
+        return None

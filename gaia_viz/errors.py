@@ -32,3 +32,7 @@ class LayerError(GaiaVizError, ValueError):
 
 class MetricInputError(GaiaVizError, ValueError):
     """Scores given to a metric are empty, non-finite or otherwise degenerate."""
+
+
+class AttributionError(GaiaVizError, ValueError):
+    """An attribution method cannot run with these arguments (input shape, target, window)."""

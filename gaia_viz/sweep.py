@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gaia_viz.cache import ChunkStore, stable_hash
+from gaia_viz.cache import ChunkStore, read_fitted_state, stable_hash, write_fitted_state
 from gaia_viz.detectors import DETECTORS, METHOD_LABELS, Detector, detector_parameters, make_detector
 from gaia_viz.errors import DataError, GaiaVizError, ModelError
 from gaia_viz.forward import ForwardNeeds, collect_outputs, merge_needs, shared_forward
@@ -252,6 +252,7 @@ class Evaluation:
     config: RunConfig
     seconds: float = 0.0
     cache_hits: int = 0
+    fitted_states: dict = field(default_factory=dict)  # method -> what it fitted (tensors)
 
     @property
     def dataset_names(self) -> list[str]:
@@ -297,7 +298,9 @@ class Evaluation:
             raise ModelError(f"the evaluation has no scores for {', '.join(missing)}")
         dropped = [m for m in self.methods if m not in methods]
         return replace(self, methods=list(methods), scores=self.scores.drop(columns=dropped),
-                       config=replace(self.config, methods=list(methods)))
+                       config=replace(self.config, methods=list(methods),
+                                      method_params={m: self.config.method_params.get(m, {}) for m in methods}),
+                       fitted_states={m: s for m, s in self.fitted_states.items() if m in methods})
 
 
 class _Progress:
@@ -373,6 +376,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     total = sum(len(ds) for ds in datasets.values())
     tracker = _Progress(total + (len(fit_set) if needs_fit else 0), progress)
     fitted = [False]
+    fitted_states: dict[str, dict] = {}
 
     def fit_once():
         if fitted[0] or not needs_fit:
@@ -388,7 +392,14 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         outputs = collect_outputs(model, loader, progress=fit_progress, total=len(fit_set))
         for method in needs_fit:
             detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
+            fitted_states[method] = detectors[method].fitted_state()
+            if use_cache:
+                write_fitted_state(root, fitted_key(method), fitted_states[method])
         fitted[0] = True
+
+    def fitted_key(method: str) -> str:
+        return stable_hash(dict(format=SCORES_FORMAT, model=model_fp, entry=method, fitted=True,
+                                params=method_params[method], fit_set=fit_fp))
 
     def entry_key(method: str, data_fp: dict) -> str:
         facts = dict(format=SCORES_FORMAT, model=model_fp, dataset=data_fp, entry=method)
@@ -444,6 +455,11 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         for method in settings.methods:
             frame[method] = arrays[method]
         frames.append(frame)
+    for method in needs_fit:
+        if method not in fitted_states and use_cache:
+            state = read_fitted_state(root, fitted_key(method))
+            if state is not None:
+                fitted_states[method] = state
     per_sample = {OUTPUTS, "label", "prediction", *settings.methods}
     config = replace(
         run or RunConfig(),
@@ -464,6 +480,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         inner_layers=layers.inner, inner_channels=layers.inner_channels, head_layer=layers.head,
         arrays={name: {k: v for k, v in arrays.items() if k not in per_sample} for name, arrays in results.items()},
         config=config, seconds=time.perf_counter() - started, cache_hits=cache_hits,
+        fitted_states=fitted_states,
     )
     if progress:
         progress(1.0, f"done: {total:,} images in {evaluation.seconds:.1f} s")

@@ -43,8 +43,13 @@ class ThresholdConfig:
     ``layers``: ``{"zero": GAIA-Z layers, "inner": GAIA-A inner layers, "head": head layer}``.
     ``checkpoint``: a path, None for built-in weights, or ``"upload:<name>"`` when the weights
     were uploaded (then pass the file to :meth:`OODFlagger.from_file`).
-    ``fit_source``: the ID training data (spec of :func:`gaia_viz.data.sources.open_source`)
-    for methods that fit (ReAct, KNN, Mahalanobis), with ``fit_max_samples`` and ``data_root``.
+    For GAIA-Z / GAIA-A the layers are the subset the threshold was tuned on.
+    ``ood_policy``: how new images are fitted to the input size (the policy of ``ood_set``);
+    ``ood_policies``: the policy every data set of the evaluation was scored with.
+    ``fitted_state``: for methods that fit, the file (beside the JSON) holding what was
+    fitted (safetensors), so loading never refits; without it the detector refits on
+    ``fit_source`` (spec of :func:`gaia_viz.data.sources.open_source`, with
+    ``fit_max_samples`` and ``data_root``).
     """
 
     method: str
@@ -58,6 +63,8 @@ class ThresholdConfig:
     method_params: dict = field(default_factory=dict)
     ood_set: str | None = None
     ood_accepted: float | None = None
+    ood_policies: dict = field(default_factory=dict)
+    fitted_state: str | None = None
     fit_source: str | None = None
     fit_max_samples: int | None = None
     data_root: str | None = None
@@ -104,8 +111,17 @@ class ThresholdConfig:
             raise DataError(f"threshold file is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, fitted_state: dict | None = None) -> Path:
+        """Write the JSON to ``path``; with ``fitted_state`` (a detector's
+        :meth:`~gaia_viz.detectors.Detector.fitted_state`) also ``<stem>.fitted.safetensors``
+        beside it, named in the JSON."""
         path = Path(path)
+        if fitted_state:
+            from safetensors.torch import save_file
+
+            state_path = path.with_name(fitted_state_name(path.name))
+            save_file({k: v.contiguous() for k, v in fitted_state.items()}, str(state_path))
+            self.fitted_state = state_path.name
         path.write_text(self.to_json())
         return path
 
@@ -118,28 +134,43 @@ class ThresholdConfig:
         return cls.from_json(text)
 
 
-def config_from_evaluation(evaluation, method: str, threshold: float, ood_set: str | None = None) -> ThresholdConfig:
+def fitted_state_name(config_name: str) -> str:
+    """``gaia_threshold.json`` -> ``gaia_threshold.fitted.safetensors``."""
+    return f"{Path(config_name).stem}.fitted.safetensors"
+
+
+def config_from_evaluation(evaluation, method: str, threshold: float, ood_set: str | None = None,
+                           layers: Sequence[str] | None = None) -> ThresholdConfig:
     """The :class:`ThresholdConfig` of ``threshold`` on ``method``'s scores of ``evaluation``.
 
     Reads the set-up the app (or the CLI) recorded in ``evaluation.config``; the OOD policy is
-    the one ``ood_set`` was scored with.
+    the one ``ood_set`` was scored with. ``layers``: for GAIA-Z / GAIA-A, the layer subset
+    the threshold applies to (None = all evaluated layers).
     """
+    from gaia_viz.gaia.families import GAIA_FAMILIES
     from gaia_viz.metrics import confusion_at_threshold
 
     config = evaluation.config
     ood_set = ood_set or evaluation.ood_names[0]
     policy = config.ood_policy_of(ood_set) or "resize"
-    layers = config.layers
+    recorded = dict(zero=list(config.layers.get("zero", [])), inner=list(config.layers.get("inner", [])),
+                    head=config.layers.get("head"))
+    if method in GAIA_FAMILIES:
+        family = GAIA_FAMILIES[method]
+        id_scores = family.scores(evaluation, evaluation.id_name, layers)
+        ood_scores = family.scores(evaluation, ood_set, layers)
+        if layers is not None:
+            recorded["zero" if method == "gaia_z" else "inner"] = list(layers)
+    else:
+        id_scores = evaluation.method_scores(method, evaluation.id_name)
+        ood_scores = evaluation.method_scores(method, ood_set)
     params = dict(config.method_params.get(method, {}))
-    confusion = confusion_at_threshold(evaluation.method_scores(method, evaluation.id_name),
-                                       evaluation.method_scores(method, ood_set), threshold)
+    confusion = confusion_at_threshold(id_scores, ood_scores, threshold)
     return ThresholdConfig(
         method=method, threshold=float(threshold), model_name=config.model_name or "demo",
         checkpoint=config.checkpoint, preset=config.preset, ood_policy=policy,
-        tpr_at_id=confusion["id_accepted"], ood_accepted=confusion["ood_accepted"],
-        layers=dict(zero=list(layers.get("zero", [])), inner=list(layers.get("inner", [])),
-                    head=layers.get("head")),
-        method_params=params, ood_set=ood_set, fit_source=config.fit_source,
+        tpr_at_id=confusion["id_accepted"], ood_accepted=confusion["ood_accepted"], layers=recorded,
+        method_params=params, ood_set=ood_set, ood_policies=dict(config.ood_policies), fit_source=config.fit_source,
         fit_max_samples=config.max_samples, data_root=config.data_root,
     )
 
@@ -152,15 +183,24 @@ def hardest_cases(scores: np.ndarray, count: int, most_ood_like: bool) -> np.nda
     return order[:max(0, int(count))]
 
 
+def install_command() -> str:
+    """How to make ``import gaia_viz`` work in another environment: this checkout, editable."""
+    from gaia_viz.settings import REPO_ROOT
+
+    return f"pip install -r {REPO_ROOT / 'requirements.txt'} -e {REPO_ROOT}"
+
+
 def threshold_snippet(config_path: str = DEFAULT_CONFIG_NAME, images: Sequence[str] = SNIPPET_IMAGES) -> str:
-    """The few lines of Python that load an exported threshold and flag new images."""
+    """The few lines of Python that load an exported threshold and flag new images (each image
+    is scored once; the flags come from those scores)."""
     return (
+        f"# once, in the environment that runs this: {install_command()}\n"
         "from gaia_viz.threshold import OODFlagger\n"
         "\n"
-        f"flagger = OODFlagger.from_file({str(config_path)!r})  # model, detector and preprocessing\n"
+        f"flagger = OODFlagger.from_file({str(config_path)!r})  # model, detector, layers and preprocessing\n"
         f"images = {list(images)!r}  # file paths or PIL images\n"
         "scores = flagger.score(images)  # OOD scores, higher = more OOD\n"
-        "flags = flagger.flag(images)  # True where score > threshold: flagged out-of-distribution\n"
+        "flags = flagger.decide(scores)  # True where score > threshold: flagged out-of-distribution\n"
         "for image, score, flagged in zip(images, scores, flags):\n"
         "    print(f\"{image}: score {score:.4g} -> {'OOD' if flagged else 'ID'}\")\n"
     )
@@ -186,8 +226,11 @@ class OODFlagger:
 
     @classmethod
     def from_config(cls, config: ThresholdConfig, checkpoint: str | os.PathLike | bytes | None = None,
-                    device: str | None = None, batch_size: int = 64) -> "OODFlagger":
-        """Load the model (``checkpoint`` overrides the config's) and build and fit the detector."""
+                    device: str | None = None, batch_size: int = 64,
+                    folder: str | os.PathLike | None = None) -> "OODFlagger":
+        """Load the model (``checkpoint`` overrides the config's) and build the detector; a
+        method that fits loads its fitted state from ``folder / config.fitted_state`` when the
+        config names one, else fits on ``config.fit_source``."""
         from gaia_viz.detectors import make_detector
         from gaia_viz.models import load_model
 
@@ -207,9 +250,23 @@ class OODFlagger:
             if config.layers.get("head"):
                 params["head_layer"] = config.layers["head"]
         detector = make_detector(config.method, model, **params)
-        if detector.needs_fit:
+        if detector.needs_fit and config.fitted_state:
+            detector.load_fitted_state(cls._read_fitted_state(Path(folder or "."), config.fitted_state))
+        elif detector.needs_fit:
             detector.fit(cls._fit_loader(config, batch_size))
         return cls(config, model, detector, device=device, batch_size=batch_size)
+
+    @staticmethod
+    def _read_fitted_state(folder: Path, name: str) -> dict:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = folder / Path(name).name  # only beside the JSON
+        try:
+            return load_file(str(path))
+        except (OSError, SafetensorError) as exc:
+            raise DataError(f"cannot read the fitted state {path} named by the threshold file ({exc}); "
+                            "keep it beside the JSON, or remove \"fitted_state\" to refit") from exc
 
     @staticmethod
     def _fit_loader(config: ThresholdConfig, batch_size: int):
@@ -226,9 +283,10 @@ class OODFlagger:
     @classmethod
     def from_file(cls, path: str | os.PathLike, checkpoint: str | os.PathLike | bytes | None = None,
                   device: str | None = None, batch_size: int = 64) -> "OODFlagger":
-        """:meth:`from_config` of the JSON file written by the Tune threshold page."""
+        """:meth:`from_config` of the JSON file written by the Tune threshold page (its fitted
+        state, if any, is read from the JSON's folder)."""
         return cls.from_config(ThresholdConfig.load(path), checkpoint=checkpoint, device=device,
-                               batch_size=batch_size)
+                               batch_size=batch_size, folder=Path(path).expanduser().parent)
 
     def _tensor(self, image: Any) -> torch.Tensor:
         from gaia_viz.data.images import load_image
@@ -252,9 +310,14 @@ class OODFlagger:
             scores.append(self.detector.score(batch.to(self.device)).double().cpu().numpy())
         return np.concatenate(scores)
 
+    def decide(self, scores) -> np.ndarray:
+        """True for each score above the threshold (flagged out-of-distribution)."""
+        return np.asarray(scores, dtype=np.float64) > self.config.threshold
+
     def flag(self, images: Iterable | str | os.PathLike | Image.Image) -> np.ndarray:
         """True for each image whose score is above the threshold (flagged out-of-distribution)."""
-        return self.score(images) > self.config.threshold
+        return self.decide(self.score(images))
 
 
-__all__ = ["OODFlagger", "ThresholdConfig", "config_from_evaluation", "hardest_cases", "threshold_snippet"]
+__all__ = ["OODFlagger", "ThresholdConfig", "config_from_evaluation", "fitted_state_name", "hardest_cases",
+           "install_command", "threshold_snippet"]

@@ -1,38 +1,46 @@
 """Inspect one image: prediction, Captum attributions, GAIA maps and where its scores fall."""
 
-import streamlit as st
+from gaia_viz.app.shell import page_guard
 
-from gaia_viz import gaia
-from gaia_viz.app import inspect_helpers as helpers
-from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.setup import current_setup, require_evaluation
-from gaia_viz.attribution import ATTRIBUTION_METHODS, attribute, to_heatmap, top_k_predictions
-from gaia_viz.data.images import DEFAULT_MAX_PIXELS
-from gaia_viz.data.presets import OOD_POLICIES
-from gaia_viz.errors import GaiaVizError
-from gaia_viz.figures import images as figures
-from gaia_viz.sweep import GAIA_METHODS
+page_guard(__file__)
+
+import streamlit as st  # noqa: E402
+
+from gaia_viz import gaia  # noqa: E402
+from gaia_viz.app import analysis  # noqa: E402
+from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
+from gaia_viz.app.page import effective_layers, layers_caption, require_scores, require_setup  # noqa: E402
+from gaia_viz.app.paths import escape_markdown  # noqa: E402
+from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
+from gaia_viz.attribution import ATTRIBUTION_METHODS, attribute, to_heatmap, top_k_predictions  # noqa: E402
+from gaia_viz.data.presets import OOD_POLICIES  # noqa: E402
+from gaia_viz.errors import GaiaVizError  # noqa: E402
+from gaia_viz.figures import images as figures  # noqa: E402
+from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
+from gaia_viz.sweep import GAIA_METHODS  # noqa: E402
+
+UPLOAD = "upload"
 
 st.title("Inspect one image")
 st.caption("Why does the model call this image in- or out-of-distribution? "
            "Upload an image or pick one from the loaded sets.")
 
-setup = current_setup()
-if setup is None:
-    st.info("Choose a model and data in the sidebar to start.")
-    st.stop()
-evaluation = require_evaluation(setup, need=list(GAIA_METHODS))
-if evaluation is None:
-    st.stop()
-session_threshold = st.session_state.get("threshold")
-image_sets = {evaluation.id_name: setup.id_set, **setup.ood_sets}
-id_name = evaluation.id_name
+setup = require_setup()
+chosen = selection()
+evaluation = require_scores(setup, list(GAIA_METHODS))
+image_sets = setup.image_sets
+max_pixels = int(st.session_state.get("sb_max_megapixels", 40) * 1e6)
 
 # ---------------------------------------------------------------- choose the image
-source = st.radio("Image from", ["upload", *image_sets], index=1, horizontal=True, key="inspect_source",
-                  format_func=lambda s: "my files" if s == "upload" else f"set: {escape_markdown(s)}")
+set_names = list(image_sets)
+picked_set = chosen.image[0] if chosen.image and chosen.image[0] in set_names else set_names[0]
+source = bound_widget(
+    st.radio, f"w_inspect_source::{setup.score_key}", picked_set if chosen.image != (UPLOAD, 0) else UPLOAD,
+    lambda value: update_selection(image=(UPLOAD, 0) if value == UPLOAD else (value, 0)),
+    label="Image from", options=[UPLOAD, *set_names], horizontal=True,
+    format_func=lambda s: "my files" if s == UPLOAD else f"set: {escape_markdown(s)}")
 image_x, image_caption = None, ""
-if source == "upload":
+if source == UPLOAD:
     uploads = st.file_uploader("Image file(s)", type=list(helpers.UPLOAD_TYPES),
                                accept_multiple_files=True, key="inspect_upload")
     chosen_policy = None
@@ -44,11 +52,11 @@ if source == "upload":
     for upload in uploads or []:
         try:
             loaded[upload.name] = helpers.image_from_upload(
-                upload.getvalue(), upload.name, setup.preset, policy)
+                upload.getvalue(), upload.name, setup.preset, policy, max_pixels=max_pixels)
         except GaiaVizError as exc:
             st.error(f"{escape_markdown(exc)}. Use a real image file (PNG, JPEG, WebP, BMP or TIFF, not renamed "
                      f"text), complete (re-export a truncated download) and at most "
-                     f"{DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels.")
+                     f"{max_pixels / 1e6:.0f} megapixels (the pixel limit is in the sidebar).")
     if loaded:
         name = (st.selectbox("Uploaded image", list(loaded), key="inspect_upload_pick")
                 if len(loaded) > 1 else next(iter(loaded)))
@@ -57,7 +65,11 @@ if source == "upload":
         st.info("Upload one or more images (png, jpg, jpeg, webp, bmp, tif, tiff).")
 else:
     image_set = image_sets[source]
-    index = (st.slider("Image index", 0, len(image_set) - 1, 0, key=f"inspect_index_{source}")
+    current_index = chosen.image[1] if chosen.image and chosen.image[0] == source else 0
+    current_index = min(max(0, current_index), len(image_set) - 1)
+    index = (bound_widget(st.slider, f"w_inspect_index::{setup.score_key}::{source}", current_index,
+                          lambda value, _s=source: update_selection(image=(_s, int(value))),
+                          label="Image index", min_value=0, max_value=len(image_set) - 1)
              if len(image_set) > 1 else 0)
     strip = range(index, min(len(image_set), index + 8))
     st.image([image_set.raw_image(i) for i in strip], caption=[f"#{i}" for i in strip], width=64)
@@ -82,43 +94,48 @@ with right:
 # ---------------------------------------------------------------- verdict
 result = helpers.analyze_like_evaluation(model, image_x, evaluation)
 gaia_methods = [m for m in evaluation.methods if m in GAIA_METHODS]
-id_scores = {m: evaluation.method_scores(m, id_name) for m in gaia_methods}
-decisions = {m: helpers.decide(float(getattr(result, m)[0]), m, id_scores[m], session_threshold)
+layers = {m: effective_layers(evaluation, m) for m in gaia_methods}
+id_scores = {m: analysis.method_scores(evaluation, m, evaluation.id_name, layers[m]) for m in gaia_methods}
+decisions = {m: helpers.decide(helpers.image_score(result, m, layers[m]), m, id_scores[m], chosen)
              for m in gaia_methods}
 st.subheader("Verdict")
-for decision in decisions.values():
+for method, decision in decisions.items():
     (st.error if decision.is_ood else st.success)(
         f"**{decision.text}**. Threshold: {decision.threshold_source}.")
+    st.caption(escape_markdown(layers_caption(evaluation, method)))
 
 # ---------------------------------------------------------------- attributions
 st.subheader("Which pixels drive the prediction (Captum)")
-method_key = st.selectbox("Attribution method", list(ATTRIBUTION_METHODS), key="inspect_attribution",
-                          format_func=lambda k: ATTRIBUTION_METHODS[k].label)
+method_key = bound_widget(st.selectbox, "w_inspect_attribution",
+                          chosen.attribution if chosen.attribution in ATTRIBUTION_METHODS else "saliency",
+                          lambda value: update_selection(attribution=value), label="Attribution method",
+                          options=list(ATTRIBUTION_METHODS), format_func=lambda k: ATTRIBUTION_METHODS[k].label)
+attribution = ATTRIBUTION_METHODS[method_key]
 opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="inspect_opacity")
-st.caption(ATTRIBUTION_METHODS[method_key].description + ", for the predicted class.")
+st.caption(f"**{attribution.label}**: {attribution.description}, for the predicted class.")
 try:
-    with st.spinner(f"Computing {ATTRIBUTION_METHODS[method_key].label}…"):
+    with st.spinner(f"Computing {attribution.label}…"):
         heat = to_heatmap(attribute(model, image_x, method_key)[0])
 except (GaiaVizError, RuntimeError) as exc:
     reason = escape_markdown((str(exc).splitlines() or [type(exc).__name__])[0])
-    st.error(f"{ATTRIBUTION_METHODS[method_key].label} failed for this model: {reason}. "
-             "Try another attribution method.")
+    st.error(f"{attribution.label} failed for this model: {reason}. Try another attribution method.")
 else:
     left, right = st.columns(2)
-    left.plotly_chart(figures.attribution_heatmap(heat, ATTRIBUTION_METHODS[method_key].label),
-                      key="inspect_attribution_heatmap")
-    right.plotly_chart(figures.overlay(pixels, heat, opacity, "over the image"), key="inspect_overlay")
+    left.plotly_chart(figures.attribution_heatmap(heat, attribution.label), key="inspect_attribution_heatmap")
+    right.plotly_chart(figures.overlay(pixels, heat, opacity, f"{attribution.label} over the image"),
+                       key="inspect_overlay")
 
 # ---------------------------------------------------------------- GAIA per layer
 st.subheader("GAIA at one layer")
-quantities = {q: spec for q, spec in helpers.CHANNEL_QUANTITIES.items() if getattr(evaluation, spec[0])}
-quantity = st.radio("Per-channel quantity", list(quantities), horizontal=True, key="inspect_quantity",
-                    format_func=lambda q: quantities[q][2])
-layer = st.selectbox("Layer", getattr(evaluation, quantities[quantity][0]), key=f"inspect_layer_{quantity}")
-id_mean, id_std = helpers.channel_stats(evaluation, id_name, quantity, layer)
+families = [m for m in gaia_methods if GAIA_FAMILIES[m].layers(evaluation)]
+family_method = st.radio("Per-channel quantity", families, horizontal=True, key="inspect_quantity",
+                         format_func=lambda m: GAIA_FAMILIES[m].channel_label)
+fam = GAIA_FAMILIES[family_method]
+layer = st.selectbox("Layer", fam.layers(evaluation), key=f"inspect_layer::{setup.score_key}::{family_method}")
+id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, family_method, layer)
 st.plotly_chart(figures.channel_ratio_bars(
-    helpers.image_channel_values(result, quantity, layer), id_mean, id_std, layer,
-    ood_mean=helpers.ood_channel_mean(evaluation, quantity, layer), value_label=quantities[quantity][2],
+    helpers.image_channel_values(result, family_method, layer), id_mean, id_std, layer,
+    ood_mean=helpers.ood_channel_mean(evaluation, family_method, layer), value_label=fam.channel_label,
     ood_label="OOD mean (all OOD images)"), key="inspect_channel_bars")
 maps = gaia.spatial_maps(model, image_x.unsqueeze(0), layer)
 left, right = st.columns(2)
@@ -133,6 +150,7 @@ right.plotly_chart(figures.spatial_map_figure(
 st.subheader("Where this image's scores fall")
 for method, decision in decisions.items():
     st.plotly_chart(figures.score_marker_histogram(
-        id_scores[method], {name: evaluation.method_scores(method, name) for name in evaluation.ood_names},
-        decision.score, decision.threshold, decision.method_label, id_name=id_name),
+        id_scores[method], {name: analysis.method_scores(evaluation, method, name, layers[method])
+                            for name in evaluation.ood_names},
+        decision.score, decision.threshold, decision.method_label, id_name=evaluation.id_name),
         key=f"inspect_hist_{method}")

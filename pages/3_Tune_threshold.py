@@ -1,17 +1,33 @@
 """Tune threshold: pick an operating point, see what it accepts and flags, export it."""
 
-import streamlit as st
+from gaia_viz.app.shell import page_guard
 
-from gaia_viz.app.gallery import show_gallery
-from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.setup import require_evaluation, require_setup
-from gaia_viz.errors import GaiaVizError
-from gaia_viz.figures import scores as figures
-from gaia_viz.metrics import confusion_at_threshold, threshold_at_tpr
-from gaia_viz.sweep import METHOD_LABELS
-from gaia_viz.threshold import DEFAULT_CONFIG_NAME, config_from_evaluation, hardest_cases, threshold_snippet
+page_guard(__file__)
+
+import streamlit as st  # noqa: E402
+
+from gaia_viz.app import analysis  # noqa: E402
+from gaia_viz.app.gallery import show_gallery  # noqa: E402
+from gaia_viz.app.page import effective_layers, layers_caption, require_scores, require_setup  # noqa: E402
+from gaia_viz.app.paths import escape_markdown  # noqa: E402
+from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
+from gaia_viz.detectors import DETECTORS  # noqa: E402
+from gaia_viz.errors import GaiaVizError  # noqa: E402
+from gaia_viz.figures import scores as figures  # noqa: E402
+from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
+from gaia_viz.metrics import confusion_at_threshold, threshold_at_tpr  # noqa: E402
+from gaia_viz.sweep import METHOD_LABELS  # noqa: E402
+from gaia_viz.threshold import (  # noqa: E402
+    DEFAULT_CONFIG_NAME,
+    config_from_evaluation,
+    fitted_state_name,
+    hardest_cases,
+    install_command,
+    threshold_snippet,
+)
 
 GALLERY_SIZE = 8
+MODES = {"tpr": "target TPR", "score": "score"}
 
 st.title("Tune threshold")
 st.caption("An image is accepted as in-distribution when its OOD score is at most the threshold and "
@@ -19,22 +35,34 @@ st.caption("An image is accepted as in-distribution when its OOD score is at mos
            "(the TPR) or directly on the score.")
 
 setup = require_setup()
-evaluation = require_evaluation(setup)
+chosen = selection()
+evaluation = require_scores(setup, [chosen.method])
 
 # ---------------------------------------------------------------- choose the operating point
 left, right = st.columns(2)
-method = left.selectbox("Method", evaluation.methods, format_func=lambda m: METHOD_LABELS.get(m, m),
-                        key="tune_method")
-ood_set = right.selectbox("OOD set", evaluation.ood_names, key="tune_ood_set")
-id_scores = evaluation.method_scores(method, evaluation.id_name)
-ood_scores = evaluation.method_scores(method, ood_set)
+methods = list(evaluation.methods)
+method = bound_widget(left.selectbox, f"w_tune_method::{setup.score_key}", chosen.method,
+                      lambda value: update_selection(method=value), label="Method", options=methods,
+                      format_func=lambda m: METHOD_LABELS.get(m, m))
+ood_names = list(evaluation.ood_names)
+ood_set = bound_widget(right.selectbox, f"w_ood::{setup.score_key}",
+                       chosen.ood_set if chosen.ood_set in ood_names else ood_names[0],
+                       lambda value: update_selection(ood_set=value), label="OOD set", options=ood_names)
+layers = effective_layers(evaluation, method)
+id_scores = analysis.method_scores(evaluation, method, evaluation.id_name, layers)
+ood_scores = analysis.method_scores(evaluation, method, ood_set, layers)
+if method in GAIA_FAMILIES:
+    st.caption(escape_markdown(layers_caption(evaluation, method)) + " (choose on Channels and layers).")
 
-mode = st.radio("Set the threshold by", ["target TPR", "score"], horizontal=True, key="tune_mode",
-                help="TPR = fraction of ID images accepted (score <= threshold).")
+mode = bound_widget(st.radio, "w_tune_mode", chosen.threshold_mode,
+                    lambda value: update_selection(threshold_mode=value), label="Set the threshold by",
+                    options=list(MODES), format_func=MODES.get, horizontal=True,
+                    help="TPR = fraction of ID images accepted (score <= threshold).")
 try:
-    if mode == "target TPR":
-        tpr = st.slider("Target TPR: fraction of ID images accepted", 0.50, 1.00, 0.95, 0.005,
-                        key="tune_tpr", format="%.3f")
+    if mode == "tpr":
+        tpr = bound_widget(st.slider, "w_tune_tpr", float(chosen.tpr), lambda value: update_selection(tpr=value),
+                           label="Target TPR: fraction of ID images accepted", min_value=0.50, max_value=1.00,
+                           step=0.005, format="%.3f")
         threshold = threshold_at_tpr(id_scores, tpr)
         st.caption(f"Threshold at {100 * tpr:.1f} % TPR: **{threshold:.6g}**")
     else:
@@ -42,14 +70,16 @@ try:
         high = float(max(id_scores.max(), ood_scores.max()))
         if high <= low:
             high = low + 1.0
-        threshold = st.slider("Threshold on the OOD score", low, high, float(threshold_at_tpr(id_scores)),
-                              (high - low) / 1000, key=f"tune_score::{method}::{ood_set}", format="%.5g")
+        start = chosen.threshold if chosen.threshold is not None else threshold_at_tpr(id_scores, chosen.tpr)
+        start = float(min(high, max(low, start)))
+        threshold = bound_widget(
+            st.slider, f"w_tune_score::{setup.score_key}::{method}::{layers}", start,
+            lambda value: update_selection(threshold=float(value)), label="Threshold on the OOD score",
+            min_value=low, max_value=high, step=(high - low) / 1000, format="%.5g")
     confusion = confusion_at_threshold(id_scores, ood_scores, threshold)
 except GaiaVizError as exc:
     st.error(f"{METHOD_LABELS.get(method, method)} scores cannot be thresholded: {escape_markdown(exc)}")
     st.stop()
-st.session_state["threshold"] = dict(method=method, ood_set=ood_set, threshold=float(threshold),
-                                     tpr_at_id=confusion["id_accepted"])
 
 # ---------------------------------------------------------------- what it does
 columns = st.columns(4)
@@ -91,14 +121,30 @@ show_gallery(setup.id_set, hard_id, captions(id_scores, hard_id))
 
 # ---------------------------------------------------------------- export
 st.subheader("Use this threshold")
-config = config_from_evaluation(evaluation, method, threshold, ood_set)
-st.download_button(f"Download {DEFAULT_CONFIG_NAME}", config.to_json(), file_name=DEFAULT_CONFIG_NAME,
-                   mime="application/json", key="tune_download",
-                   help="Method, layers, preprocessing preset, OOD policy, model and checkpoint, "
-                        "threshold and the TPR it gives on the ID set")
+config = config_from_evaluation(evaluation, method, threshold, ood_set, layers=layers)
+fitted = evaluation.fitted_states.get(method)
+if fitted:
+    config.fitted_state = fitted_state_name(DEFAULT_CONFIG_NAME)
+left, right = st.columns(2)
+left.download_button(f"Download {DEFAULT_CONFIG_NAME}", config.to_json(), file_name=DEFAULT_CONFIG_NAME,
+                     mime="application/json", key="tune_download",
+                     help="Method, layers, preprocessing preset, OOD policies, model and checkpoint, "
+                          "threshold and the TPR it gives on the ID set")
+if fitted:
+    from safetensors.torch import save as save_safetensors
+
+    right.download_button(f"Download {config.fitted_state}",
+                          save_safetensors({k: v.contiguous() for k, v in fitted.items()}),
+                          file_name=config.fitted_state, mime="application/octet-stream", key="tune_download_state",
+                          help=f"What {METHOD_LABELS.get(method, method)} fitted on the ID training data: keep it "
+                               "beside the JSON, so loading never refits")
+elif DETECTORS[method].needs_fit:
+    right.caption(f"{METHOD_LABELS.get(method, method)}'s fitted state is not at hand, so loading the file "
+                  f"refits it on {escape_markdown(config.fit_source or 'the fit set')}.")
 with st.expander("What the file holds"):
     st.json(config.to_dict())
-st.markdown("Flag new images with it:")
+st.markdown("Flag new images with it (install once with "
+            f"`{install_command()}`):")
 st.code(threshold_snippet(DEFAULT_CONFIG_NAME), language="python")
 if config.checkpoint and config.checkpoint.startswith("upload:"):
     st.caption("The model's weights were uploaded: pass their path as "

@@ -1,16 +1,20 @@
 """Channels and layers: where in the network ID and OOD gradients differ, and which layers help."""
 
-import numpy as np
-import streamlit as st
+from gaia_viz.app.shell import page_guard
 
-from gaia_viz.app import analysis
-from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.setup import require_evaluation, require_setup
-from gaia_viz.errors import GaiaVizError
-from gaia_viz.figures import channels as figures
-from gaia_viz.figures.scores import metrics_display_table
-from gaia_viz.gaia.families import GAIA_FAMILIES
-from gaia_viz.sweep import GAIA_METHODS, METHOD_LABELS
+page_guard(__file__)
+
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from gaia_viz.app import analysis  # noqa: E402
+from gaia_viz.app.page import effective_layers, layers_caption, require_scores, require_setup, user_errors  # noqa: E402
+from gaia_viz.app.paths import escape_markdown  # noqa: E402
+from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
+from gaia_viz.figures import channels as figures  # noqa: E402
+from gaia_viz.figures.scores import metrics_display_table  # noqa: E402
+from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
+from gaia_viz.sweep import GAIA_METHODS, METHOD_LABELS  # noqa: E402
 
 st.title("Channels and layers")
 st.caption("GAIA-Z looks at the share of non-zero gradient entries r[l, c] of each channel; GAIA-A at "
@@ -18,13 +22,17 @@ st.caption("GAIA-Z looks at the share of non-zero gradient entries r[l, c] of ea
            "over each set, straight from the evaluation's cached arrays (no model run).")
 
 setup = require_setup()
-evaluation = require_evaluation(setup, need=GAIA_METHODS)
-families = [m for m in GAIA_METHODS if m in evaluation.methods and analysis.has_family(evaluation, m)]
+chosen = selection()
+evaluation = require_scores(setup, GAIA_METHODS)
+families = [m for m in GAIA_METHODS if analysis.has_family(evaluation, m)]
 if not families:
     st.info("This evaluation has neither GAIA-Z nor GAIA-A: include them on the Evaluate page.")
     st.stop()
 
-ood_set = st.selectbox("OOD set", evaluation.ood_names, key="channels_ood_set")
+ood_names = list(evaluation.ood_names)
+ood_set = bound_widget(st.selectbox, f"w_ood::{setup.score_key}",
+                       chosen.ood_set if chosen.ood_set in ood_names else ood_names[0],
+                       lambda value: update_selection(ood_set=value), label="OOD set", options=ood_names)
 
 # ---------------------------------------------------------------- heatmaps
 for method in families:
@@ -56,23 +64,29 @@ st.plotly_chart(figures.layer_auroc_bars(bars, title=f"{evaluation.id_name} (ID)
 
 # ---------------------------------------------------------------- layer subset
 st.subheader("Recompute GAIA on a layer subset")
-st.caption("Pick layers; GAIA-Z and GAIA-A are recomputed at once from the cached per-layer sums.")
-stored = st.session_state.get("layer_subset") or {}
-chosen = {}
+st.caption("Pick layers; GAIA-Z and GAIA-A are recomputed at once from the cached per-layer sums. The "
+           "subset holds on every page: Evaluate, Tune threshold (and its export) and the Inspect verdict.")
+picked = {}
 picker = st.columns(len(families))
 for column, method in zip(picker, families):
-    layers = GAIA_FAMILIES[method].layers(evaluation)
-    key = f"channels_subset_{method}"
-    if key not in st.session_state:
-        previous = [name for name in stored.get("zero" if method == "gaia_z" else "inner", []) if name in layers]
-        st.session_state[key] = previous or list(layers)
-    chosen[method] = column.multiselect(f"{METHOD_LABELS[method]} layers", layers, key=key)
-st.session_state["layer_subset"] = {"zero": chosen.get("gaia_z", []), "inner": chosen.get("gaia_a", [])}
+    fam = GAIA_FAMILIES[method]
+    layers = fam.layers(evaluation)
+    attr = "zero_layers" if method == "gaia_z" else "inner_layers"
+    current = effective_layers(evaluation, method)
 
-try:
-    subset = analysis.subset_metrics(evaluation, chosen)
-except GaiaVizError as exc:
-    st.error(escape_markdown(exc))
+    def store(value, _attr=attr, _layers=layers):
+        subset = tuple(name for name in _layers if name in value)
+        update_selection(**{_attr: None if len(subset) == len(_layers) else subset})
+
+    picked[method] = bound_widget(column.multiselect, f"w_layers::{setup.score_key}::{method}",
+                                  list(layers) if current is None else list(current), store,
+                                  label=f"{fam.label} layers", options=list(layers))
+    column.caption(escape_markdown(layers_caption(evaluation, method)))
+
+subset = None
+with user_errors():
+    subset = analysis.subset_metrics(evaluation, {m: effective_layers(evaluation, m) for m in families})
+if subset is None:
     st.stop()
 full = evaluation.metrics_table()
 full = full[full["method"].isin(families)].reset_index(drop=True)
@@ -81,7 +95,7 @@ for column, method in zip(summary, families):
     pick = subset[(subset["method"] == method) & (subset["ood_set"] == ood_set)]
     before = full[(full["method"] == method) & (full["ood_set"] == ood_set)]
     auroc, auroc_all = float(pick["auroc"].iloc[0]), float(before["auroc"].iloc[0])
-    column.metric(f"{METHOD_LABELS[method]} AUROC on {ood_set}, {len(chosen[method])} layers",
+    column.metric(f"{METHOD_LABELS[method]} AUROC on {ood_set}, {len(picked[method])} layers",
                   f"{100 * auroc:.2f} %", delta=f"{100 * (auroc - auroc_all):+.2f} pts vs. all layers",
                   delta_color="normal" if np.isfinite(auroc) else "off")
 left, right = st.columns(2)

@@ -1,11 +1,15 @@
 """How GAIA works: one digit and one OOD image from the demo, followed through every formula."""
 
-import numpy as np
-import streamlit as st
+from gaia_viz.app.shell import page_guard
 
-from gaia_viz.app import inspect_helpers as helpers
-from gaia_viz.attribution import top_k_predictions
-from gaia_viz.figures import images as figures
+page_guard(__file__)
+
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
+from gaia_viz.attribution import top_k_predictions  # noqa: E402
+from gaia_viz.figures import images as figures  # noqa: E402
 
 SHOWN_CHANNELS = 8
 PLUGGED_CHANNELS = 3
@@ -51,7 +55,7 @@ first_walk = next(iter(walks.values()))
 shown = helpers.most_different_channels(*[w.ratio for w in walks.values()], count=SHOWN_CHANNELS)
 plugged = shown[:PLUGGED_CHANNELS]
 height, width = first_walk.gradient.shape[1:]
-id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, "nonzero_ratio", layer)
+id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, "gaia_z", layer)
 
 
 def side_by_side():

@@ -3,16 +3,23 @@
 The same computation and tables as ``python -m gaia_viz report`` (gaia_viz.report).
 """
 
-import json
+from gaia_viz.app.shell import page_guard
 
-import streamlit as st
+page_guard(__file__)
 
-from gaia_viz import report
-from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.setup import current_setup, default_data_root, resolve_device, user_errors
-from gaia_viz.figures import scores as figures
-from gaia_viz.metrics import roc_points
-from gaia_viz.sweep import METHOD_LABELS
+import json  # noqa: E402
+
+import streamlit as st  # noqa: E402
+
+from gaia_viz import report  # noqa: E402
+from gaia_viz.app.page import user_errors  # noqa: E402
+from gaia_viz.app.paths import escape_markdown  # noqa: E402
+from gaia_viz.app.sidebar import default_data_root  # noqa: E402
+from gaia_viz.app.state import SETUP  # noqa: E402
+from gaia_viz.figures import scores as figures  # noqa: E402
+from gaia_viz.metrics import roc_points  # noqa: E402
+from gaia_viz.settings import resolve_device  # noqa: E402
+from gaia_viz.sweep import METHOD_LABELS  # noqa: E402
 
 st.title("Real-data report: CIFAR-10")
 st.caption("ID = the CIFAR-10 test set (JPEG); OOD = DTD textures center-cropped to 32 x 32 (GAIA paper) "
@@ -20,7 +27,7 @@ st.caption("ID = the CIFAR-10 test set (JPEG); OOD = DTD textures center-cropped
            "pretrained CIFAR ResNet-20/56 with ImageNet normalisation. ReAct, KNN and Mahalanobis fit on "
            "cifar10/train-5k, never on test data. Scores are OOD-high.")
 
-setup = current_setup()
+setup = st.session_state.get(SETUP)
 data_root = (setup.data_root if setup is not None and setup.data_root else None) or default_data_root()
 if not data_root:
     st.info("Set the data root in the sidebar (or the GAIA_VIZ_DATA_ROOT environment variable) to a folder "

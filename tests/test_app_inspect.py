@@ -13,6 +13,8 @@ from PIL import Image
 
 from gaia_viz import gaia
 from gaia_viz.app import inspect_helpers as helpers
+from gaia_viz.app import jobs
+from gaia_viz.app.state import Selection
 from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
 from gaia_viz.errors import ImageLoadError, LayerError
 
@@ -83,20 +85,22 @@ def test_layer_columns_split_concatenated_channels():
 
 def test_channel_stats_are_per_channel_mean_and_std_of_that_layer():
     evaluation = fake_evaluation()
-    mean, std = helpers.channel_stats(evaluation, "digits", "nonzero_ratio", "bn2")
+    mean, std = helpers.channel_stats(evaluation, "digits", "gaia_z", "bn2")
     values = evaluation.arrays["digits"]["nonzero_ratio"][:, 2:5]
     np.testing.assert_allclose(mean, values.mean(0))
     np.testing.assert_allclose(std, values.std(0))
-    inner_mean, _ = helpers.channel_stats(evaluation, "digits", "channel_mean_grad", "bn2")
+    inner_mean, _ = helpers.channel_stats(evaluation, "digits", "gaia_a", "bn2")
     np.testing.assert_allclose(inner_mean, evaluation.arrays["digits"]["channel_mean_grad"].mean(0))
     pooled = np.concatenate([evaluation.arrays[n]["nonzero_ratio"][:, :2] for n in ("faces", "noise")])
-    np.testing.assert_allclose(helpers.ood_channel_mean(evaluation, "nonzero_ratio", "bn1"), pooled.mean(0))
+    np.testing.assert_allclose(helpers.ood_channel_mean(evaluation, "gaia_z", "bn1"), pooled.mean(0))
 
 
 def test_threshold_from_tune_page_only_for_its_method():
     id_scores = np.arange(1, 101, dtype=float)  # 95 % of ID accepted at 95
-    tuned = {"method": "gaia_z", "ood_set": "faces", "threshold": 42.0, "tpr_at_id": 0.42}
+    tuned = Selection(method="gaia_z", ood_set="faces", threshold_mode="score", threshold=42.0)
     assert helpers.current_threshold(tuned, "gaia_z", id_scores) == (42.0, "set on the Tune threshold page")
+    by_tpr = Selection(method="gaia_z", threshold_mode="tpr", tpr=0.5)
+    assert helpers.current_threshold(by_tpr, "gaia_z", id_scores)[0] == 50.0
     threshold, source = helpers.current_threshold(tuned, "gaia_a", id_scores)
     assert threshold == 95.0 and "95%" in source
     assert helpers.current_threshold(None, "gaia_z", id_scores)[0] == 95.0
@@ -160,7 +164,7 @@ def test_analyze_like_evaluation_uses_the_evaluation_layers(random_demo_cnn):
     evaluation = SimpleNamespace(methods=["gaia_z"], zero_layers=["bn2"], inner_layers=[], head_layer=None)
     result = helpers.analyze_like_evaluation(random_demo_cnn, torch.randn(1, 28, 28), evaluation)
     assert result.zero_layers == ["bn2"] and result.inner_layers == []
-    values = helpers.image_channel_values(result, "nonzero_ratio", "bn2")
+    values = helpers.image_channel_values(result, "gaia_z", "bn2")
     assert values.shape == (64,)
 
 
@@ -184,11 +188,20 @@ def run_cache(tmp_path_factory):
     patch.undo()
 
 
+def settle(at):
+    jobs.wait_for_jobs(TIMEOUT)
+    return at.run()
+
+
+def prefixed(widgets, prefix: str):
+    return next(w for w in widgets if w.key and w.key.startswith(prefix))
+
+
 def inspect_page(source: str = "upload"):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "pages" / "1_Inspect.py"), default_timeout=TIMEOUT).run()
-    return at.radio(key="inspect_source").set_value(source).run()
+    at = settle(AppTest.from_file(str(REPO / "pages" / "1_Inspect.py"), default_timeout=TIMEOUT).run())
+    return prefixed(at.radio, "w_inspect_source::").set_value(source).run()
 
 
 def texts(at) -> str:
@@ -235,21 +248,24 @@ def test_inspect_page_bad_uploads_give_errors_not_exceptions(run_cache):
 @needs_demo
 def test_inspect_page_gallery_pick_from_an_ood_set(run_cache):
     at = inspect_page("faces")
-    at.slider(key="inspect_index_faces").set_value(3).run()
+    prefixed(at.slider, "w_inspect_index::").set_value(3).run()
     assert not at.exception, at.exception
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert "faces #3, as the model sees it" in captions
     assert {"#3", "#10"} <= set(captions)  # the gallery strip starts at the chosen index
-    at.selectbox(key="inspect_attribution").set_value("occlusion").run()
+    at.selectbox(key="w_inspect_attribution").set_value("occlusion").run()
     assert not at.exception, at.exception
+    assert any("**Occlusion**" in c.value for c in at.caption)
 
 
 @needs_demo
-def test_app_opens_on_inspect_with_a_digit_and_reaches_how_gaia(run_cache):
+def test_app_reaches_inspect_with_a_digit_and_how_gaia(run_cache):
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
     assert not at.exception, at.exception
+    at.switch_page("pages/1_Inspect.py")
+    at = settle(at.run())
     assert at.title[0].value == "Inspect one image"
     verdicts = [e.value for e in [*at.success, *at.error] if "at threshold" in e.value]
     assert len(verdicts) == 2  # the first ID digit is inspected without any input
@@ -262,7 +278,7 @@ def test_app_opens_on_inspect_with_a_digit_and_reaches_how_gaia(run_cache):
 def test_how_gaia_page_shows_formulas_with_numbers(run_cache):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "pages" / "5_How_GAIA_works.py"), default_timeout=TIMEOUT).run()
+    at = settle(AppTest.from_file(str(REPO / "pages" / "5_How_GAIA_works.py"), default_timeout=TIMEOUT).run())
     assert not at.exception, at.exception
     formulas = [e.value.strip("$ \n") for e in at.latex]
     assert any(f.startswith(r"r[l, c] = \frac") for f in formulas)

@@ -118,7 +118,7 @@ def _resnet18():
 
 
 def _cifar_resnet20():
-    models = pytest.importorskip("gaia_viz.models")
+    from gaia_viz import models
     path = DATA_ROOT / "models" / "cifar10_resnet20.th"
     if not path.exists():
         pytest.skip(f"shared CIFAR ResNet-20 checkpoint not found at {path} (set GAIA_VIZ_DATA_ROOT)")

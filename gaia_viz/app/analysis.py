@@ -87,3 +87,15 @@ def subset_metrics(evaluation, layers: Mapping[str, Sequence[str] | None], tpr: 
                              {ood: subset_scores(evaluation, ood, method, chosen) for ood in evaluation.ood_names},
                              tpr=tpr)
     return pd.DataFrame(rows, columns=METRIC_TABLE_COLUMNS)
+
+
+def view_metrics(evaluation, layers: Mapping[str, Sequence[str] | None], tpr: float = 0.95) -> pd.DataFrame:
+    """:meth:`Evaluation.metrics_table` of the evaluation's methods, with GAIA-Z / GAIA-A
+    recomputed on their ``layers`` subsets (absent or None: all layers)."""
+    rows = []
+    for method in evaluation.methods:
+        chosen = layers.get(method)
+        rows += metrics_rows(method, method_scores(evaluation, method, evaluation.id_name, chosen),
+                             {ood: method_scores(evaluation, method, ood, chosen) for ood in evaluation.ood_names},
+                             tpr=tpr)
+    return pd.DataFrame(rows, columns=METRIC_TABLE_COLUMNS)

@@ -7,7 +7,7 @@ tensor and a finished :class:`gaia_viz.sweep.Evaluation`, so it is tested withou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,31 +15,26 @@ from PIL import Image
 from torch import Tensor, nn
 
 from gaia_viz import gaia
-from gaia_viz.data.images import load_image
+from gaia_viz.data.images import DEFAULT_MAX_PIXELS, load_image
 from gaia_viz.data.presets import OOD_POLICIES, Preset, denormalize, make_transform
 from gaia_viz.errors import ImageLoadError, LayerError
+from gaia_viz.gaia.families import GAIA_FAMILIES, family
 from gaia_viz.metrics import threshold_at_tpr
 
 UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif")
-GAIA_LABELS = {"gaia_z": "GAIA-Z", "gaia_a": "GAIA-A"}
-# per-channel GAIA quantities stored by the sweep, and the layer lists they are split by
-CHANNEL_QUANTITIES = {
-    "nonzero_ratio": ("zero_layers", "zero_channels", "non-zero gradient ratio r[l, c]"),
-    "channel_mean_grad": ("inner_layers", "inner_channels", "channel-mean gradient m[l, c]"),
-}
 
 
 # --------------------------------------------------------------------------- images
 
 
 def image_from_upload(data: bytes, name: str, preset: Preset | str,
-                      ood_policy: str) -> tuple[Image.Image, Tensor]:
+                      ood_policy: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, Tensor]:
     """Decode an uploaded file and apply the preset: (RGB PIL image, Tensor[C, H, W]).
 
     Raises ImageLoadError naming the file and saying what to do.
     """
     try:
-        image = load_image(data)
+        image = load_image(data, max_pixels=max_pixels)
     except ImageLoadError as exc:
         reason = str(exc).replace(f"<{len(data)} bytes>", name)
         raise ImageLoadError(f"{name}: {reason}" if name not in reason else reason) from None
@@ -75,23 +70,22 @@ def layer_columns(layers: Sequence[str], channels: Sequence[int], layer: str) ->
     return slice(start, start + int(channels[i]))
 
 
-def channel_stats(evaluation, dataset: str, quantity: str, layer: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation over the images of ``dataset`` at ``layer``.
+def _layer_values(evaluation, dataset: str, method: str, layer: str) -> np.ndarray:
+    fam = family(method)
+    columns = layer_columns(fam.layers(evaluation), fam.channels(evaluation), layer)
+    return np.asarray(evaluation.arrays[dataset][fam.channel_array], dtype=np.float64)[:, columns]
 
-    ``quantity``: "nonzero_ratio" (r[l, c], GAIA-Z) or "channel_mean_grad" (m[l, c], GAIA-A).
-    """
-    layers_attr, channels_attr, _ = CHANNEL_QUANTITIES[quantity]
-    columns = layer_columns(getattr(evaluation, layers_attr), getattr(evaluation, channels_attr), layer)
-    values = np.asarray(evaluation.arrays[dataset][quantity], dtype=np.float64)[:, columns]
+
+def channel_stats(evaluation, dataset: str, method: str, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over the images of ``dataset`` at ``layer`` of
+    GAIA-Z's r[l, c] (``method="gaia_z"``) or GAIA-A's m[l, c] (``"gaia_a"``)."""
+    values = _layer_values(evaluation, dataset, method, layer)
     return values.mean(axis=0), values.std(axis=0)
 
 
-def ood_channel_mean(evaluation, quantity: str, layer: str) -> np.ndarray:
+def ood_channel_mean(evaluation, method: str, layer: str) -> np.ndarray:
     """Per-channel mean over all OOD images of the evaluation (every OOD set pooled)."""
-    layers_attr, channels_attr, _ = CHANNEL_QUANTITIES[quantity]
-    columns = layer_columns(getattr(evaluation, layers_attr), getattr(evaluation, channels_attr), layer)
-    pooled = np.concatenate([np.asarray(evaluation.arrays[name][quantity], dtype=np.float64)[:, columns]
-                             for name in evaluation.ood_names])
+    pooled = np.concatenate([_layer_values(evaluation, name, method, layer) for name in evaluation.ood_names])
     return pooled.mean(axis=0)
 
 
@@ -105,10 +99,23 @@ def analyze_like_evaluation(model: nn.Module, x: Tensor, evaluation) -> gaia.Gai
         head_layer=evaluation.head_layer, zero=want_z, average=want_a)
 
 
-def image_channel_values(result: gaia.GaiaResult, quantity: str, layer: str) -> np.ndarray:
-    """This image's per-channel r[l, c] or m[l, c] at ``layer`` (first sample of ``result``)."""
-    per_layer = result.nonzero_ratio if quantity == "nonzero_ratio" else result.channel_mean_grad
+def image_channel_values(result: gaia.GaiaResult, method: str, layer: str) -> np.ndarray:
+    """This image's per-channel r[l, c] (``gaia_z``) or m[l, c] (``gaia_a``) at ``layer``
+    (first sample of ``result``)."""
+    per_layer = result.nonzero_ratio if family(method).method == "gaia_z" else result.channel_mean_grad
     return per_layer[layer][0].double().numpy()
+
+
+def image_score(result: gaia.GaiaResult, method: str, layers: Sequence[str] | None = None) -> float:
+    """The image's (first sample's) GAIA score over the ``layers`` subset (None = all)."""
+    if method == "gaia_z":
+        partials, counts, all_layers = result.zero_partial_sums.numpy(), result.zero_channel_counts, result.zero_layers
+        arrays = {"zero_partial_sums": partials}
+    else:
+        partials, counts, all_layers = result.avg_partial_sums.numpy(), result.avg_channel_counts, result.inner_layers
+        arrays = {"avg_partial_sums": partials, "output_component": result.output_component.numpy()}
+    mask = None if layers is None else np.array([name in layers for name in all_layers])
+    return float(GAIA_FAMILIES[method].scores_from_arrays(arrays, counts, mask)[0])
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -134,24 +141,27 @@ class Decision:
                 f"({self.method_label}, higher = more OOD; score {self.score:.4g})")
 
 
-def current_threshold(session_threshold, method: str, id_scores, tpr: float = 0.95) -> tuple[float, str]:
+def current_threshold(chosen, method: str, id_scores, tpr: float = 0.95) -> tuple[float, str]:
     """The threshold to judge ``method`` by, and where it came from.
 
-    ``session_threshold``: what the Tune page stored in ``st.session_state["threshold"]``
-    (``{"method", "ood_set", "threshold", "tpr_at_id"}``), used when it is for ``method``;
-    otherwise the ``tpr`` quantile of the ID scores (``tpr`` of ID images accepted).
+    ``chosen``: the session's :class:`gaia_viz.app.state.Selection`; when its thresholded
+    method is ``method``, its operating point (a TPR on ``id_scores`` or a score) is used, as
+    set on the Tune threshold page or in the link. Otherwise the ``tpr`` quantile of the ID
+    scores (``tpr`` of ID images accepted).
     """
-    if isinstance(session_threshold, Mapping) and session_threshold.get("method") == method:
-        chosen = session_threshold.get("threshold")
-        if isinstance(chosen, (int, float)) and np.isfinite(chosen):
-            return float(chosen), "set on the Tune threshold page"
+    if chosen is not None and getattr(chosen, "method", None) == method:
+        if chosen.threshold_mode == "score" and chosen.threshold is not None and np.isfinite(chosen.threshold):
+            return float(chosen.threshold), "set on the Tune threshold page"
+        if chosen.threshold_mode == "tpr":
+            return threshold_at_tpr(id_scores, chosen.tpr), f"{chosen.tpr:.1%} of ID accepted, set on the Tune threshold page"
     return threshold_at_tpr(id_scores, tpr), f"{tpr:.0%} of ID images accepted"
 
 
-def decide(score: float, method: str, id_scores, session_threshold=None, tpr: float = 0.95) -> Decision:
+def decide(score: float, method: str, id_scores, chosen=None, tpr: float = 0.95) -> Decision:
     """The verdict for one image's ``method`` score against the current threshold."""
-    threshold, source = current_threshold(session_threshold, method, id_scores, tpr)
-    return Decision(float(score), threshold, source, GAIA_LABELS.get(method, method))
+    threshold, source = current_threshold(chosen, method, id_scores, tpr)
+    label = GAIA_FAMILIES[method].label if method in GAIA_FAMILIES else method
+    return Decision(float(score), threshold, source, label)
 
 
 # --------------------------------------------------------------------------- teaching walk-through
@@ -249,8 +259,20 @@ def demo_gaia_evaluation(progress=None):
     return model, id_set, ood_sets, evaluation
 
 
-__all__ = ["CHANNEL_QUANTITIES", "Decision", "GAIA_LABELS", "UPLOAD_TYPES", "Walkthrough",
-           "analyze_like_evaluation", "channel_stats", "current_threshold", "decide",
-           "demo_gaia_evaluation", "image_channel_values", "image_from_upload", "latex_number",
-           "layer_columns", "model_view_pixels", "most_different_channels", "ood_channel_mean",
-           "upload_policy", "walkthrough"]
+__all__ = ["Decision", "UPLOAD_TYPES", "Walkthrough", "analyze_like_evaluation", "channel_stats",
+           "current_threshold", "decide", "demo_gaia_evaluation", "image_channel_values", "image_from_upload",
+           "image_score", "latex_number", "layer_columns", "model_view_pixels", "most_different_channels",
+           "ood_channel_mean", "upload_policy", "walkthrough"]
+
+
+def glance_case(model: nn.Module, x: Tensor, preset: Preset | str, label: str, layer: str | None = None) -> dict:
+    """One image for :func:`gaia_viz.figures.images.gaia_at_a_glance`: its pixels as the model
+    sees them, where its GAIA-Z gradient is non-zero at ``layer`` (default: the last GAIA-A
+    inner layer) and its GAIA-Z / GAIA-A scores (default layers)."""
+    batch = x.unsqueeze(0) if x.ndim == 3 else x
+    result = gaia.gaia_analyze(model, batch)
+    layer = layer or result.inner_layers[-1]
+    maps = gaia.spatial_maps(model, batch, layer)
+    return dict(label=label, layer=layer, pixels=model_view_pixels(batch[0], preset),
+                nonzero=maps["nonzero_fraction"][0].numpy(), gaia_z=float(result.gaia_z[0]),
+                gaia_a=float(result.gaia_a[0]), mean_nonzero=float(maps["nonzero_fraction"][0].mean()))

@@ -188,12 +188,13 @@ def _open_demo(setname: str, preset, ood_policy: str) -> ImageSet:
 def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resize",
                 data_root: str | os.PathLike | None = None, download: bool = False,
                 name: str | None = None, max_samples: int | None = None,
-                validate: bool = True) -> ImageSet:
+                validate: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSet:
     """Open the image source described by ``spec`` (forms: module docstring) as an ImageSet.
 
     ``preset`` None means the demo preset. ``max_samples`` keeps a deterministic random subset
     (see :func:`limit`). ``validate=False`` skips the per-file header check of folders (faster
-    for big trusted folders; bad files then fail when read). Missing or empty sources raise
+    for big trusted folders; bad files then fail when read). ``max_pixels``: image files with
+    more pixels are refused (a decompression-bomb guard). Missing or empty sources raise
     DataError.
     """
     if preset is None:
@@ -206,17 +207,17 @@ def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resiz
     if kind == "demo":
         images = _open_demo(rest, preset, ood_policy)
     elif kind == "folder":
-        images = open_folder(rest, preset, ood_policy, name=name, validate=validate)
+        images = open_folder(rest, preset, ood_policy, name=name, validate=validate, max_pixels=max_pixels)
     elif kind == "images":
-        images = open_files(rest.split(","), preset, ood_policy, name=name)
+        images = open_files(rest.split(","), preset, ood_policy, name=name, max_pixels=max_pixels)
     elif kind == "torchvision":
         dataset_name, _, split = rest.partition(":")
         images = open_torchvision(dataset_name, split or "test", preset, ood_policy,
                                   data_root=data_root, download=download, name=name)
     elif spec and Path(spec).expanduser().is_dir():
-        images = open_folder(spec, preset, ood_policy, name=name, validate=validate)
+        images = open_folder(spec, preset, ood_policy, name=name, validate=validate, max_pixels=max_pixels)
     elif spec and Path(spec).expanduser().is_file():
-        images = open_files([spec], preset, ood_policy, name=name)
+        images = open_files([spec], preset, ood_policy, name=name, max_pixels=max_pixels)
     else:
         raise DataError(f"cannot open {spec!r}: not an existing path and not one of "
                         f"{', '.join(SPEC_FORMS)}")

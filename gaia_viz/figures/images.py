@@ -193,5 +193,30 @@ def score_marker_histogram(id_scores, ood_scores_by_set: Mapping[str, Sequence[f
     return fig
 
 
-__all__ = ["attribution_heatmap", "channel_grid", "channel_ratio_bars", "overlay",
+__all__ = ["attribution_heatmap", "channel_grid", "channel_ratio_bars", "gaia_at_a_glance", "overlay",
            "score_marker_histogram", "spatial_map_figure"]
+
+
+def gaia_at_a_glance(cases: Sequence[Mapping]) -> go.Figure:
+    """For each case (``label``, ``pixels`` uint8 (H, W, 3), ``nonzero`` (h, w) in [0, 1]:
+    the share of channels whose GAIA-Z gradient is non-zero at each position, ``gaia_z``):
+    the image and its non-zero map side by side, the score in the title. The home page's
+    one-figure summary of GAIA-Z."""
+    titles = []
+    for case in cases:
+        titles += [f"{case['label']}: the image", f"non-zero gradients · GAIA-Z {case['gaia_z']:.3f}"]
+    fig = make_subplots(rows=1, cols=2 * len(cases), subplot_titles=titles, horizontal_spacing=0.03)
+    for i, case in enumerate(cases):
+        image_col, map_col = 2 * i + 1, 2 * i + 2
+        fig.add_trace(go.Image(z=np.asarray(case["pixels"], dtype=np.uint8), hoverinfo="skip"), row=1, col=image_col)
+        fig.add_trace(go.Heatmap(
+            z=_as_map(case["nonzero"]), zmin=0, zmax=1, colorscale="Viridis", showscale=i == len(cases) - 1,
+            colorbar=dict(title=dict(text="share of channels<br>with gradient ≠ 0", side="right")),
+            hovertemplate="row %{y}, col %{x}<br>%{z:.2f} of channels non-zero<extra></extra>"),
+            row=1, col=map_col)
+        for col in (image_col, map_col):
+            fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain", row=1, col=col)
+            fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
+                             scaleanchor=f"x{col if col > 1 else ''}", constrain="domain", row=1, col=col)
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10))
+    return fig

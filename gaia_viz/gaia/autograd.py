@@ -28,7 +28,7 @@ from gaia_viz.model_state import activation_gradients_only, model_device
 
 def prepare_input(model: nn.Module, x: Tensor, device) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 4:
-        raise ValueError(f"x must be an image batch of shape (B, C, H, W), got {getattr(x, 'shape', type(x))}")
+        raise ModelError(f"x must be an image batch of shape (B, C, H, W), got {getattr(x, 'shape', type(x))}")
     on_device = model_device(model)
     if device is not None and torch.device(device).type != on_device.type:
         raise ModelError(

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gaia_viz.errors import ModelError
 from gaia_viz.gaia.autograd import grads, prepare_input, tapped_forward
 from gaia_viz.gaia.layout import model_layout
 
@@ -22,7 +23,7 @@ def layer_gradients(model: nn.Module, x: Tensor, layers: Sequence[str],
                     objective: str = "max_logit", device=None) -> dict[str, Tensor]:
     """Gradients of a GAIA objective w.r.t. layer outputs, channels first (B, C, H, W), CPU."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
+        raise ModelError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
     x = prepare_input(model, x, device)
     layout = model_layout(model, x)
     layers = layout.resolve_zero_layers(layers)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from .blocks import BasicBlock
 
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 
@@ -29,24 +30,6 @@ class ZeroPadShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-
-
-class BasicBlock(nn.Module):
-    """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` with 3x3 convolutions."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        needs_projection = stride != 1 or in_planes != planes
-        self.shortcut = ZeroPadShortcut(planes // 4) if needs_projection else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
@@ -73,7 +56,8 @@ class CifarResNet(nn.Module):
         strides = [stride] + [1] * (blocks - 1)
         layers = []
         for s in strides:
-            layers.append(BasicBlock(in_planes, planes, s))
+            needs_projection = s != 1 or in_planes != planes
+            layers.append(BasicBlock(in_planes, planes, s, ZeroPadShortcut(planes // 4) if needs_projection else None))
             in_planes = planes
         return nn.Sequential(*layers)
 

@@ -13,28 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import BasicBlock
+
 GAIA_RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 
-class BasicBlock(nn.Module):
-    """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``; projection shortcut if needed."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+def _shortcut(in_planes: int, planes: int, stride: int) -> nn.Sequential:
+    """A projection (1x1 conv + batch norm) where the block changes shape, else an empty
+    Sequential (identity; keys ``shortcut.0``/``shortcut.1`` as in the published checkpoints)."""
+    if stride != 1 or in_planes != planes:
+        return nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+    return nn.Sequential()
 
 
 class GaiaResNet(nn.Module):
@@ -51,7 +40,7 @@ class GaiaResNet(nn.Module):
             first_stride = 1 if index == 1 else 2
             stage = []
             for stride in [first_stride] + [1] * (blocks - 1):
-                stage.append(BasicBlock(in_planes, planes, stride))
+                stage.append(BasicBlock(in_planes, planes, stride, _shortcut(in_planes, planes, stride)))
                 in_planes = planes
             setattr(self, f"layer{index}", nn.Sequential(*stage))
         self.linear = nn.Linear(512, num_classes)

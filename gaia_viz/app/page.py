@@ -1,0 +1,171 @@
+"""What every page does first: get the set-up (or show why there is none), get the scores it
+needs (from the store, or a background job with visible progress), and show GAIA numbers
+with the layer subset they use."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import streamlit as st
+
+from gaia_viz.app import jobs
+from gaia_viz.app.paths import escape_markdown
+from gaia_viz.app.setup import Setup, SetupError
+from gaia_viz.app.sidebar import show_error
+from gaia_viz.app.state import SETUP, SETUP_ERRORS, selection, session_token
+from gaia_viz.errors import GaiaVizError
+from gaia_viz.gaia.families import GAIA_FAMILIES
+
+AUTO_RUN = "link_auto_run"  # session key: the session was opened with a link to a view
+CANCELLED = "cancelled_runs"  # session key: set-up score keys this session cancelled
+
+
+@contextlib.contextmanager
+def user_errors(context: str = ""):
+    """Show a :class:`GaiaVizError` raised in the block as ``st.error`` (prefixed by ``context``)
+    and go on with the page: one broken chart does not take the others down."""
+    try:
+        yield
+    except GaiaVizError as exc:
+        st.error(escape_markdown(f"{context}{exc}"))
+
+
+def require_setup() -> Setup:
+    """The Setup of this run; otherwise the set-up errors, with the controls that fix them,
+    in the page's main panel, and ``st.stop()``."""
+    setup = st.session_state.get(SETUP)
+    if setup is None:
+        errors = st.session_state.get(SETUP_ERRORS) or [SetupError("the set-up in the sidebar is incomplete")]
+        st.subheader("The set-up needs attention")
+        for error in errors:
+            show_error(error, place="main")
+        st.caption("Fix it here or in the sidebar; the page updates at once.")
+        st.stop()
+    return setup
+
+
+def _cancelled(setup: Setup) -> bool:
+    return setup.score_key in st.session_state.get(CANCELLED, set())
+
+
+def start_run(setup: Setup, methods: Sequence[str]) -> None:
+    """Start (or join) the background evaluation of ``methods`` for ``setup`` and rerun the
+    page, so its progress shows at the top (:func:`render_status`)."""
+    st.session_state.setdefault(CANCELLED, set()).discard(setup.score_key)
+    jobs.JOBS.submit(setup, methods, session_token())
+    st.rerun()
+
+
+def scores(setup: Setup, methods: Sequence[str], auto: bool | None = None):
+    """The set-up's evaluation holding ``methods`` (possibly more), or what there is so far.
+
+    When methods are missing: a run is started at once when ``auto`` (default: the demo, or
+    a session opened with a link to a view) unless this session cancelled it; otherwise a
+    Run button. Its progress shows at the top of every page (:func:`render_status`).
+    Returns the stored evaluation (None when nothing is scored yet) and the missing methods.
+    """
+    evaluation = jobs.STORE.get(setup.score_key)
+    missing = [m for m in methods if evaluation is None or m not in evaluation.methods]
+    if not missing:
+        return evaluation, []
+    job = jobs.JOBS.job(setup.score_key)
+    if job is not None and job.running and job.covers(missing):
+        job.sessions.add(session_token())
+        if not _cancelled(setup):
+            job.waiting.add(session_token())
+        return evaluation, missing
+    if job is not None and job.status == "failed" and job.covers(missing):
+        st.error(escape_markdown(f"The last run failed: {job.error}."))
+    if auto is None:
+        auto = setup.is_demo or bool(st.session_state.get(AUTO_RUN))
+    if auto and not _cancelled(setup) and not (job is not None and job.status == "failed"):
+        start_run(setup, missing)
+    n_images = len(setup.id_set) + sum(len(s) for s in setup.ood_sets.values())
+    if st.button(f"Run evaluation ({', '.join(missing)})", type="primary", key=f"run::{setup.score_key}"):
+        start_run(setup, missing)
+    st.info(f"Press **Run evaluation** to score {n_images:,} images with {', '.join(missing)} on {setup.device} "
+            "(it keeps running when you open another page; finished chunks are cached on disk, so a "
+            "cancelled run resumes).")
+    return evaluation, missing
+
+
+def require_scores(setup: Setup, methods: Sequence[str], auto: bool | None = None):
+    """:func:`scores`, and ``st.stop()`` until every method in ``methods`` is scored."""
+    evaluation, missing = scores(setup, methods, auto)
+    if missing:
+        st.caption(f"Waiting for {', '.join(missing)}: the progress is shown at the top of the page.")
+        st.stop()
+    return evaluation
+
+
+def _cancel(job: jobs.Job) -> None:
+    jobs.JOBS.cancel(job, session_token())
+    st.session_state.setdefault(CANCELLED, set()).add(job.key)
+
+
+def _dismiss(job: jobs.Job) -> None:
+    st.session_state.setdefault("dismissed_runs", set()).add(id(job))
+
+
+def render_status() -> None:
+    """This session's runs at the top of the page: progress with ETA and Cancel while running,
+    then the outcome. Refreshes itself every second while a run is active and reruns the
+    whole page when one finishes, so every page shows the new scores."""
+    token = session_token()
+    dismissed = st.session_state.setdefault("dismissed_runs", set())
+    mine = [job for job in jobs.JOBS.for_session(token) if id(job) not in dismissed]
+    if not mine:
+        return
+    running = any(job.running for job in mine)
+
+    @st.fragment(run_every=1.0 if running else None)
+    def status():
+        seen = st.session_state.setdefault("seen_finished_runs", set())
+        for job in jobs.JOBS.for_session(token):
+            if id(job) in st.session_state.get("dismissed_runs", set()):
+                continue
+            if job.running:
+                left, right = st.columns([6, 1])
+                left.progress(job.fraction, text=escape_markdown(f"{job.label}: {job.message}"))
+                right.button("Cancel", key=f"cancel::{id(job)}", on_click=_cancel, args=(job,),
+                             help="Stops after the current chunk; finished chunks are kept, so the next run resumes.")
+                continue
+            if id(job) not in seen:
+                seen.add(id(job))
+                if running:  # it ended while this fragment was refreshing: show it on the whole page
+                    st.rerun(scope="app")
+            if job.status == "failed":
+                st.error(escape_markdown(f"{job.label}: {job.error}."))
+            elif job.status == "cancelled":
+                st.warning(escape_markdown(f"{job.label}: cancelled ({job.error}). Run it again to resume."))
+            else:
+                st.success(escape_markdown(f"{job.label}: {job.message}"))
+            st.button("Dismiss", key=f"dismiss::{id(job)}", on_click=_dismiss, args=(job,))
+
+    status()
+
+
+def layers_caption(evaluation, method: str) -> str:
+    """"GAIA-Z on 2 of 3 layers: bn2, bn3" (or "... on all 3 layers") for the Selection."""
+    fam = GAIA_FAMILIES[method]
+    available = fam.layers(evaluation)
+    chosen = effective_layers(evaluation, method)
+    if chosen is None:
+        return f"{fam.label} on all {len(available)} layers"
+    return f"{fam.label} on {len(chosen)} of {len(available)} layers: {', '.join(chosen)}"
+
+
+def effective_layers(evaluation, method: str) -> list[str] | None:
+    """The Selection's layer subset for ``method`` that applies to ``evaluation`` (None = all)."""
+    from gaia_viz.app.state import checked_layers
+
+    if method not in GAIA_FAMILIES:
+        return None
+    fam = GAIA_FAMILIES[method]
+    chosen = checked_layers(selection().layers_for(method), fam.layers(evaluation), fam.label)
+    return list(chosen) if chosen is not None else None
+
+
+__all__ = ["effective_layers", "layers_caption", "render_status", "require_scores", "require_setup", "scores",
+           "start_run", "user_errors"]

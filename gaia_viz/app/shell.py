@@ -1,0 +1,91 @@
+"""The app around every page: start-up, navigation, the sidebar, run status and the link.
+
+``app.py`` calls :func:`run_app`. Every page file starts with :func:`page_guard`, because a
+link to a page can reach Streamlit before ``app.py`` ever ran in the process: with a
+``pages/`` folder beside the main script, Streamlit's automatic multipage handling serves a
+freshly started server's first request for ``/Evaluate`` by running ``pages/2_Evaluate.py``
+alone (compare streamlit/streamlit#9624). The guard sees that no app shell is running in this
+script run and runs the shell with that page instead, so every link opens the same app:
+page config, navigation, sidebar and start-up included.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import streamlit as st
+
+from gaia_viz.settings import REPO_ROOT
+
+PAGES = (
+    ("pages/0_Home.py", "Home", ":material/home:"),
+    ("pages/1_Inspect.py", "Inspect", ":material/image_search:"),
+    ("pages/2_Evaluate.py", "Evaluate", ":material/analytics:"),
+    ("pages/3_Tune_threshold.py", "Tune threshold", ":material/tune:"),
+    ("pages/4_Channels_and_layers.py", "Channels and layers", ":material/grid_on:"),
+    ("pages/5_How_GAIA_works.py", "How GAIA works", ":material/school:"),
+    ("pages/6_Real_data_report.py", "Real-data report", ":material/table_chart:"),
+)
+_ACTIVE = threading.local()  # set while run_app runs in this script-runner thread
+
+
+def _start_up() -> None:
+    """Once per process: keep freed memory for GAIA's backward passes (gaia_viz.allocator)
+    and, when served to others, no tracebacks for visitors (gaia_viz.app.paths)."""
+    from gaia_viz.allocator import retain_freed_memory
+    from gaia_viz.app import paths
+
+    retain_freed_memory()
+    protect = getattr(paths, "protect_served_app", None)
+    if protect is not None:
+        protect()
+
+
+def page_path(name: str) -> Path:
+    return REPO_ROOT / name
+
+
+def run_app(current_page: str | None = None) -> None:
+    """Draw the app with ``current_page`` (a path under the repository, as in :data:`PAGES`)
+    as the page to show when the request names none."""
+    from gaia_viz.app import sidebar as sidebar_module
+    from gaia_viz.app import state
+    from gaia_viz.app.page import AUTO_RUN, render_status
+    from gaia_viz.sweep import ALL_METHODS
+
+    _ACTIVE.on = True
+    try:
+        _start_up()
+        st.set_page_config(page_title="gaia-viz: GAIA OOD detection", page_icon=":material/radar:",
+                           layout="wide")
+        link = state.start_session(list(ALL_METHODS), sidebar_module.SETUP_QUERY_KEYS)
+        if link is not None:
+            sidebar_module.seed_from_query(link.setup_params, lambda message: state.warn_link(message, draw=False))
+            st.session_state[AUTO_RUN] = link.had_view
+        current = Path(current_page).resolve() if current_page else None
+        pages = [st.Page(str(page_path(path)), title=title, icon=icon,
+                         default=(page_path(path).resolve() == current) if current else index == 0)
+                 for index, (path, title, icon) in enumerate(PAGES)]
+        navigation = st.navigation(pages)
+        sidebar_module.sidebar()
+        render_status()
+        state.show_link_warnings()
+        try:
+            navigation.run()
+        finally:
+            state.write_query({**sidebar_module.setup_query(), **state.view_query(state.selection())})
+    finally:
+        _ACTIVE.on = False
+
+
+def page_guard(page_file: str) -> None:
+    """First line of every page: inside the app shell, nothing; run on its own (a first
+    request straight to a page, or a test), run the whole app with this page, then stop."""
+    if getattr(_ACTIVE, "on", False):
+        return
+    run_app(current_page=page_file)
+    st.stop()
+
+
+__all__ = ["PAGES", "page_guard", "run_app"]

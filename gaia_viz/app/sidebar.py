@@ -1,0 +1,629 @@
+"""The sidebar: model, data, preprocessing and run widgets, and the Setup they build.
+
+:func:`sidebar` is drawn once per run by the app shell (so its widgets keep their values on
+every page), loads what the widgets name through the cached loaders and stores the result
+in ``st.session_state["setup"]`` / ``["setup_errors"]`` (:mod:`gaia_viz.app.state`). Every
+widget is drawn even when an earlier section fails, so no choice is lost; an error is shown
+beside the widget that caused it, and pages repeat it in their main panel
+(:func:`gaia_viz.app.page.require_setup`).
+
+Widget keys (``sb_*``) are the set-up's part of the state model; the link carries them as
+:data:`SETUP_QUERY_KEYS` (:func:`setup_query`, :func:`seed_from_query`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+from gaia_viz.app import loaders
+from gaia_viz.app.paths import check_allowed, check_spec_allowed, escape_markdown, restriction_active
+from gaia_viz.app.setup import Setup, SetupError, SetupFix
+from gaia_viz.app.state import SETUP, SETUP_ERRORS
+from gaia_viz.data.images import DEFAULT_MAX_PIXELS
+from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
+from gaia_viz.errors import GaiaVizError
+from gaia_viz.settings import DEVICE_CHOICES, resolve_device
+
+DEFAULT_MAX_SAMPLES = 1000
+DEFAULT_BATCH_SIZE = 64
+CHECKPOINT_TYPES = ["pt", "pth", "th", "tar", "safetensors", "npz"]
+BOTH_POLICIES = "both"
+BIT_NAMES = tuple(f"BiT-{kind}-R{depth}" for kind in ("S", "M")
+                  for depth in ("50x1", "50x3", "101x1", "101x3", "152x2", "152x4"))
+
+MODEL_KINDS = {
+    "demo": "Demo digit CNN (embedded)",
+    "cifar": "CIFAR ResNet (20-110)",
+    "gaia": "GAIA ResNet-18/34",
+    "bit": "Big Transfer BiT (the paper's ImageNet model)",
+    "torchvision": "torchvision classifier",
+    "timm": "timm model",
+}
+HUB_KINDS = ("bit", "torchvision", "timm")  # weights from a local hub cache, or random
+DATA_KINDS = {
+    "demo": "Demo sets (digits vs. 5 OOD sets)",
+    "cifar10-real": "CIFAR-10 (real)",
+    "custom": "Image folders / torchvision datasets",
+}
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+DEFAULT_POLICY = {"demo": "resize", "cifar10-real": BOTH_POLICIES, "custom": "center-crop"}
+SETUP_QUERY_KEYS = ("model", "checkpoint", "data", "ood_sets", "id", "fit", "preset", "policy", "samples")
+_URL = re.compile(r"https?://[^\s)]+")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _error(message: str, widget: str | None = None, fix: SetupFix | None = None) -> SetupError:
+    links = tuple(dict.fromkeys(url.rstrip(".,;") for url in _URL.findall(message)))
+    return SetupError(message, widget, fix, links)
+
+
+def show_error(error: SetupError, place: str = "sidebar") -> None:
+    """The error as ``st.error`` (escaped), its links as real links, its fix as a button
+    (``place`` names where it is drawn, to keep the button's key unique)."""
+    st.error(escape_markdown(error.message))
+    for url in error.links:
+        st.markdown(f"Link: [{escape_markdown(url)}]({url})")
+    if error.fix is not None:
+        st.button(error.fix.label, key=f"fix::{place}::{error.widget}::{error.fix.label}",
+                  on_click=apply_fix, args=(error.fix,))
+
+
+def apply_fix(fix: SetupFix) -> None:
+    for key, value in fix.state:
+        st.session_state[key] = value
+
+
+# --------------------------------------------------------------------------- link <-> widgets
+
+
+def _model_query() -> str:
+    kind = st.session_state.get("sb_model_kind", "demo")
+    return {
+        "demo": lambda: "demo",
+        "cifar": lambda: f"cifar_resnet{st.session_state.get('sb_cifar_depth', 20)}",
+        "gaia": lambda: f"gaia_resnet{st.session_state.get('sb_gaia_depth', 18)}",
+        "bit": lambda: st.session_state.get("sb_bit_name", BIT_NAMES[0]),
+        "torchvision": lambda: "tv:" + str(st.session_state.get("sb_tv_name", "resnet18")).strip(),
+        "timm": lambda: "timm:" + str(st.session_state.get("sb_timm_name", "resnet18")).strip(),
+    }[kind]()
+
+
+def setup_query() -> dict[str, str]:
+    """The set-up's query-string parameters (defaults left out)."""
+    query: dict[str, str] = {}
+    model = _model_query()
+    if model != "demo":
+        query["model"] = model
+    kind = st.session_state.get("sb_model_kind", "demo")
+    checkpoint = str(st.session_state.get(f"sb_checkpoint_path::{kind}", "") or "").strip()
+    if checkpoint:
+        query["checkpoint"] = checkpoint
+    data = st.session_state.get("sb_data_kind", "demo")
+    if data != "demo":
+        query["data"] = data
+    if data == "demo" and "sb_demo_ood" in st.session_state:
+        from gaia_viz.demo import DEMO_OOD_NAMES
+
+        if list(st.session_state["sb_demo_ood"]) != list(DEMO_OOD_NAMES):
+            query["ood_sets"] = ",".join(st.session_state["sb_demo_ood"])
+    elif data == "cifar10-real" and "sb_bench_ood" in st.session_state:
+        query["ood_sets"] = ",".join(st.session_state["sb_bench_ood"])
+    if data == "custom":
+        for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit")):
+            value = str(st.session_state.get(key, "") or "").strip()
+            if value:
+                query[param] = value
+        lines = [line.strip() for line in str(st.session_state.get("sb_custom_ood", "")).splitlines() if line.strip()]
+        if lines:
+            query["ood_sets"] = ";".join(lines)
+    preset, default_preset = st.session_state.get("sb_preset_current", (None, None))
+    if preset and preset != default_preset:
+        query["preset"] = preset
+    policy = st.session_state.get(f"sb_ood_policy::{data}")
+    if policy and policy != DEFAULT_POLICY[data]:
+        query["policy"] = policy
+    samples = st.session_state.get("sb_max_samples", DEFAULT_MAX_SAMPLES)
+    if samples != DEFAULT_MAX_SAMPLES:
+        query["samples"] = str(samples)
+    return query
+
+
+def seed_from_query(params: dict[str, str], warn) -> None:
+    """Set the sidebar's widgets from a link's set-up parameters (before they are drawn).
+    ``warn(message)`` gets each value that could not be used."""
+    state = st.session_state
+    model = params.get("model", "").strip()
+    kind = None
+    if model:
+        if model == "demo":
+            kind = "demo"
+        elif match := re.fullmatch(r"cifar_resnet(\d+)", model):
+            kind = "cifar"
+            if int(match.group(1)) in CIFAR_DEPTHS:
+                state["sb_cifar_depth"] = int(match.group(1))
+            else:
+                warn(f"CIFAR ResNet depth {match.group(1)} in the link is not one of {CIFAR_DEPTHS}")
+        elif match := re.fullmatch(r"gaia_resnet(18|34)", model):
+            kind, state["sb_gaia_depth"] = "gaia", int(match.group(1))
+        elif model in BIT_NAMES:
+            kind, state["sb_bit_name"] = "bit", model
+        elif model.startswith("timm:"):
+            kind, state["sb_timm_name"] = "timm", model[5:]
+        else:
+            kind, state["sb_tv_name"] = "torchvision", model.removeprefix("tv:")
+        state["sb_model_kind"] = kind
+    if "checkpoint" in params and kind not in (None, "demo"):
+        state[f"sb_checkpoint_path::{kind}"] = params["checkpoint"]
+    data = params.get("data", "demo" if kind in (None, "demo") else None)
+    if data is not None and data not in DATA_KINDS:
+        warn(f"data={data!r} in the link is not one of {', '.join(DATA_KINDS)}")
+        data = None
+    if data is not None:
+        state["sb_data_kind"] = data
+    if "ood_sets" in params:
+        if data == "custom":
+            state["sb_custom_ood"] = "\n".join(part for part in params["ood_sets"].split(";") if part.strip())
+        elif data == "demo" or data is None:
+            from gaia_viz.demo import DEMO_OOD_NAMES
+
+            names = [n.strip() for n in params["ood_sets"].split(",") if n.strip()]
+            unknown = [n for n in names if n not in DEMO_OOD_NAMES]
+            if unknown:
+                warn(f"unknown demo OOD set(s) in the link: {', '.join(unknown)}")
+            state["sb_demo_ood"] = [n for n in names if n in DEMO_OOD_NAMES] or list(DEMO_OOD_NAMES)
+        else:
+            state["sb_bench_ood_requested"] = [n.strip() for n in params["ood_sets"].split(",") if n.strip()]
+    if data == "custom":
+        for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit")):
+            if param in params:
+                state[key] = params[param]
+    if "preset" in params:
+        if params["preset"] in PRESETS:
+            state["sb_preset_requested"] = params["preset"]
+        else:
+            warn(f"preset={params['preset']!r} in the link is not one of {', '.join(PRESETS)}")
+    if "policy" in params and data is not None:
+        if params["policy"] in (*OOD_POLICIES, BOTH_POLICIES):
+            state[f"sb_ood_policy::{data}"] = params["policy"]
+        else:
+            warn(f"policy={params['policy']!r} in the link is not one of {', '.join((*OOD_POLICIES, BOTH_POLICIES))}")
+    if "samples" in params:
+        if params["samples"].isdigit():
+            state["sb_max_samples"] = int(params["samples"])
+        else:
+            warn(f"samples={params['samples']!r} in the link is not a whole number")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _on_model_kind_change():
+    # The demo model only understands the demo digits and vice versa: keep the pair consistent.
+    kind = st.session_state["sb_model_kind"]
+    if kind == "demo":
+        st.session_state["sb_data_kind"] = "demo"
+    elif st.session_state.get("sb_data_kind") == "demo":
+        st.session_state["sb_data_kind"] = "cifar10-real" if _real_cifar_available() else "custom"
+
+
+def _on_data_kind_change():
+    kind = st.session_state["sb_data_kind"]
+    if kind == "demo":
+        st.session_state["sb_model_kind"] = "demo"
+    elif kind == "cifar10-real" and st.session_state.get("sb_model_kind") == "demo":
+        st.session_state["sb_model_kind"] = "cifar"
+
+
+def _real_cifar_available(data_root: str | None = None) -> bool:
+    root = data_root if data_root is not None else checked_data_root()[0]
+    if not root:
+        return False
+    found = loaders.benchmark_sets(root)
+    return "cifar10-test" in found and any(v["role"] == "ood" for v in found.values())
+
+
+def default_data_root() -> str:
+    """The server's data root as text ("" when there is none): :func:`gaia_viz.settings.data_root`."""
+    from gaia_viz.settings import data_root
+
+    root = data_root()
+    return str(root) if root is not None else ""
+
+
+def checked_data_root() -> tuple[str, SetupError | None]:
+    """The data root of the sidebar and its error: ``("", error)`` when the visitor typed a
+    root outside the allowed data roots (the server's own default is always accepted)."""
+    root = str(st.session_state.get("sb_data_root", default_data_root())).strip()
+    if not root or root == default_data_root():
+        return root, None
+    try:
+        check_allowed(root)
+    except GaiaVizError as exc:
+        return "", _error(f"data root refused: {exc}", "sb_data_root")
+    return root, None
+
+
+@dataclass
+class _Choice:
+    """What a sidebar section asked for (drawn even when loading it later fails)."""
+
+    values: dict = field(default_factory=dict)
+    errors: list = field(default_factory=list)
+
+
+def _checkpoint_widgets(kind: str) -> dict:
+    """``{"checkpoint": path or "upload:<name>", "data": uploaded bytes, "digest"}``."""
+    upload = st.file_uploader("Checkpoint upload (.pt, .pth, .th, .tar, .safetensors, .npz)",
+                              type=CHECKPOINT_TYPES, key=f"sb_checkpoint_upload::{kind}")
+    path = st.text_input(
+        "…or checkpoint path on the server", key=f"sb_checkpoint_path::{kind}",
+        placeholder="/path/to/weights.pth",
+        help="A state_dict saved with torch.save, or a .safetensors file; read with weights_only=True.",
+    ).strip()
+    if upload is not None:
+        data = upload.getvalue()
+        # hashing a 200 MB upload on every rerun would cost a noticeable fraction of a second
+        digests = st.session_state.setdefault("sb_upload_digests", {})
+        if upload.file_id not in digests:
+            digests[upload.file_id] = loaders.upload_digest(data)
+        return dict(checkpoint=f"upload:{upload.name}", data=data, digest=digests[upload.file_id])
+    if path:
+        expanded = str(Path(path).expanduser())
+        check_allowed(expanded)
+        if Path(expanded).is_dir():
+            raise GaiaVizError(f"checkpoint {expanded} is a folder; give the path of the weights file "
+                               "(.pt, .pth, .th or .safetensors) inside it")
+        if not Path(expanded).is_file():
+            raise GaiaVizError(f"checkpoint {expanded} does not exist on the server; check the path "
+                               "or upload the file")
+        return dict(checkpoint=expanded, data=None, digest=loaders.file_digest(expanded))
+    return dict(checkpoint=None, data=None, digest=None)
+
+
+def _model_widgets(data_root: str) -> _Choice:
+    """The model widgets: ``values`` = name, checkpoint, data, digest, pretrained, allow_download."""
+    choice = _Choice()
+    kind = st.selectbox("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, key="sb_model_kind",
+                        on_change=_on_model_kind_change, label_visibility="collapsed")
+    values = dict(pretrained=True, allow_download=False)
+    random_key = f"sb_random_weights::{kind}"
+    try:
+        if kind == "demo":
+            values.update(name="demo", checkpoint=None, data=None, digest=None)
+            st.caption("A small CNN trained on handwritten digits; its weights ship with gaia-viz.")
+        elif kind == "cifar":
+            depth = st.selectbox("Depth", CIFAR_DEPTHS, key="sb_cifar_depth")
+            values.update(name=f"cifar_resnet{depth}", **_checkpoint_widgets(kind))
+            if values["checkpoint"] is None:
+                shared = Path(data_root) / "models" / f"cifar10_resnet{depth}.th" if data_root else None
+                if shared is not None and shared.is_file():
+                    values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
+                    st.caption(f"Pretrained CIFAR-10 weights: {escape_markdown(shared)}.")
+                else:
+                    raise GaiaVizError(
+                        f"cifar_resnet{depth} has no pretrained weights under the data root: upload a "
+                        f"checkpoint, or set a data root holding models/cifar10_resnet{{20,56}}.th")
+        else:
+            if kind == "gaia":
+                depth = st.selectbox("Depth", (18, 34), key="sb_gaia_depth")
+                values["name"] = f"gaia_resnet{depth}"
+            elif kind == "bit":
+                values["name"] = st.selectbox("BiT model", BIT_NAMES, key="sb_bit_name", help=(
+                    "Big Transfer ResNetV2 (Kolesnikov et al. 2020); the GAIA paper's ImageNet results use "
+                    "BiT-S-R101x1. Give its checkpoint (.pth.tar of GradNorm/GAIA or the original .npz)."))
+            elif kind == "torchvision":
+                values["name"] = st.text_input(
+                    "torchvision model name", value="resnet18", key="sb_tv_name",
+                    help="Any torchvision classification model, e.g. resnet50, convnext_tiny, vit_b_16. "
+                         "Its ImageNet weights must be in the torch hub cache (nothing is downloaded unless "
+                         "allowed), or give a checkpoint.").strip()
+            else:
+                values["name"] = "timm:" + st.text_input(
+                    "timm model name", value="resnet18", key="sb_timm_name",
+                    help="Any timm model, e.g. resnet50, resnetv2_50x1_bit.goog_in21k, convnext_atto. "
+                         "Weights come from the local Hugging Face cache (nothing is downloaded unless "
+                         "allowed), or give a checkpoint.").strip()
+            values.update(_checkpoint_widgets(kind))
+            random = st.checkbox("Random weights (no pretrained weights)", key=random_key,
+                                 disabled=values["checkpoint"] is not None,
+                                 help="Scores of an untrained model: useful to see what GAIA hooks, "
+                                      "meaningless as a detector.")
+            values["pretrained"] = not random
+            if kind in HUB_KINDS:
+                values["allow_download"] = st.toggle(
+                    "Allow downloads", key="sb_allow_download", disabled=restriction_active(),
+                    help="Fetch missing pretrained weights from the internet into the local cache "
+                         "(off when the app is served to others).")
+            if values["checkpoint"] is None and not random and kind in ("gaia", "bit"):
+                raise GaiaVizError(f"{values['name']} has no built-in weights: upload a checkpoint, give "
+                                   "its path, or tick 'Random weights'")
+    except GaiaVizError as exc:
+        fix = SetupFix("Use random weights", ((random_key, True),)) if "built-in weights" in str(exc) else None
+        choice.errors.append(_error(str(exc), f"sb_checkpoint_path::{kind}", fix))
+    choice.values = values
+    return choice
+
+
+def _load_model(values: dict, device: str) -> tuple[object | None, list[SetupError]]:
+    kind = st.session_state.get("sb_model_kind", "demo")
+    try:
+        model = loaders.cached_model(
+            values["name"], None if values["data"] is not None else values["checkpoint"], values["digest"], device,
+            pretrained=values["pretrained"], allow_download=values["allow_download"],
+            _checkpoint_bytes=values["data"])
+        return model, []
+    except GaiaVizError as exc:
+        message = str(exc)
+        fix = None
+        if "not cached" in message or "pretrained=False" in message:
+            fix = SetupFix("Use random weights", ((f"sb_random_weights::{kind}", True),))
+            message = message.replace("use pretrained=False", "tick 'Random weights'")
+        return None, [_error(message, "sb_model_kind", fix)]
+    except (RuntimeError, ValueError, TypeError, KeyError, OSError) as exc:
+        # building a model from a user's weights can fail inside torch in many ways;
+        # the visitor needs the reason, the page must go on
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return None, [_error(f"cannot load the model {values['name']!r}: {reason}; check the model "
+                             "name, the checkpoint and its number of classes", "sb_model_kind")]
+
+
+def _policy_widget(data_kind: str) -> str:
+    options = [*OOD_POLICIES, BOTH_POLICIES]
+    key = f"sb_ood_policy::{data_kind}"
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = DEFAULT_POLICY[data_kind]
+    return st.selectbox(
+        "OOD resize policy", options, key=key,
+        help="How OOD images of another size reach the model's input size. center-crop keeps the "
+             "pixel scale (the GAIA paper's CIFAR protocol); resize squashes the whole image "
+             "(OpenOOD). They give different numbers; 'both' scores one OOD set per policy. "
+             "The choice is recorded with every result.",
+    )
+
+
+def _policies(choice: str) -> list[str]:
+    return list(OOD_POLICIES) if choice == BOTH_POLICIES else [choice]
+
+
+def parse_ood_lines(text: str) -> list[tuple[str, str]]:
+    """``name = source`` or a bare source per line -> [(name, source)]; a bare source is named
+    after its last path component (``/data/dtd/images`` -> ``images``)."""
+    entries = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, spec = line.partition("=")
+        if sep and name.strip() and ":" not in name and "/" not in name:
+            entries.append((name.strip(), spec.strip()))
+        else:
+            stem = Path(line.split(":", 1)[-1].rstrip("/")).name or line
+            entries.append((stem, line))
+    return entries
+
+
+def _data_widgets(data_root: str) -> _Choice:
+    """``values`` = label, id (name, spec), fit (name, spec)|None, ood [(name, spec)], policy."""
+    from gaia_viz.demo import DEMO_ID_NAME, DEMO_OOD_NAMES
+
+    choice = _Choice()
+    kinds = [k for k in DATA_KINDS if k != "cifar10-real" or _real_cifar_available(data_root)]
+    if st.session_state.get("sb_data_kind") not in kinds:
+        model_is_demo = st.session_state.get("sb_model_kind", "demo") == "demo"
+        st.session_state["sb_data_kind"] = "demo" if model_is_demo else kinds[-1]
+    kind = st.selectbox("Data", kinds, format_func=DATA_KINDS.get, key="sb_data_kind",
+                        on_change=_on_data_kind_change, label_visibility="collapsed")
+    if kind == "demo":
+        st.session_state.setdefault("sb_demo_ood", list(DEMO_OOD_NAMES))
+        chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, key="sb_demo_ood",
+                                help="Real images bundled with installed packages: LFW faces, "
+                                     "skimage textures and photos, font letters, uniform noise.")
+        values = dict(label="demo", id=(DEMO_ID_NAME, f"demo:{DEMO_ID_NAME}"),
+                      fit=(f"{DEMO_ID_NAME}-train", f"demo:{DEMO_ID_NAME}:train"),
+                      ood=[(n, f"demo:{n}") for n in chosen])
+    elif kind == "cifar10-real":
+        found = loaders.benchmark_sets(data_root)
+        ood_keys = [k for k, v in found.items() if v["role"] == "ood" and "data_root" not in v]
+        if "sb_bench_ood" not in st.session_state:
+            requested = st.session_state.pop("sb_bench_ood_requested", None)
+            st.session_state["sb_bench_ood"] = ([k for k in requested if k in ood_keys] if requested else
+                                                [k for k in ood_keys if k == "textures"] or ood_keys)
+        chosen = st.multiselect("OOD sets", ood_keys, key="sb_bench_ood",
+                                format_func=lambda k: f"{k}: {found[k]['description']}")
+        fit = ("cifar10-train-5k", found["cifar10-train-5k"]["spec"]) if "cifar10-train-5k" in found else None
+        values = dict(label=DATA_KINDS[kind], id=("cifar10-test", found["cifar10-test"]["spec"]), fit=fit,
+                      ood=[(k, found[k]["spec"]) for k in chosen])
+        st.caption("ID: CIFAR-10 test; fit set (ReAct, KNN, Mahalanobis, ...): CIFAR-10 train-5k.")
+    else:
+        st.caption("Sources: a folder path (class sub-folders give labels), `torchvision:CIFAR10:test` "
+                   "(under the data root), `demo:faces`, or `images:a.png,b.png`.")
+        id_spec = st.text_input("ID test set", key="sb_custom_id", placeholder="/data/cifar10/test").strip()
+        fit_spec = st.text_input("Fit set (ID training data; only for the methods that fit)",
+                                 key="sb_custom_fit", placeholder="optional").strip()
+        ood_text = st.text_area("OOD sets, one per line (`name = source` or just the source)",
+                                key="sb_custom_ood",
+                                placeholder="textures = /data/dtd/images\nsvhn = torchvision:SVHN:test")
+        values = dict(label=DATA_KINDS[kind], id=("id", id_spec), fit=("fit", fit_spec) if fit_spec else None,
+                      ood=parse_ood_lines(ood_text))
+        if not id_spec:
+            choice.errors.append(_error("enter the ID test set (a folder path or a torchvision: source) "
+                                        "in the sidebar", "sb_custom_id"))
+    values["policy"] = _policy_widget(kind)
+    if not values["ood"] and not choice.errors:
+        choice.errors.append(_error("choose at least one OOD set in the sidebar",
+                                    {"demo": "sb_demo_ood", "cifar10-real": "sb_bench_ood"}.get(kind, "sb_custom_ood")))
+    choice.values = values
+    return choice
+
+
+def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | None, max_pixels: int):
+    """Open the ID, fit and OOD sets the data widgets named: (id_set, ood_sets, fit_set, sources)."""
+    root = data_root or None
+    for _name, spec in [values["id"], *([values["fit"]] if values["fit"] else []), *values["ood"]]:
+        check_spec_allowed(spec)
+    id_name, id_spec = values["id"]
+    id_set = loaders.cached_source(id_spec, preset, id_policy(preset), root, id_name, max_samples, max_pixels)
+    sources = {id_name: id_spec}
+    fit_set = None
+    if values["fit"] is not None:
+        fit_name, fit_spec = values["fit"]
+        fit_set = loaders.cached_source(fit_spec, preset, id_policy(preset), root, fit_name, max_samples, max_pixels)
+        sources[fit_name] = fit_spec
+    policies = _policies(values["policy"])
+    ood_sets = {}
+    for base, spec in values["ood"]:
+        for policy in policies:
+            name = f"{base} ({policy})" if len(policies) > 1 else base
+            if name in ood_sets or name == id_name:
+                raise GaiaVizError(f"two data sets are named {name!r}; give the OOD sets distinct names")
+            ood_sets[name] = loaders.cached_source(spec, preset, policy, root, name, max_samples, max_pixels)
+            sources[name] = spec
+    if restriction_active():
+        for image_set in [id_set, fit_set, *ood_sets.values()]:
+            _check_files_allowed(image_set)
+    return id_set, ood_sets, fit_set, sources
+
+
+def _check_files_allowed(image_set) -> None:
+    """DataError when a file of ``image_set`` resolves outside the allowed data roots (a symlink
+    inside an allowed folder that points elsewhere)."""
+    path_of = getattr(image_set, "path", None)
+    if image_set is None or not callable(path_of):
+        return
+    for i in range(len(image_set)):
+        path = path_of(i)
+        if path is not None:
+            check_allowed(path)
+
+
+def _preset_widget(model_name: str, model, kind: str) -> str:
+    from gaia_viz.models import default_preset
+    from gaia_viz.models.heads import classifier_head
+
+    num_classes = None
+    if model is not None:
+        try:
+            num_classes = classifier_head(model).num_classes
+        except GaiaVizError:
+            pass
+    try:
+        default = default_preset(model_name, num_classes)
+    except GaiaVizError:
+        default = "imagenet224"
+    options = list(PRESETS)
+    key = f"sb_preset::{model_name if kind != 'demo' else 'demo'}"
+    requested = st.session_state.pop("sb_preset_requested", None)
+    if requested in options:
+        st.session_state[key] = requested
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+    preset = st.selectbox(
+        "Preprocessing preset", options, key=key,
+        format_func=lambda p: f"{p} (model default)" if p == default else p,
+        help="\n\n".join(f"**{p.name}**: {p.description}" for p in PRESETS.values()),
+    )
+    st.session_state["sb_preset_current"] = (preset, default)
+    return preset
+
+
+def _run_widgets() -> tuple[str, int, int | None, int]:
+    st.selectbox("Device", list(DEVICE_CHOICES), key="sb_device",
+                 help="auto: the GPU when there is one, else the CPU. Scores do not depend on it "
+                      "beyond the last digits, so results are kept when it changes.")
+    batch_size = int(st.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="sb_batch_size",
+                                     help="Speed only: GAIA's scores are batch-independent, so results "
+                                          "are kept when it changes."))
+    st.session_state.setdefault("sb_max_samples", DEFAULT_MAX_SAMPLES)
+    max_samples = int(st.number_input(
+        "Max samples per set (0 = all)", min_value=0, step=100, key="sb_max_samples",
+        help="A deterministic random subset of every set keeps CPU runs short (the default "
+             f"{DEFAULT_MAX_SAMPLES} scores the demo in about half a minute on two CPU cores). "
+             "Use 0 for full benchmark numbers.",
+    ))
+    st.caption(f"At most {max_samples or 'all'} images per set"
+               + (" — keeps CPU runs short; 0 uses every image." if max_samples else "."))
+    st.session_state.setdefault("sb_max_megapixels", DEFAULT_MAX_PIXELS / 1e6)
+    megapixels = float(st.number_input(
+        "Pixel limit per image (megapixels)", min_value=0.01, max_value=1000.0, step=10.0, key="sb_max_megapixels",
+        help="Images with more pixels are refused before decoding (a guard against decompression bombs); "
+             "raise it for very large photos."))
+    return st.session_state["sb_device"], batch_size, (max_samples or None), int(megapixels * 1e6)
+
+
+def sidebar() -> Setup | None:
+    """Draw the sidebar, load what it names; the Setup, or None (errors in ``"setup_errors"``)."""
+    errors: list[SetupError] = []
+    st.session_state.setdefault("sb_data_root", default_data_root())
+    data_root, root_error = checked_data_root()
+    model = device = opened = None
+    with st.sidebar:
+        model_box, data_box, run_box = st.container(), st.container(), st.container()
+        with run_box:
+            st.subheader("Run")
+            device_choice, batch_size, max_samples, max_pixels = _run_widgets()
+            st.text_input("Data root", key="sb_data_root",
+                          help="Folder with standard layouts (cifar10/test, textures/images, LSUN, iSUN, "
+                               "..., models/) and torchvision datasets. Default: $GAIA_VIZ_DATA_ROOT.")
+            run_errors = [root_error] if root_error else []
+            try:
+                device = resolve_device(device_choice)
+                st.caption(f"Device: **{device}**.")
+            except GaiaVizError as exc:
+                run_errors.append(_error(str(exc), "sb_device", SetupFix("Use the CPU", (("sb_device", "cpu"),))))
+            for error in run_errors:
+                show_error(error)
+            errors += run_errors
+        with model_box:
+            st.subheader("Model")
+            model_choice = _model_widgets(data_root)
+            model_errors = list(model_choice.errors)
+            if not model_errors and device is not None:
+                model, load_errors = _load_model(model_choice.values, device)
+                model_errors += load_errors
+            for error in model_errors:
+                show_error(error)
+            errors += model_errors
+            model_name = model_choice.values.get("name", "")
+            preset = _preset_widget(model_name, model, st.session_state.get("sb_model_kind", "demo"))
+        with data_box:
+            st.subheader("Data")
+            data_choice = _data_widgets(data_root)
+            data_errors = list(data_choice.errors)
+            if not data_errors:
+                try:
+                    opened = _open_sets(data_choice.values, preset, data_root, max_samples, max_pixels)
+                except GaiaVizError as exc:
+                    data_errors.append(_error(str(exc), "sb_data_kind"))
+                except (PermissionError, IsADirectoryError, FileNotFoundError) as exc:
+                    data_errors.append(_error(f"cannot read {exc.filename or exc}: {exc.strerror or exc}",
+                                              "sb_data_kind"))
+            for error in data_errors:
+                show_error(error)
+            errors += data_errors
+            if opened is not None:
+                skipped = sum(len(getattr(s, "skipped", [])) for s in [opened[0], *opened[1].values()])
+                if skipped:
+                    st.warning(f"{skipped} unreadable image files were skipped.")
+    st.session_state[SETUP_ERRORS] = errors
+    setup = None
+    if not errors and model is not None and opened is not None:
+        id_set, ood_sets, fit_set, sources = opened
+        v = model_choice.values
+        setup = Setup(
+            model_name=model_name, model=model, preset=preset, ood_policy=data_choice.values["policy"],
+            device=device, batch_size=batch_size, id_set=id_set, ood_sets=ood_sets, fit_set=fit_set,
+            checkpoint=v["checkpoint"], data_root=data_root or None, max_samples=max_samples,
+            data_label=data_choice.values["label"], sources=sources, checkpoint_digest=v["digest"],
+        )
+    st.session_state[SETUP] = setup
+    return setup
+
+
+__all__ = ["BIT_NAMES", "DATA_KINDS", "MODEL_KINDS", "SETUP_QUERY_KEYS", "checked_data_root", "default_data_root",
+           "parse_ood_lines", "seed_from_query", "setup_query", "show_error", "sidebar"]

@@ -1,0 +1,286 @@
+"""The explorer's one state model: what every page reads and writes, and the link that holds it.
+
+``st.session_state`` keys shared by the pages (nothing else crosses a page):
+
+* ``"setup"``: the :class:`gaia_viz.app.setup.Setup` the sidebar built in this run (None
+  while the set-up has an error); ``"setup_errors"``: its
+  :class:`gaia_viz.app.setup.SetupError` list (message, the sidebar widget that caused it,
+  the control that fixes it).
+* ``"selection"``: the :class:`Selection` below: what the user chose on any page. It holds
+  until the user changes it, whichever page they are on.
+* ``"session_token"``: this browser session's id in the job registry
+  (:mod:`gaia_viz.app.jobs`), so a run started here can be cancelled from here.
+* ``"link_warnings"``: what was wrong in the link this session was opened with, shown once.
+
+Scores are not session state: finished evaluations live in the process-wide score store of
+:mod:`gaia_viz.app.jobs`, keyed by the set-up's score identity, and grow as methods are added.
+
+Widgets never own a value. Each widget has a private key (``sb_*`` in the sidebar, ``w_*`` on
+the pages) that is seeded from the Selection before it is drawn and copied back by its
+``on_change``; a widget whose options depend on the set-up carries the set-up's identity in
+its key, so a changed set-up can never show a stale choice. Streamlit drops the state of a
+widget that is not drawn in a run (a page switch), which is why the Selection, not the
+widget, is the truth.
+
+The link: :func:`view_query` turns the state into query-string parameters (written on every
+run, so the address bar always reopens the same view) and :func:`selection_from_query`
+reads a link back (bad values become warnings and fall back). Parameters:
+``methods`` (comma list of method ids), ``layers`` / ``inner_layers`` (GAIA-Z layers / GAIA-A
+inner layers, names as in ``named_modules()``), ``method`` (the thresholded one), ``tpr``
+(0-1) or ``threshold``, ``ood`` (the OOD set a page compares with), ``image`` (``set:index``),
+plus the set-up (see :data:`gaia_viz.app.sidebar.SETUP_QUERY_KEYS`).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
+
+import streamlit as st
+
+SETUP = "setup"
+SETUP_ERRORS = "setup_errors"
+SELECTION = "selection"
+SESSION_TOKEN = "session_token"
+LINK_WARNINGS = "link_warnings"
+TPR_RANGE = (0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the user chose, on any page.
+
+    ``methods``: the methods shown (and scored) on Evaluate; ``zero_layers`` /
+    ``inner_layers``: the GAIA-Z / GAIA-A inner layer subsets (None = all layers), used by every
+    GAIA number; ``method``: the method Tune threshold thresholds; ``tpr`` (fraction of ID
+    accepted) or ``threshold`` (a score) sets its operating point, by ``threshold_mode``
+    (``"tpr"`` or ``"score"``); ``ood_set``: the OOD set a page compares the ID set with (None =
+    the first); ``image``: ``(data set, index)`` on Inspect; ``attribution``: Inspect's
+    attribution method.
+    """
+
+    methods: tuple[str, ...] = ("gaia_z", "gaia_a", "msp", "energy")
+    zero_layers: tuple[str, ...] | None = None
+    inner_layers: tuple[str, ...] | None = None
+    method: str = "gaia_z"
+    threshold_mode: str = "tpr"
+    tpr: float = 0.95
+    threshold: float | None = None
+    ood_set: str | None = None
+    image: tuple[str, int] | None = None
+    attribution: str = "saliency"
+
+    def layers_for(self, method: str) -> tuple[str, ...] | None:
+        """The layer subset of a GAIA method (None: all layers, or not a GAIA method)."""
+        return {"gaia_z": self.zero_layers, "gaia_a": self.inner_layers}.get(method)
+
+
+def selection() -> Selection:
+    """This session's Selection (the defaults before anything was chosen)."""
+    return st.session_state.get(SELECTION) or Selection()
+
+
+def update_selection(**changes) -> Selection:
+    """Replace fields of the Selection; returns the new one."""
+    new = replace(selection(), **changes)
+    st.session_state[SELECTION] = new
+    return new
+
+
+def session_token() -> str:
+    """A random id of this browser session (for the job registry)."""
+    if SESSION_TOKEN not in st.session_state:
+        st.session_state[SESSION_TOKEN] = uuid.uuid4().hex
+    return st.session_state[SESSION_TOKEN]
+
+
+# --------------------------------------------------------------------------- widgets
+
+
+def bound_widget(draw: Callable, key: str, value, on_change: Callable[[object], None], **kwargs):
+    """Draw ``draw(..., key=key)`` holding ``value``, copying a change back through
+    ``on_change(new_value)``.
+
+    The widget's own state is seeded from ``value`` when Streamlit does not hold it (first
+    draw, or after a page switch dropped it) or when ``value`` changed elsewhere (another
+    page, a link), so the widget always shows the Selection.
+    """
+    seeded = f"{key}::seeded"
+    if key not in st.session_state or st.session_state.get(seeded) != _frozen(value):
+        st.session_state[key] = value
+        st.session_state[seeded] = _frozen(value)
+
+    def copy_back():
+        new = st.session_state[key]
+        st.session_state[seeded] = _frozen(new)
+        on_change(new)
+
+    return draw(key=key, on_change=copy_back, **kwargs)
+
+
+def _frozen(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+# --------------------------------------------------------------------------- links
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def selection_from_query(params: Mapping[str, str], known_methods: Sequence[str],
+                         base: Selection | None = None) -> tuple[Selection, list[str]]:
+    """The Selection a link asks for, and a warning for every value that was refused.
+
+    Layers are checked later, against the evaluated model (:func:`checked_layers`)."""
+    chosen = base or Selection()
+    warnings: list[str] = []
+    changes: dict = {}
+    if "methods" in params:
+        names = _split(params["methods"])
+        unknown = [m for m in names if m not in known_methods]
+        good = [m for m in names if m in known_methods]
+        if unknown:
+            warnings.append(f"unknown method(s) in the link: {', '.join(unknown)} (known: {', '.join(known_methods)})")
+        if good:
+            changes["methods"] = tuple(dict.fromkeys(good))
+    if "method" in params:
+        if params["method"] in known_methods:
+            changes["method"] = params["method"]
+        else:
+            warnings.append(f"unknown method in the link: {params['method']!r}; thresholding {chosen.method}")
+    for key, attr in (("layers", "zero_layers"), ("inner_layers", "inner_layers")):
+        if key in params:
+            names = _split(params[key])
+            changes[attr] = tuple(names) if names else None
+    if "tpr" in params:
+        try:
+            tpr = float(params["tpr"])
+        except ValueError:
+            tpr = math.nan
+        if TPR_RANGE[0] <= tpr <= TPR_RANGE[1]:
+            changes.update(tpr=tpr, threshold_mode="tpr")
+        else:
+            warnings.append(f"tpr={params['tpr']!r} in the link is not a fraction between "
+                            f"{TPR_RANGE[0]} and {TPR_RANGE[1]}; using {chosen.tpr}")
+    if "threshold" in params and "tpr" not in params:
+        try:
+            value = float(params["threshold"])
+            if not math.isfinite(value):
+                raise ValueError
+            changes.update(threshold=value, threshold_mode="score")
+        except ValueError:
+            warnings.append(f"threshold={params['threshold']!r} in the link is not a number; using the TPR")
+    if "ood" in params and params["ood"].strip():
+        changes["ood_set"] = params["ood"].strip()
+    if "image" in params:
+        name, sep, index = params["image"].rpartition(":")
+        if sep and name and index.isdigit():
+            changes["image"] = (name, int(index))
+        else:
+            warnings.append(f"image={params['image']!r} in the link is not <data set>:<index>")
+    return replace(chosen, **changes), warnings
+
+
+def view_query(chosen: Selection) -> dict[str, str]:
+    """The query-string parameters of the Selection (defaults left out)."""
+    default = Selection()
+    query: dict[str, str] = {}
+    if chosen.methods != default.methods:
+        query["methods"] = ",".join(chosen.methods)
+    if chosen.zero_layers is not None:
+        query["layers"] = ",".join(chosen.zero_layers)
+    if chosen.inner_layers is not None:
+        query["inner_layers"] = ",".join(chosen.inner_layers)
+    if chosen.method != default.method:
+        query["method"] = chosen.method
+    if chosen.threshold_mode == "score" and chosen.threshold is not None:
+        query["threshold"] = f"{chosen.threshold:.6g}"
+    elif chosen.tpr != default.tpr:
+        query["tpr"] = f"{chosen.tpr:g}"
+    if chosen.ood_set:
+        query["ood"] = chosen.ood_set
+    if chosen.image is not None:
+        query["image"] = f"{chosen.image[0]}:{chosen.image[1]}"
+    return query
+
+
+def write_query(params: Mapping[str, str]) -> None:
+    """Make the address bar's query string exactly ``params`` (only what changed is sent)."""
+    current = st.query_params.to_dict()
+    for key in [k for k in current if k not in params]:
+        del st.query_params[key]
+    for key, value in params.items():
+        if current.get(key) != value:
+            st.query_params[key] = value
+
+
+def warn_link(message: str, draw: bool = True) -> None:
+    """Keep a warning about the link (each message once): shown at the top of every page
+    until dismissed, and, with ``draw``, also where it arose in this run."""
+    kept = st.session_state.setdefault(LINK_WARNINGS, [])
+    if message not in kept:
+        kept.append(message)
+        if draw:
+            from gaia_viz.app.paths import escape_markdown
+
+            st.warning(escape_markdown(message))
+
+
+def show_link_warnings() -> None:
+    """The link's warnings at the top of the page, until the user dismisses them."""
+    from gaia_viz.app.paths import escape_markdown
+
+    kept = st.session_state.get(LINK_WARNINGS, [])
+    for message in kept:
+        st.warning(escape_markdown(message))
+    if kept:
+        st.button("Dismiss", key="dismiss_link_warnings", on_click=lambda: st.session_state.pop(LINK_WARNINGS, None))
+
+
+def checked_layers(chosen: Sequence[str] | None, available: Sequence[str], label: str) -> tuple[str, ...] | None:
+    """``chosen`` restricted to ``available``: None = all layers, ``()`` = none chosen (a
+    score then cannot be computed, and says so). Unknown names become one link warning and
+    are dropped (all layers when none is left)."""
+    if chosen is None:
+        return None
+    if not chosen:
+        return ()
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        warn_link(f"{label} layer(s) {', '.join(unknown)} are not in this model's evaluated layers "
+                  f"({', '.join(available)}); they were dropped")
+    kept = tuple(name for name in available if name in chosen)
+    return kept if kept and len(kept) < len(available) else None
+
+
+@dataclass
+class LinkState:
+    """What a session's first request asked for: the selection and the set-up parameters."""
+
+    selection: Selection = field(default_factory=Selection)
+    setup_params: dict = field(default_factory=dict)
+    had_view: bool = False  # the link named a view (auto-run what it needs)
+
+
+def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> LinkState | None:
+    """On a session's first run: read the link into the Selection (warnings kept for the
+    page) and return it; None on every later run."""
+    if SELECTION in st.session_state:
+        return None
+    params = st.query_params.to_dict()
+    chosen, warnings = selection_from_query(params, known_methods)
+    st.session_state[SELECTION] = chosen
+    for message in warnings:
+        warn_link(message, draw=False)
+    view_keys = {"methods", "layers", "inner_layers", "method", "tpr", "threshold", "image"}
+    return LinkState(chosen, {k: v for k, v in params.items() if k in setup_keys},
+                     had_view=bool(view_keys & set(params)))
+
+
+__all__ = ["LINK_WARNINGS", "LinkState", "SELECTION", "SESSION_TOKEN", "SETUP", "SETUP_ERRORS", "Selection",
+           "bound_widget", "checked_layers", "selection", "selection_from_query", "session_token",
+           "show_link_warnings", "start_session", "update_selection", "view_query", "warn_link", "write_query"]
