@@ -419,12 +419,12 @@ def checked_data_root() -> tuple[str, str | None]:
 
 
 def _preset_widget(model_name: str, model) -> str:
-    from gaia_viz.models import default_preset, head_module
+    from gaia_viz.models import classifier_head, default_preset
 
     num_classes = None
     if model is not None:
         try:
-            num_classes = head_module(model)[1].out_features
+            num_classes = classifier_head(model).num_classes
         except GaiaVizError:
             pass
     try:
