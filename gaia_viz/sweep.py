@@ -43,8 +43,9 @@ DEFAULT_METHODS = ("gaia_z", "gaia_a", "msp", "energy")
 DEFAULT_CHUNK_SIZE = 256
 OUTPUTS = "outputs"  # the cache entry holding labels and predictions
 # what the cached arrays mean; part of every cache key, so a change starts fresh entries
-# (2: GAIA-Z ratios and partial sums in float64; 3: one entry per method, fixed chunks)
-SCORES_FORMAT = 3
+# (2: GAIA-Z ratios and partial sums in float64; 3: one entry per method, fixed chunks;
+# 4: a norm fused with its activation is hooked before the activation)
+SCORES_FORMAT = 4
 
 ProgressFn = Callable[[float, str], None]
 
