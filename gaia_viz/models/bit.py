@@ -206,7 +206,9 @@ def bit_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def bit_num_classes(state_dict: Mapping[str, Tensor]) -> int | None:
     """Classes of a BiT checkpoint (already under module names): rows of ``head.conv.weight``."""
     for key, tensor in state_dict.items():
-        if key.split("module.")[-1] == "head.conv.weight" and tensor.ndim == 4:
+        while key.startswith(("module.", "model.")):
+            key = key.split(".", 1)[1]
+        if key == "head.conv.weight" and tensor.ndim == 4:
             return int(tensor.shape[0])
     return None
 
