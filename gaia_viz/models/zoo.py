@@ -34,7 +34,7 @@ from .bit import BIT_NAMES, bit_model, bit_num_classes, bit_state_dict
 from .checkpoints import infer_num_classes, load_checkpoint_into, load_state_dict_file
 from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from .gaia_resnet import GAIA_RESNET_STAGES, GaiaResNet
-from .hub import hub_checkpoint_path, torch_hub_weights
+from .hub import torch_hub_weights
 from .timm_zoo import build_timm, timm_model_names, timm_name, timm_num_classes
 
 CIFAR_NAMES = tuple(f"cifar_resnet{d}" for d in CIFAR_RESNET_DEPTHS)
