@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="score ID and OOD sets with GAIA and baselines")
     ev.add_argument("--demo", action="store_true", help="the embedded offline demo (digits vs faces, textures, ...)")
-    ev.add_argument("--model", help="demo, cifar_resnet20..110, gaia_resnet18/34 or a torchvision name")
-    ev.add_argument("--checkpoint", help="weights file (.pt/.pth/.th state_dict or .safetensors)")
+    ev.add_argument("--model", help="demo, cifar_resnet20..110, gaia_resnet18/34, BiT-S-R101x1 (and the other BiT "
+                         "releases), a torchvision name or timm:NAME")
+    ev.add_argument("--checkpoint", help="weights file (.pt/.pth/.th/.pth.tar state_dict, .safetensors, or BiT's .npz)")
     ev.add_argument("--num-classes", type=int, help="classes of the model (default: from the checkpoint)")
     ev.add_argument("--id", dest="id_source", help="ID test set: folder:PATH, torchvision:CIFAR10[:test], demo:digits, ...")
     ev.add_argument("--ood", action="append", default=[], metavar="NAME=SOURCE", help="an OOD set (repeatable)")
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     ev.add_argument("--data-root", help="root of torchvision datasets / benchmark folders (default $GAIA_VIZ_DATA_ROOT)")
     ev.add_argument("--max-samples", type=int, default=None, help="use at most N samples of each set (deterministic)")
-    ev.add_argument("--download", action="store_true", help="allow downloading torchvision datasets/weights")
+    ev.add_argument("--download", action="store_true", help="allow downloading torchvision datasets and torchvision/timm weights")
     ev.add_argument("--cache-dir", help="run cache folder (default $GAIA_VIZ_CACHE_DIR or ~/.cache/gaia-viz)")
     ev.add_argument("--no-cache", action="store_true", help="neither read nor write the run cache")
     ev.add_argument("--out", required=True, help="output folder for metrics.json and scores.csv")
@@ -158,6 +159,13 @@ def _report_skipped(evaluation) -> None:
                          f"(first: {first[0]}: {first[1]}); all are listed under config.skipped in metrics.json\n")
 
 
+def _report_notes(evaluation) -> None:
+    """One stderr line per warning about the numbers (GAIA-Z without exact zeros, ...); they
+    are also in metrics.json under config.notes."""
+    for note in evaluation.config.notes:
+        sys.stderr.write(f"warning: {note}\n")
+
+
 def run_evaluate(args) -> int:
     from gaia_viz.data.sources import limit
     from gaia_viz.settings import resolve_device
@@ -185,6 +193,7 @@ def run_evaluate(args) -> int:
     out = Path(args.out)
     write_outputs(evaluation, out)
     _report_skipped(evaluation)
+    _report_notes(evaluation)
     accuracy = evaluation.id_accuracy()
     print(format_table(evaluation))
     if accuracy is not None:

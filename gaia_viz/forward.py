@@ -93,26 +93,29 @@ def pooled_map_layer(model: nn.Module, x: Tensor) -> str:
     """The feature map the global pooling reads: the last layer with spatial extent."""
     from gaia_viz.gaia import model_layout
 
-    return model_layout(model, x).default_head_layer()
+    return model_layout(model, x).pooled_map_layer()
 
 
-def shared_forward(model: nn.Module, x: Tensor, needs: ForwardNeeds) -> ForwardOutputs:
+def shared_forward(model: nn.Module, x: Tensor, needs: ForwardNeeds,
+                   warn_without_zeros: bool = True) -> ForwardOutputs:
     """Run ``model`` once on the batch ``x`` and return what ``needs`` asks for.
 
     The model is in eval mode for the pass and left as found. Logits that are not finite
     raise ModelError (a broken checkpoint or preprocessing must not give numbers).
+    ``warn_without_zeros``: warn when GAIA-Z's gradients hold almost no exact zeros
+    (:func:`gaia_viz.gaia.gaia_analyze`); the sweep judges whole data sets instead.
     """
     from gaia_viz.gaia import gaia_analyze, model_layout
     from gaia_viz.gaia.autograd import prepare_input
 
     x = prepare_input(model, x, None)
-    map_layer = model_layout(model, x).default_head_layer() if needs.feature_map else None
+    map_layer = model_layout(model, x).pooled_map_layer() if needs.feature_map else None
     if needs.needs_grad:
         result = gaia_analyze(
             model, x, layers=needs.zero_layers, inner_layers=needs.inner_layers,
             head_layer=needs.head_layer, zero=needs.gaia_z, average=needs.gaia_a,
             capture_features=needs.features, input_objective=needs.input_objective,
-            keep_outputs=[map_layer] if map_layer else ())
+            keep_outputs=[map_layer] if map_layer else (), warn_without_zeros=warn_without_zeros)
         outputs = ForwardOutputs(model=model, x=x, logits=result.logits, features=result.features,
                                  feature_map=result.kept.get(map_layer) if map_layer else None,
                                  gaia=result, input_grad=result.input_grad)

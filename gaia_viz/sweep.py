@@ -43,8 +43,9 @@ DEFAULT_METHODS = ("gaia_z", "gaia_a", "msp", "energy")
 DEFAULT_CHUNK_SIZE = 256
 OUTPUTS = "outputs"  # the cache entry holding labels and predictions
 # what the cached arrays mean; part of every cache key, so a change starts fresh entries
-# (2: GAIA-Z ratios and partial sums in float64; 3: one entry per method, fixed chunks)
-SCORES_FORMAT = 3
+# (2: GAIA-Z ratios and partial sums in float64; 3: one entry per method, fixed chunks;
+# 4: a norm fused with its activation is hooked before the activation)
+SCORES_FORMAT = 4
 
 ProgressFn = Callable[[float, str], None]
 
@@ -188,7 +189,7 @@ def build_detectors(model: nn.Module, settings: SweepSettings, preset=None) -> d
 def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeeds) -> dict[str, dict]:
     """Every detector on one batch: ``{method: {array name: per-sample array}}`` plus
     ``{OUTPUTS: {"prediction": ...}}``."""
-    outputs = shared_forward(model, x, needs)
+    outputs = shared_forward(model, x, needs, warn_without_zeros=False)  # judged per data set
     entries = {OUTPUTS: {"prediction": outputs.logits.argmax(1).numpy()}}
     for method, detector in detectors.items():
         entries[method] = {method: detector.score_forward(outputs).double().numpy(), **detector.arrays(outputs)}
@@ -301,6 +302,33 @@ class Evaluation:
                        config=replace(self.config, methods=list(methods),
                                       method_params={m: self.config.method_params.get(m, {}) for m in methods}),
                        fitted_states={m: s for m, s in self.fitted_states.items() if m in methods})
+
+
+def _exact_zero_notes(model: nn.Module, results: Mapping[str, dict], layers: ResolvedLayers) -> list[str]:
+    """One note when GAIA-Z's gradients hold almost no exact zeros on some data sets
+    (:mod:`gaia_viz.gaia.zeros`), judged on each whole set from its cached per-channel ratios."""
+    from gaia_viz.gaia.zeros import activation_kinds, exact_zero_fraction, lacks_exact_zeros, no_exact_zeros_note
+
+    if not layers.zero:
+        return []
+    fractions = {name: float(exact_zero_fraction(arrays["nonzero_ratio"], layers.zero_channels).mean())
+                 for name, arrays in results.items() if "nonzero_ratio" in arrays}
+    lacking = [name for name, fraction in fractions.items() if lacks_exact_zeros(fraction)]
+    if not lacking:
+        return []
+    return [no_exact_zeros_note(max(fractions[n] for n in lacking), activation_kinds(model),
+                                where=", ".join(lacking))]
+
+
+def gaia_z_note(evaluation: "Evaluation") -> str | None:
+    """The warning to show next to the GAIA-Z numbers of ``evaluation``: the note the sweep
+    recorded when its gradients held almost no exact zeros (GAIA-Z is then uninformative);
+    None when GAIA-Z is fine or was not computed."""
+    from gaia_viz.gaia.zeros import NO_EXACT_ZEROS_NOTE
+
+    if "gaia_z" not in evaluation.methods:
+        return None
+    return next((note for note in evaluation.config.notes if note.startswith(NO_EXACT_ZEROS_NOTE)), None)
 
 
 class _Progress:
@@ -466,6 +494,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         model=model_fp, methods=list(settings.methods), method_params=method_params,
         layers=layers.as_dict(), fit_set=fit_fp, datasets=data_fps, id_set=id_name,
         ood_sets=[n for n in datasets if n != id_name],
+        notes=[*(run.notes if run else []), *_exact_zero_notes(model, results, layers)],
         ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in datasets.items()},
         batch_size=settings.batch_size, chunk_size=settings.chunk_size, device=str(device),
         skipped={n: [list(item) for item in getattr(ds, "skipped", [])] for n, ds in datasets.items()
@@ -489,6 +518,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
 
 __all__ = [
     "ALL_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_METHODS", "GAIA_METHODS", "METHOD_LABELS", "Evaluation",
-    "EvaluationCancelled", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "score_batch",
+    "EvaluationCancelled", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "gaia_z_note",
+    "score_batch",
     "dataset_fingerprint", "evaluate", "model_fingerprint", "resolve_layers",
 ]

@@ -14,8 +14,8 @@ from gaia_viz.errors import CheckpointError, ModelError
 from gaia_viz.models import (
     cifar_resnet,
     default_preset,
+    classifier_head,
     gaia_resnet18,
-    head_module,
     hub_checkpoint_path,
     infer_num_classes,
     list_models,
@@ -102,12 +102,13 @@ def test_list_models_and_default_presets():
     assert default_preset("tv:resnet18") == default_preset("densenet121") == "imagenet224"
 
 
-def test_head_module_finds_last_linear_and_refuses_conv_heads():
-    name, head = head_module(cifar_resnet(20))
-    assert name == "linear" and head.out_features == 10
+def test_classifier_head_finds_last_linear_and_refuses_conv_heads_on_spatial_maps():
+    model = cifar_resnet(20)
+    head = classifier_head(model)
+    assert head.name == "linear" and head.module is model.linear and head.num_classes == 10
     squeezenet = load_model("squeezenet1_1", pretrained=False)  # its classifier is a 1x1 conv
     with pytest.raises(ModelError, match="no nn.Linear"):
-        head_module(squeezenet)
+        classifier_head(squeezenet)
 
 
 def test_demo_name_delegates_lazily(monkeypatch):
@@ -123,7 +124,7 @@ def test_gaia_resnet_without_checkpoint_needs_pretrained_false():
     with pytest.raises(ModelError, match="pretrained=False"):
         load_model("gaia_resnet18")
     model = load_model("gaia_resnet18", pretrained=False, num_classes=100)
-    assert not model.training and head_module(model)[1].out_features == 100
+    assert not model.training and classifier_head(model).num_classes == 100
 
 
 # --- shared real checkpoints -----------------------------------------------------------------
@@ -296,7 +297,7 @@ def test_num_classes_is_inferred_from_the_head(tmp_path):
     path = tmp_path / "hundred.pt"
     torch.save({"net": {f"module.{k}": v for k, v in gaia_resnet18(num_classes=100).state_dict().items()}}, path)
     model = load_model("gaia_resnet18", checkpoint=path)
-    assert head_module(model)[1].out_features == 100
+    assert classifier_head(model).num_classes == 100
     assert infer_num_classes({"features.0.weight": torch.zeros(8, 3, 3, 3),
                               "classifier.0.weight": torch.zeros(1024, 960),
                               "classifier.3.weight": torch.zeros(7, 1024)}) == 7
@@ -370,7 +371,8 @@ def test_torchvision_download_only_when_allowed(offline_hub, monkeypatch):
 
 def test_torchvision_random_init_and_class_count_checks(offline_hub):
     model = load_model("resnet18", pretrained=False, num_classes=3)
-    assert head_module(model) == ("fc", model.fc) and model.fc.out_features == 3
+    head = classifier_head(model)
+    assert head.name == "fc" and head.module is model.fc and model.fc.out_features == 3
     with pytest.raises(ModelError, match="1000 classes, not 3"):
         load_model("resnet18", num_classes=3)
 

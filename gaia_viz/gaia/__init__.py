@@ -18,7 +18,11 @@ GAIA-A (channel-wise average abnormality). One forward, two vector-Jacobian prod
     GAIA-A  = mean over all inner channels (l, c) of (|m[l, c]| / o)^2
 
 "The gradient at a layer" is the gradient with respect to the layer's output as the next
-module receives it. A model that applies an in-place op to that output (torchvision
+module receives it; for a norm fused with its activation (timm's ``BatchNormAct2d``, ...) it
+is the gradient with respect to the normalised tensor before the activation, so a fused
+model scores exactly like the same model unfused. GAIA-Z needs exact zeros in these
+gradients (ReLU-like activations); without them a warning says so (:mod:`~gaia_viz.gaia.zeros`).
+Token models (ViT, DeiT, Swin) are refused with a LayerError that says why. A model that applies an in-place op to that output (torchvision
 ResNets: ``bn -> ReLU(inplace=True)``, ``bn3 += identity``) is handled by handing the next
 module a copy, so it scores exactly like the same model with ``inplace=False``.
 
@@ -36,7 +40,7 @@ Modules: :mod:`~gaia_viz.gaia.layout` (feature layers, default layers),
 :mod:`~gaia_viz.gaia.scores` (results and scores), :mod:`~gaia_viz.gaia.maps` (for display).
 """
 
-from gaia_viz.gaia.layout import NORM_TYPES, LayerInfo, ModelLayout, model_layout
+from gaia_viz.gaia.layout import NORM_TYPES, GaiaLayerDefaults, LayerInfo, ModelLayout, model_layout
 from gaia_viz.gaia.maps import OBJECTIVES, default_layers, describe_layers, layer_gradients, spatial_maps
 from gaia_viz.gaia.scores import (
     GaiaResult,
@@ -46,9 +50,11 @@ from gaia_viz.gaia.scores import (
     gaia_z,
     gaia_z_from_partials,
 )
+from gaia_viz.gaia.zeros import EXACT_ZERO_THRESHOLD, NoExactZerosWarning, exact_zero_fraction
 
 __all__ = [
-    "GaiaResult", "LayerInfo", "ModelLayout", "NORM_TYPES", "OBJECTIVES", "default_layers",
+    "EXACT_ZERO_THRESHOLD", "GaiaLayerDefaults", "GaiaResult", "LayerInfo", "NoExactZerosWarning",
+    "exact_zero_fraction", "ModelLayout", "NORM_TYPES", "OBJECTIVES", "default_layers",
     "describe_layers", "gaia_a", "gaia_a_from_partials", "gaia_analyze", "gaia_z",
     "gaia_z_from_partials", "layer_gradients", "model_layout", "spatial_maps",
 ]

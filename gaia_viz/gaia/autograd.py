@@ -145,41 +145,77 @@ class EvalNormBackward:
 
 
 class Tap:
-    """Forward hooks that capture layer outputs so autograd can differentiate w.r.t. them.
+    """Forward hooks that capture layer tensors so autograd can differentiate w.r.t. them.
 
-    A captured output that does not require grad yet (nothing upstream is hooked and the
+    ``layers`` are captured as GAIA hooks them (``tap.outputs``): the module's output, or for
+    a norm fused with its activation (:attr:`LayerInfo.activation`) the activation's input,
+    the normalised tensor before the activation. ``module_outputs`` are captured at the
+    module's output whatever it is (``tap.module_outputs``; GAIA-A's head layer: the map the
+    pooling reads).
+
+    A captured tensor that does not require grad yet (nothing upstream is hooked and the
     parameters are frozen) becomes a leaf of the graph: that is where backward stops.
-    An output that a later op modifies in place is handed on as a copy, so the captured
+    A tensor that a later op modifies in place is handed on as a copy, so the captured
     tensor keeps the value whose gradient we want.
     """
 
+    HOOKED, MODULE_OUTPUT = "hooked", "module output"
+
     def __init__(self, model: nn.Module, layout: ModelLayout, layers: Sequence[str],
-                 inputs_of: Sequence[str] = (), keep_outputs: Sequence[str] = ()):
+                 inputs_of: Sequence[str] = (), keep_outputs: Sequence[str] = (),
+                 module_outputs: Sequence[str] = ()):
         self.outputs: dict[str, Tensor] = {}
+        self.module_outputs: dict[str, Tensor] = {}
         self.inputs: dict[str, Tensor] = {}  # first positional input of classifier modules
         self.kept: dict[str, Tensor] = {}  # detached outputs of keep_outputs
         self.input: Tensor | None = None  # the model input, when it is a leaf
         self._handles = []
         modules = dict(model.named_modules())
-        self._handles.extend(EvalNormBackward(modules, set(layers)).handles)
+        self._handles.extend(EvalNormBackward(modules, set(layers) | set(module_outputs)).handles)
+        at_output: dict[str, set[str]] = {}
         for name in dict.fromkeys(layers):
             info = layout.info(name)
-            self._handles.append(modules[name].register_forward_hook(self._capture(info)))
+            if info.activation is not None:
+                self._handles.append(modules[info.activation].register_forward_pre_hook(
+                    self._capture_pre_activation(info)))
+            else:
+                at_output.setdefault(name, set()).add(self.HOOKED)
+        for name in dict.fromkeys(module_outputs):
+            at_output.setdefault(name, set()).add(self.MODULE_OUTPUT)
+        for name, roles in at_output.items():
+            self._handles.append(modules[name].register_forward_hook(self._capture(layout.info(name), roles)))
         for name in dict.fromkeys(inputs_of):
             self._handles.append(modules[name].register_forward_pre_hook(self._capture_input(name)))
         for name in dict.fromkeys(keep_outputs):
             self._handles.append(modules[name].register_forward_hook(self._keep(layout.info(name))))
 
-    def _capture(self, info: LayerInfo):
+    @staticmethod
+    def _as_graph_tensor(tensor: Tensor, name: str, seen: dict[str, Tensor]) -> Tensor:
+        if name in seen:
+            raise LayerError(f"layer {name!r} runs more than once per forward pass")
+        return tensor if tensor.requires_grad else tensor.detach().requires_grad_()
+
+    def _capture(self, info: LayerInfo, roles: set[str]):
         def hook(_module, _inputs, output):
-            if info.name in self.outputs:
-                raise LayerError(f"layer {info.name!r} runs more than once per forward pass")
-            captured = output if output.requires_grad else output.detach().requires_grad_()
-            self.outputs[info.name] = captured
+            captured = self._as_graph_tensor(output, info.name,
+                                             self.outputs if self.HOOKED in roles else self.module_outputs)
+            if self.HOOKED in roles:
+                self.outputs[info.name] = captured
+            if self.MODULE_OUTPUT in roles:
+                self.module_outputs[info.name] = captured
             if info.modified_in_place:
                 return captured.clone()
             return captured if captured is not output else None
         return hook
+
+    def _capture_pre_activation(self, info: LayerInfo):
+        def pre_hook(_module, args):
+            captured = self._as_graph_tensor(args[0], info.name, self.outputs)
+            self.outputs[info.name] = captured
+            if info.activation_input_modified_in_place:  # an in-place activation
+                return (captured.clone(), *args[1:])
+            return (captured, *args[1:]) if captured is not args[0] else None
+        return pre_hook
 
     def _keep(self, info: LayerInfo):
         def hook(_module, _inputs, output):
@@ -199,8 +235,10 @@ class Tap:
 
 
 @contextlib.contextmanager
-def tapped_forward(model, x, layers, inputs_of=(), device=None, input_leaf=False, keep_outputs=()):
-    """Yield (logits, tap) for one forward pass with ``layers`` captured (``tap.outputs``),
+def tapped_forward(model, x, layers, inputs_of=(), device=None, input_leaf=False, keep_outputs=(),
+                   module_outputs=()):
+    """Yield (logits, tap) for one forward pass with ``layers`` captured as GAIA hooks them
+    (``tap.outputs``), ``module_outputs`` at the module's output (``tap.module_outputs``),
     the inputs of the ``inputs_of`` modules (``tap.inputs``) and the detached outputs of
     ``keep_outputs`` (``tap.kept``).
 
@@ -209,15 +247,16 @@ def tapped_forward(model, x, layers, inputs_of=(), device=None, input_leaf=False
     """
     x = prepare_input(model, x, device)
     layout = model_layout(model, x)
-    for name in [*layers, *keep_outputs]:
+    for name in [*layers, *keep_outputs, *module_outputs]:
         layout.info(name)  # validate names before running anything
     with activation_gradients_only(model), torch.inference_mode(False), torch.enable_grad():
-        tap = Tap(model, layout, layers, inputs_of, keep_outputs)
+        tap = Tap(model, layout, layers, inputs_of, keep_outputs, module_outputs)
         if input_leaf:
             x = tap.input = x.detach().requires_grad_()
         try:
             logits = model(x)
             missing = [name for name in layers if name not in tap.outputs]
+            missing += [name for name in module_outputs if name not in tap.module_outputs]
             if missing:
                 raise LayerError(f"layers did not run in the forward pass: {missing}")
             if not logits.requires_grad:

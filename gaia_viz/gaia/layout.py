@@ -4,10 +4,23 @@ default layers.
 A *feature layer* is a module called once per forward pass whose output is a 4-D feature
 map (``(B, C, H, W)``, or channels-last ``(B, H, W, C)`` for a LayerNorm over the last
 dimension); layers are named as in ``model.named_modules()``.
+
+"The gradient at a norm layer" is the gradient with respect to the normalised tensor before
+any activation. A module that fuses the two (timm's ``BatchNormAct2d``, ``GroupNormAct``,
+``LayerNormAct2d``, ...: a norm with an ``act`` child) is therefore hooked at its activation's
+input (:attr:`LayerInfo.activation`), so it scores exactly like the same norm followed by a
+separate activation module.
+
+A model may declare its own GAIA defaults as an attribute ``gaia_defaults`` holding a
+:class:`GaiaLayerDefaults` (Big Transfer's ResNet-v2 declares the paper's layers); the
+generic rules below apply to whatever it leaves as None.
+
+Token models (ViT, DeiT, Swin) are refused for GAIA (:data:`TOKEN_MODEL_REASON`).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -25,6 +38,35 @@ NORM_TYPES = (
     nn.GroupNorm,
     nn.LayerNorm,
 )
+# norms that are not subclasses of torch's own (torchvision's FrozenBatchNorm2d, timm's
+# FrozenBatchNormAct2d, RmsNorm2d, ...) are recognised by their class name
+NORM_CLASS_NAME = re.compile(r"(Batch|Group|Layer|Instance|Rms)Norm")
+FUSED_ACTIVATION_CHILD = "act"  # timm's norm+activation modules keep the activation here
+TOKEN_MODEL_REASON = (
+    "GAIA (Chen et al., NeurIPS 2023) is defined on convolutional feature maps and is not "
+    "defined for token models (ViT, DeiT, Swin): GAIA-Z counts the exact zeros that "
+    "piecewise-linear activations (ReLU) put into gradients, and these models use GELU, whose "
+    "gradients are never exactly zero, so every ratio is 1; GAIA-A averages gradients over the "
+    "spatial positions that a global pooling reads, while these models read a class token or "
+    "pool tokens after attention mixed them. Use a convolutional model for GAIA, or the "
+    "output- and feature-based methods (msp, energy, maxlogit, odin, react, knn, mahalanobis) "
+    "for this one."
+)
+
+
+@dataclass(frozen=True)
+class GaiaLayerDefaults:
+    """GAIA layers a model declares as its defaults, by module name (None = the generic rule).
+
+    A model declares them with an attribute (or property) ``gaia_defaults`` holding one.
+    """
+
+    zero_layers: tuple[str, ...] | None = None
+    inner_layers: tuple[str, ...] | None = None
+    head_layer: str | None = None
+
+
+NO_DECLARED_DEFAULTS = GaiaLayerDefaults()
 
 
 @dataclass(frozen=True)
@@ -40,6 +82,11 @@ class LayerInfo:
     order: int  # completion order in the forward pass
     modified_in_place: bool  # a later op writes into this output (needs a copy)
     is_norm: bool
+    # a norm fused with an activation: the activation child's module name and class; the
+    # layer's hooked tensor is that child's input (the normalised, pre-activation tensor)
+    activation: str | None = None
+    activation_kind: str | None = None
+    activation_input_modified_in_place: bool = False  # the activation runs in place
 
     @property
     def positions(self) -> int:
@@ -60,6 +107,9 @@ class ModelLayout:
     # features: nn.Linear, or a 1x1 nn.Conv2d applied to a 1x1 map (BiT's head.conv)
     classifier_layers: tuple[tuple[str, int], ...]
     num_classes: int
+    declared: GaiaLayerDefaults = NO_DECLARED_DEFAULTS  # the model's own ``gaia_defaults``
+    # why GAIA is refused for this model (a token model), naming the module that shows it
+    token_model: str | None = None
 
     def info(self, name: str) -> LayerInfo:
         for layer in self.feature_layers:
@@ -76,12 +126,21 @@ class ModelLayout:
     def norm_layers(self) -> list[str]:
         return [layer.name for layer in self.feature_layers if layer.is_norm]
 
+    def check_gaia_defined(self) -> None:
+        """LayerError when GAIA is not defined for this model (a token model)."""
+        if self.token_model is not None:
+            raise LayerError(f"{TOKEN_MODEL_REASON} (found: {self.token_model})")
+
     def default_zero_layers(self) -> list[str]:
-        """GAIA-Z default: every normalisation layer over feature maps.
+        """GAIA-Z default: the model's declared layers, else every normalisation layer over
+        feature maps.
 
         Fallback for models without normalisation layers: every Conv2d output (its
         gradient is zero where a following ReLU was inactive), with a warning.
         """
+        self.check_gaia_defined()
+        if self.declared.zero_layers is not None:
+            return self._declared(self.declared.zero_layers)
         if self.norm_layers:
             return self.norm_layers
         convs = [layer.name for layer in self.feature_layers if layer.kind == "Conv2d"]
@@ -96,18 +155,34 @@ class ModelLayout:
         )
         return convs
 
-    def default_head_layer(self) -> str:
-        """GAIA-A default head: the last feature map with spatial extent, i.e. the tensor
-        the global pooling reads (``layer4`` in torchvision ResNets, ``layer3`` in CIFAR
-        ResNets)."""
+    def _declared(self, names: Sequence[str]) -> list[str]:
+        for name in names:
+            self.info(name)  # a declaration naming a layer the model lacks is a bug: say so
+        return list(names)
+
+    def pooled_map_layer(self) -> str:
+        """The last feature map with spatial extent, i.e. the tensor the global pooling reads
+        (``layer4`` in torchvision ResNets, ``layer3`` in CIFAR ResNets)."""
         spatial = [layer for layer in self.feature_layers if layer.height * layer.width > 1]
         if not spatial:
             raise LayerError("no feature map with spatial extent: pass head_layer explicitly")
         return spatial[-1].name
 
+    def default_head_layer(self) -> str:
+        """GAIA-A default head: the model's declared head layer (BiT: ``before_head``, the
+        pooled vector fed to the head), else :meth:`pooled_map_layer`."""
+        self.check_gaia_defined()
+        if self.declared.head_layer is not None:
+            return self._declared([self.declared.head_layer])[0]
+        return self.pooled_map_layer()
+
     def default_inner_layers(self) -> list[str]:
-        """GAIA-A default inner layers: the GAIA-Z layers of the last two stages, a stage
-        being a run of layers at the same spatial resolution."""
+        """GAIA-A default inner layers: the model's declared ones, else the GAIA-Z default
+        layers of the last two stages, a stage being a run of layers at the same spatial
+        resolution."""
+        self.check_gaia_defined()
+        if self.declared.inner_layers is not None:
+            return self._declared(self.declared.inner_layers)
         layers = [self.info(name) for name in self.default_zero_layers()]
         resolutions: list[tuple[int, int]] = []
         for layer in layers:
@@ -131,7 +206,8 @@ class ModelLayout:
 
     def resolve_layers(self, layers: Sequence[str] | str | None, default) -> list[str]:
         """``layers`` validated (unknown names raise LayerError naming the hookable ones),
-        de-duplicated in order; ``default()`` when None."""
+        de-duplicated in order; ``default()`` when None. LayerError for a token model."""
+        self.check_gaia_defined()
         if layers is None:
             return list(default())
         if isinstance(layers, str):
@@ -154,6 +230,7 @@ class ModelLayout:
     def resolve_head_layer(self, head_layer: str | None = None) -> str:
         """GAIA-A head layer: ``head_layer`` validated (a classifier must run after it), or
         :meth:`default_head_layer`."""
+        self.check_gaia_defined()
         head = head_layer if head_layer is not None else self.default_head_layer()
         self.info(head)
         self.classifier_after(head)
@@ -183,11 +260,55 @@ def _is_classifier(module: nn.Module, input_shape: tuple | None) -> bool:
             and input_shape is not None and len(input_shape) == 4 and input_shape[2:] == (1, 1))
 
 
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, NORM_TYPES) or bool(NORM_CLASS_NAME.search(type(module).__name__))
+
+
+def _fused_activation(module: nn.Module) -> nn.Module | None:
+    """The activation a norm module applies to its own output (timm's ``*NormAct*``), if any."""
+    act = getattr(module, FUSED_ACTIVATION_CHILD, None)
+    if _is_norm(module) and isinstance(act, nn.Module) and not isinstance(act, nn.Identity):
+        return act
+    return None
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+
+
+def _token_model_evidence(records: dict[str, dict]) -> str | None:
+    """Why the model is a token model (ViT, DeiT, Swin), naming a module; None for others."""
+    for name, rec in records.items():
+        if _is_norm(rec["module"]) and len(rec["shape"]) == 3:
+            return f"{name} normalises a token sequence of shape {rec['shape']}"
+        if _is_attention(rec["module"]):
+            return f"{name} is a {type(rec['module']).__name__} (attention between tokens)"
+    return None
+
+
+def declared_defaults(model: nn.Module) -> GaiaLayerDefaults:
+    """The model's own ``gaia_defaults`` (:class:`GaiaLayerDefaults`), or none declared."""
+    declared = getattr(model, "gaia_defaults", None)
+    if declared is None:
+        return NO_DECLARED_DEFAULTS
+    if not isinstance(declared, GaiaLayerDefaults):
+        raise ModelError(f"{type(model).__name__}.gaia_defaults must be a GaiaLayerDefaults, "
+                         f"not {type(declared).__name__}")
+    return declared
+
+
 def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
     records: dict[str, dict] = {}
     calls: dict[str, int] = {}
+    first_inputs: dict[str, tuple[Tensor, int]] = {}  # first call's first input, its version
     order = [0]
     handles = []
+
+    def record_input(name: str):
+        def pre_hook(_module, args):
+            if name not in first_inputs and args and isinstance(args[0], Tensor):
+                first_inputs[name] = (args[0], args[0]._version)
+        return pre_hook
 
     def make_hook(name: str, module: nn.Module):
         def hook(_module, inputs, output):
@@ -206,6 +327,7 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
         with activation_gradients_only(model), torch.no_grad(), torch.inference_mode(False):
             for name, module in model.named_modules():
                 if name:
+                    handles.append(module.register_forward_pre_hook(record_input(name)))
                     handles.append(module.register_forward_hook(make_hook(name, module)))
             logits = model(x)
     except Exception as exc:  # the model cannot run this input at all
@@ -235,12 +357,21 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
             _, channels, height, width = rec["shape"]
         else:
             _, height, width, channels = rec["shape"]
+        activation = _fused_activation(module)
+        act_name = f"{name}.{FUSED_ACTIVATION_CHILD}" if activation is not None else None
+        if act_name is not None and (calls.get(act_name) != 1 or act_name not in first_inputs
+                                     or tuple(first_inputs[act_name][0].shape) != rec["shape"]):
+            act_name = None  # not the simple "norm, then act on it once" a fused norm is
         feature_layers.append(
             LayerInfo(
                 name=name, kind=type(module).__name__, channels=channels, height=height,
                 width=width, channel_dim=channel_dim, order=rec["order"],
                 modified_in_place=rec["output"]._version != rec["version"],
-                is_norm=isinstance(module, NORM_TYPES),
+                is_norm=_is_norm(module),
+                activation=act_name,
+                activation_kind=type(activation).__name__ if act_name else None,
+                activation_input_modified_in_place=bool(
+                    act_name and first_inputs[act_name][0]._version != first_inputs[act_name][1]),
             )
         )
     feature_layers.sort(key=lambda layer: layer.order)
@@ -248,5 +379,6 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
         feature_layers=tuple(feature_layers),
         classifier_layers=tuple(sorted(classifier_layers, key=lambda item: item[1])),
         num_classes=int(logits.shape[1]),
+        declared=declared_defaults(model),
+        token_model=_token_model_evidence(records),
     )
-

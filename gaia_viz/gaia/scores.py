@@ -16,6 +16,13 @@ from torch import Tensor, nn
 from gaia_viz.errors import LayerError
 from gaia_viz.gaia.autograd import grads, prepare_input, reduced_grads, tapped_forward
 from gaia_viz.gaia.layout import LayerInfo, model_layout
+from gaia_viz.gaia.zeros import (
+    activation_kinds,
+    exact_zero_fraction,
+    lacks_exact_zeros,
+    no_exact_zeros_note,
+    warn_no_exact_zeros,
+)
 
 
 
@@ -39,6 +46,16 @@ class GaiaResult:
     features: Tensor | None = None  # input of the classifier head (penultimate), when asked
     input_grad: Tensor | None = None  # d input_objective / d x, when asked (on x's device)
     kept: dict[str, Tensor] = field(default_factory=dict)  # keep_outputs: detached, on x's device
+    # GAIA-Z's data-dependent exact zeros per sample (:func:`gaia_viz.gaia.zeros.exact_zero_fraction`)
+    exact_zero_fraction: Tensor | None = None
+    exact_zeros_note: str | None = None  # the warning when the batch has almost none
+
+    @property
+    def lacks_exact_zeros(self) -> bool:
+        """True when GAIA-Z was computed and its gradients hold almost no exact zeros, so the
+        score carries no information (``exact_zeros_note`` says why)."""
+        return self.exact_zero_fraction is not None and lacks_exact_zeros(
+            float(self.exact_zero_fraction.mean()))
 
     @property
     def predictions(self) -> Tensor:
@@ -126,12 +143,15 @@ def _zero_pass(result, logits, tap, layout, layers):
         for name in layers:  # to the CPU after the pass: a copy inside a hook would stall it
             info = layout.info(name)
             result.nonzero_ratio[name] = counts[name].cpu().double() / info.positions
+        result.exact_zero_fraction = torch.as_tensor(exact_zero_fraction(
+            torch.cat([result.nonzero_ratio[n] for n in layers], 1).numpy(),
+            [result.nonzero_ratio[n].shape[1] for n in layers]))
     return run
 
 
 def _output_component_pass(result, logits, tap, layout, head):
     def run(retain_graph):
-        (head_grad,) = grads(F.log_softmax(logits, dim=1).sum(), [tap.outputs[head]], retain_graph)
+        (head_grad,) = grads(F.log_softmax(logits, dim=1).sum(), [tap.module_outputs[head]], retain_graph)
         per_channel = _channel_mean(head_grad, layout.info(head))
         result.output_component = per_channel.abs().mean(1).sqrt().double().cpu()
     return run
@@ -156,7 +176,7 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
                  inner_layers: Sequence[str] | None = None, head_layer: str | None = None,
                  device=None, zero: bool = True, average: bool = True,
                  capture_features: bool = False, input_objective=None,
-                 keep_outputs: Sequence[str] = ()) -> GaiaResult:
+                 keep_outputs: Sequence[str] = (), warn_without_zeros: bool = True) -> GaiaResult:
     """Everything GAIA computes for a batch, per sample and per layer, in one forward.
 
     ``layers``: GAIA-Z layers (None = every normalisation layer over feature maps);
@@ -169,6 +189,11 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
     ``input_objective`` (a function of the logits) adds its gradient with respect to the
     input (``result.input_grad``, on the input's device). With both GAIA parts off, the
     pass computes just what those ask for.
+
+    When the GAIA-Z gradients of the batch hold almost no exact zeros (smooth activations:
+    :mod:`gaia_viz.gaia.zeros`), ``result.lacks_exact_zeros`` is set, ``exact_zeros_note``
+    says why and, with ``warn_without_zeros``, a :class:`~gaia_viz.gaia.zeros.NoExactZerosWarning`
+    is issued (the sweep judges whole data sets instead and records a note).
     """
     from gaia_viz.models.heads import classifier_head
 
@@ -181,8 +206,8 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
         linear = layout.classifier_after(head)
     else:
         inner, head, linear = [], None, None
-    taps = list(dict.fromkeys(zero_layers + inner + ([head] if head else [])))
-    if not taps and input_objective is None:
+    taps = list(dict.fromkeys(zero_layers + inner))
+    if not taps and head is None and input_objective is None:
         raise LayerError("nothing to compute: both GAIA-Z and GAIA-A are switched off")
 
     result = GaiaResult(logits=torch.empty(0), zero_layers=zero_layers, inner_layers=inner,
@@ -190,6 +215,7 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
     classifier = classifier_head(model) if capture_features else None
     inputs_of = list(dict.fromkeys(n for n in (linear, classifier and classifier.name) if n))
     with tapped_forward(model, x, taps, inputs_of=inputs_of, keep_outputs=keep_outputs,
+                        module_outputs=[head] if head else [],
                         input_leaf=input_objective is not None) as (logits, tap):
         result.logits = logits.detach().float().cpu()
         if classifier is not None:
@@ -206,6 +232,11 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
             passes.append(_input_pass(result, logits, tap, input_objective))
         for i, run_pass in enumerate(passes):
             run_pass(retain_graph=i < len(passes) - 1)
+    if result.lacks_exact_zeros:
+        result.exact_zeros_note = no_exact_zeros_note(float(result.exact_zero_fraction.mean()),
+                                                      activation_kinds(model))
+        if warn_without_zeros:
+            warn_no_exact_zeros(result.exact_zeros_note)
     return result
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +46,33 @@ def _read_safetensors(data: bytes, origin: str) -> dict[str, torch.Tensor]:
         return load_safetensors_bytes(data)
     except Exception as exc:  # safetensors raises its own SafetensorError and others
         raise CheckpointError(f"{origin} is not a readable .safetensors file ({exc})") from exc
+
+
+def _looks_like_npz(data: bytes) -> bool:
+    """A zip archive whose members are all ``.npy`` arrays (a PyTorch zip holds ``data.pkl``)."""
+    if data[:4] != b"PK\x03\x04":
+        return False
+    try:
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return bool(names) and all(name.endswith(".npy") for name in names)
+
+
+def _read_npz(data: bytes, origin: str) -> dict[str, torch.Tensor]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except ValueError as exc:  # "Object arrays cannot be loaded when allow_pickle=False"
+        if "allow_pickle" in str(exc):
+            raise CheckpointError(f"{origin}: {REFUSED_PICKLE_MESSAGE}") from exc
+        raise CheckpointError(f"{origin} is not a readable .npz archive ({exc})") from exc
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError on truncated members
+        raise CheckpointError(f"{origin} is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+    not_numeric = [k for k, a in arrays.items() if a.dtype.kind not in "fiub"]
+    if not_numeric:
+        raise CheckpointError(f"{origin} holds arrays that are not numbers: {_capped(not_numeric)}")
+    return {key: torch.from_numpy(np.ascontiguousarray(array)) for key, array in arrays.items()}
 
 
 # Opcodes by which a pickle imports a callable and calls it: what "runs code" means here.
@@ -111,8 +140,8 @@ def _unwrap(obj: object, origin: str) -> dict[str, torch.Tensor]:
 def load_state_dict_file(source: str | Path | bytes) -> dict[str, torch.Tensor]:
     """Read a checkpoint (path or raw bytes) into a ``{name: tensor}`` dict on the CPU.
 
-    The format is recognised by content (safetensors header vs. PyTorch zip/pickle), so uploaded
-    bytes need no file name. Raises :class:`CheckpointError` for missing, corrupt, truncated or
+    The format is recognised by content (safetensors header, a zip of ``.npy`` arrays, or a
+    PyTorch zip/pickle), so uploaded bytes need no file name. Raises :class:`CheckpointError` for missing, corrupt, truncated or
     code-running files.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -128,6 +157,8 @@ def load_state_dict_file(source: str | Path | bytes) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{origin} is empty")
     if _looks_like_safetensors(data[:9]):
         return _unwrap(_read_safetensors(data, origin), origin)
+    if _looks_like_npz(data):
+        return _unwrap(_read_npz(data, origin), origin)
     return _unwrap(_read_torch(data, origin), origin)
 
 

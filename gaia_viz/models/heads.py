@@ -5,8 +5,9 @@ features") and some re-apply the head to changed features. Two kinds of head are
 
 * an ``nn.Linear`` (torchvision, CIFAR ResNets, timm): the last one in
   ``model.named_modules()`` order;
-* a 1x1 ``nn.Conv2d`` on the pooled ``(B, D, 1, 1)`` map that is the model's last module
-  (Big Transfer's ``head.conv``). A 1x1 convolution on a spatial map followed by pooling
+* a 1x1 ``nn.Conv2d`` on the pooled ``(B, D, 1, 1)`` map that is the model's last module,
+  or followed only by a ``Flatten`` / ``Identity`` / dropout (Big Transfer's ``head.conv``,
+  timm's ResNet-v2 ``head.fc``). A 1x1 convolution on a spatial map followed by pooling
   (SqueezeNet) is not a head of pooled features and is refused.
 """
 
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from gaia_viz.errors import ModelError
+
+# modules that may follow a conv head: they change no value (Flatten only drops 1x1 dims)
+SHAPE_ONLY_MODULES = (nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,13 @@ def classifier_head(model: nn.Module) -> ClassifierHead:
             linear = (name, module)
     if linear is not None:
         return ClassifierHead(*linear)
-    name, last = modules[-1]
-    if isinstance(last, nn.Conv2d) and tuple(last.kernel_size) == (1, 1) and last.groups == 1:
-        return ClassifierHead(name, last)
+    leaves = [(n, m) for n, m in modules if not any(True for _ in m.children())]
+    while leaves and isinstance(leaves[-1][1], SHAPE_ONLY_MODULES):
+        leaves.pop()
+    if leaves:
+        name, last = leaves[-1]
+        if isinstance(last, nn.Conv2d) and tuple(last.kernel_size) == (1, 1) and last.groups == 1:
+            return ClassifierHead(name, last)
     raise ModelError(
         f"{type(model).__name__} has no nn.Linear classifier head (nor a 1x1 convolution on the "
         "pooled features as its last module, like BiT's head.conv); GAIA-A and the "

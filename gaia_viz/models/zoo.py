@@ -7,19 +7,22 @@ Names:
     folder (``$GAIA_VIZ_DATA_ROOT/models/cifar10_resnet{20,56}.th``).
   * ``"gaia_resnet18|34"``: the GAIA paper's CIFAR ResNets (:mod:`.gaia_resnet`); no bundled
     weights, so pass a checkpoint (or ``pretrained=False`` for random weights).
+  * ``"BiT-S-R50x1"`` ... ``"BiT-M-R152x4"``: Big Transfer's ResNet-v2, the GAIA paper's
+    ImageNet models (:mod:`.bit`); no bundled weights, so pass a checkpoint (GradNorm's and
+    GAIA's ``.pth.tar`` or Big Transfer's ``.npz``) or ``pretrained=False``.
   * any torchvision classification model (``"resnet50"``, ``"tv:vit_b_16"``), with its default
     ImageNet weights taken from the torch hub cache; downloading only with ``allow_download``.
+  * any timm model (``"timm:resnet50"``, ``"timm:convnext_atto.d2_in1k"``), with its default
+    pretrained weights from the local Hugging Face hub cache (:mod:`.timm_zoo`); downloading
+    only with ``allow_download``.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import threading
+from collections.abc import Mapping
 from pathlib import Path
-from unittest import mock
-from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -27,15 +30,20 @@ from torch import nn
 
 from ..errors import CheckpointError, ModelError
 from ..settings import SHARED_DATA_ROOT, data_root
+from .bit import BIT_NAMES, bit_model, bit_num_classes, bit_state_dict
 from .checkpoints import infer_num_classes, load_checkpoint_into, load_state_dict_file
 from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from .gaia_resnet import GAIA_RESNET_STAGES, GaiaResNet
+from .hub import torch_hub_weights
+from .timm_zoo import build_timm, timm_model_names, timm_name, timm_num_classes
 
 CIFAR_NAMES = tuple(f"cifar_resnet{d}" for d in CIFAR_RESNET_DEPTHS)
 GAIA_NAMES = tuple(f"gaia_resnet{d}" for d in GAIA_RESNET_STAGES)
 SHARED_CIFAR_CHECKPOINTS = {20: "cifar10_resnet20.th", 56: "cifar10_resnet56.th"}
 TORCHVISION_PREFIX = "tv:"
-_HUB_PATCH_LOCK = threading.Lock()  # the torchvision loader is patched process-wide while building
+# DenseNet's published weights name layers "norm.1", as its modules were once named
+DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def shared_data_root() -> Path:
@@ -49,9 +57,11 @@ def torchvision_model_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def list_models() -> list[str]:
-    """Every name :func:`load_model` accepts (torchvision ones also with a ``tv:`` prefix)."""
-    return ["demo", *CIFAR_NAMES, *GAIA_NAMES, *torchvision_model_names()]
+def list_models(include_timm: bool = True) -> list[str]:
+    """Every name :func:`load_model` accepts (torchvision ones also with a ``tv:`` prefix; timm
+    architectures as ``timm:NAME``, a pretrained tag may be added: ``timm:resnet50.a1_in1k``)."""
+    names = ["demo", *CIFAR_NAMES, *GAIA_NAMES, *BIT_NAMES, *torchvision_model_names()]
+    return names + timm_model_names() if include_timm else names
 
 
 def _torchvision_name(name: str) -> str | None:
@@ -60,7 +70,7 @@ def _torchvision_name(name: str) -> str | None:
 
 
 def _unknown_model(name: str) -> ModelError:
-    close = difflib.get_close_matches(name, list_models(), n=3)
+    close = difflib.get_close_matches(name, list_models(include_timm=False), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return ModelError(f"unknown model {name!r}.{hint} See gaia_viz.models.list_models().")
 
@@ -70,7 +80,9 @@ def default_preset(name: str, num_classes: int | None = None) -> str:
 
     The shared CIFAR ResNet checkpoints were trained on 32x32 inputs with ImageNet mean/std,
     hence ``cifar-imagenet-norm``; GAIA's ResNets use CIFAR statistics (``gaia-cifar100`` when
-    ``num_classes`` is 100); torchvision models expect ``imagenet224``.
+    ``num_classes`` is 100); BiT models ``bit480`` (the GAIA/GradNorm ImageNet setup: 480 x 480,
+    mean/std 0.5); torchvision and timm models ``imagenet224`` (a timm model whose pretrained
+    config normalises otherwise, ``timm.data.resolve_data_config``, needs ``--preset``).
     """
     if name == "demo":
         return "demo-mnist28"
@@ -78,50 +90,56 @@ def default_preset(name: str, num_classes: int | None = None) -> str:
         return "cifar-imagenet-norm"
     if name in GAIA_NAMES:
         return "gaia-cifar100" if num_classes == 100 else "gaia-cifar10"
-    if _torchvision_name(name):
+    if name in BIT_NAMES:
+        return "bit480"
+    if _torchvision_name(name) or timm_name(name):
         return "imagenet224"
     raise _unknown_model(name)
 
 
-def head_module(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The classifier head: the last ``nn.Linear`` in ``named_modules()`` order, with its name."""
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ModelError(
-            f"{type(model).__name__} has no nn.Linear classifier head (e.g. its head is a "
-            "convolution); GAIA-A and feature-based detectors need a linear head."
-        )
-    return linears[-1]
+def _torchvision_build_arguments(name: str, weights) -> dict:
+    """The builder arguments torchvision's own loading of ``weights`` sets for ``name`` (its
+    per-model fix-ups), so that ``get_model(name, weights=None, **these)`` is the architecture
+    the weights were made for."""
+    arguments = {"num_classes": len(weights.meta["categories"])}
+    if name.startswith("vit_"):
+        arguments["image_size"] = weights.meta["min_size"][0]
+    elif name.startswith("maxvit_"):
+        arguments["input_size"] = weights.meta["min_size"]
+    elif name in ("inception_v3", "googlenet"):
+        # the weights expect ImageNet-normalised input re-scaled inside the model, and include
+        # the auxiliary heads, which torchvision drops from GoogLeNet after loading
+        arguments.update(transform_input=True, aux_logits=True, init_weights=False)
+    elif name.startswith("vgg"):
+        arguments["init_weights"] = False
+    return arguments
 
 
-def hub_checkpoint_path(url: str) -> Path:
-    """Where ``torch.hub`` caches the file behind ``url``: ``<hub dir>/checkpoints/<file name>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+def _torchvision_state_dict(name: str, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The published file's tensors under the model's current key names (DenseNet's old ones)."""
+    if not name.startswith("densenet"):
+        return dict(state_dict)
+    renamed = {}
+    for key, tensor in state_dict.items():
+        old = DENSENET_OLD_KEY.match(key)
+        renamed[old.group(1) + old.group(2) if old else key] = tensor
+    return renamed
 
 
-def _fetch_torchvision_weights(name: str, weights, allow_download: bool) -> Path:
-    path = hub_checkpoint_path(weights.url)
-    if path.is_file():
-        return path
-    if not allow_download:
-        raise ModelError(
-            f"pretrained weights for {name} are not cached: looked for {path}. Download them "
-            f"(allow downloads, or fetch {weights.url} to that path), or use pretrained=False."
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hash_prefix = re.search(r"-([a-f0-9]*)\.", path.name)
-    try:
-        torch.hub.download_url_to_file(
-            weights.url, str(path), hash_prefix.group(1) if hash_prefix else None, progress=False
-        )
-    except Exception as exc:
-        raise ModelError(f"could not download {weights.url} to {path}: {exc}") from exc
-    return path
+def _after_torchvision_loading(name: str, model: nn.Module) -> nn.Module:
+    if name == "googlenet":  # as torchvision: its pretrained GoogLeNet has no auxiliary heads
+        model.aux_logits = False
+        model.aux1 = None
+        model.aux2 = None
+    return model
 
 
 def _build_torchvision(
     name: str, num_classes: int | None, pretrained: bool, allow_download: bool
 ) -> nn.Module:
+    """torchvision's ``name``: random init, or its DEFAULT weights read from the torch hub cache
+    with the safe loader (built with ``weights=None``; torchvision's per-model fix-ups for
+    its weights are re-applied here)."""
     if not pretrained:
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
         return torchvision.models.get_model(name, weights=None, **kwargs)
@@ -132,20 +150,14 @@ def _build_torchvision(
             f"pretrained {name} weights have {categories} classes, not {num_classes}; "
             "pass a checkpoint for your head or pretrained=False."
         )
-    path = _fetch_torchvision_weights(name, weights, allow_download)
-
-    def read_cached(url, *args, **kwargs):  # replaces torch.hub.load_state_dict_from_url
-        return load_state_dict_file(hub_checkpoint_path(url))
-
-    # Building through torchvision keeps its per-model fix-ups (DenseNet key renames, Inception's
-    # aux head, ...); only the file reading is swapped for the weights_only loader above.
-    with _HUB_PATCH_LOCK, mock.patch.object(
-        torchvision.models._api, "load_state_dict_from_url", read_cached
-    ):
-        try:
-            return torchvision.models.get_model(name, weights=weights)
-        except CheckpointError as exc:
-            raise ModelError(f"cached weights {path} are unusable ({exc}); delete the file") from exc
+    path = torch_hub_weights(name, weights.url, allow_download)
+    model = torchvision.models.get_model(name, weights=None, **_torchvision_build_arguments(name, weights))
+    try:
+        state_dict = _torchvision_state_dict(name, load_state_dict_file(path))
+        load_checkpoint_into(model, state_dict)
+    except CheckpointError as exc:
+        raise ModelError(f"cached weights {path} are unusable ({exc}); delete the file") from exc
+    return _after_torchvision_loading(name, model)
 
 
 def _shared_cifar_checkpoint(depth: int) -> Path:
@@ -188,10 +200,10 @@ def load_model(
         return load_demo_model().to(device).eval()
 
     state_dict = load_state_dict_file(checkpoint) if checkpoint is not None else None
-    if state_dict is not None and num_classes is None:
-        num_classes = infer_num_classes(state_dict)
 
     if name in CIFAR_NAMES or name in GAIA_NAMES:
+        if state_dict is not None and num_classes is None:
+            num_classes = infer_num_classes(state_dict)
         depth = int(name.rsplit("resnet", 1)[1])
         classes = num_classes or 10
         model = cifar_resnet(depth, classes) if name in CIFAR_NAMES else GaiaResNet(depth, classes)
@@ -202,7 +214,23 @@ def load_model(
                     "or pretrained=False for random weights."
                 )
             state_dict = load_state_dict_file(_shared_cifar_checkpoint(depth))
+    elif name in BIT_NAMES:
+        if state_dict is None and pretrained:
+            raise ModelError(
+                f"{name} has no bundled weights: pass a checkpoint (GradNorm's and GAIA's "
+                f"{name}-flat-finetune.pth.tar, or Big Transfer's {name}.npz), or pretrained=False."
+            )
+        if state_dict is not None:
+            state_dict = bit_state_dict(state_dict)
+            num_classes = num_classes or bit_num_classes(state_dict)
+        model = bit_model(name, num_classes or 1000)
+    elif (bare_timm := timm_name(name)) is not None:
+        if state_dict is not None and num_classes is None:
+            num_classes = timm_num_classes(bare_timm, state_dict)
+        model = build_timm(bare_timm, num_classes, pretrained and state_dict is None, allow_download)
     elif (tv_name := _torchvision_name(name)) is not None:
+        if state_dict is not None and num_classes is None:
+            num_classes = infer_num_classes(state_dict)
         use_hub_weights = pretrained and state_dict is None
         model = _build_torchvision(tv_name, num_classes, use_hub_weights, allow_download)
     else:
