@@ -10,8 +10,10 @@ from pathlib import Path
 import streamlit as st
 
 from gaia_viz.allocator import retain_freed_memory
+from gaia_viz.app.paths import hide_error_details_when_served
 from gaia_viz.app.setup import sidebar
 
+hide_error_details_when_served()  # served to others: no tracebacks with server paths in the browser
 retain_freed_memory()  # GAIA's backward passes stay free of page faults (see gaia_viz.allocator)
 
 HERE = Path(__file__).resolve().parent

@@ -38,10 +38,11 @@ from typing import Sequence
 
 import streamlit as st
 
-from gaia_viz.app.paths import check_allowed, check_spec_allowed, escape_markdown, restriction_active
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.cache import stable_hash
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.paths import check_allowed, check_text, echo, path_policy
 from gaia_viz.settings import resolve_device
 
 DEFAULT_MAX_SAMPLES = 1000
@@ -151,7 +152,9 @@ def _cached_model(name: str, checkpoint_path: str | None, checkpoint_digest: str
 
 @st.cache_resource(max_entries=64, show_spinner="Opening images…")
 def _cached_source(spec: str, preset: str, ood_policy: str, data_root: str | None,
-                   name: str, max_samples: int | None):
+                   name: str, max_samples: int | None, path_policy: str):
+    """``path_policy`` (:meth:`gaia_viz.paths.PathPolicy.describe`) is in the key: a set opened
+    where every path may be read is not handed out where paths are restricted."""
     from gaia_viz.data.sources import open_source
 
     return open_source(spec, preset, ood_policy=ood_policy, data_root=data_root, name=name,
@@ -232,13 +235,13 @@ def _checkpoint_widgets(kind: str, required: bool) -> dict:
             digests[upload.file_id] = _digest(data)
         return dict(checkpoint=f"upload:{upload.name}", data=data, digest=digests[upload.file_id])
     if path:
+        check_allowed(path, "checkpoint")
         expanded = str(Path(path).expanduser())
-        check_allowed(expanded)
         if Path(expanded).is_dir():
-            raise GaiaVizError(f"checkpoint {expanded} is a folder; give the path of the weights file "
+            raise GaiaVizError(f"checkpoint {echo(path)} is a folder; give the path of the weights file "
                                "(.pt, .pth, .th or .safetensors) inside it")
         if not Path(expanded).is_file():
-            raise GaiaVizError(f"checkpoint {expanded} does not exist on the server; check the path "
+            raise GaiaVizError(f"checkpoint {echo(path)} does not exist on the server; check the path "
                                "or upload the file")
         return dict(checkpoint=expanded, data=None, digest=_file_digest(expanded))
     if required:
@@ -368,15 +371,16 @@ def _data_widgets(data_root: str) -> _Choice:
 def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | None):
     """Open the ID, fit and OOD sets the data widgets named: (id_set, ood_sets, fit_set, sources)."""
     root = data_root or None
-    for _name, spec in [values["id"], *([values["fit"]] if values["fit"] else []), *values["ood"]]:
-        check_spec_allowed(spec)
+    for name, _spec in values["ood"]:
+        check_text(name, "data set name")
+    paths_key = path_policy().describe()  # the paths themselves are checked by open_source
     id_name, id_spec = values["id"]
-    id_set = _cached_source(id_spec, preset, id_policy(preset), root, id_name, max_samples)
+    id_set = _cached_source(id_spec, preset, id_policy(preset), root, id_name, max_samples, paths_key)
     sources = {id_name: id_spec}
     fit_set = None
     if values["fit"] is not None:
         fit_name, fit_spec = values["fit"]
-        fit_set = _cached_source(fit_spec, preset, id_policy(preset), root, fit_name, max_samples)
+        fit_set = _cached_source(fit_spec, preset, id_policy(preset), root, fit_name, max_samples, paths_key)
         sources[fit_name] = fit_spec
     policies = _policies(values["policy"])
     ood_sets = {}
@@ -385,24 +389,9 @@ def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | Non
             name = f"{base} ({policy})" if len(policies) > 1 else base
             if name in ood_sets or name == id_name:
                 raise GaiaVizError(f"two data sets are named {name!r}; give the OOD sets distinct names")
-            ood_sets[name] = _cached_source(spec, preset, policy, root, name, max_samples)
+            ood_sets[name] = _cached_source(spec, preset, policy, root, name, max_samples, paths_key)
             sources[name] = spec
-    if restriction_active():
-        for image_set in [id_set, fit_set, *ood_sets.values()]:
-            _check_files_allowed(image_set)
     return id_set, ood_sets, fit_set, sources
-
-
-def _check_files_allowed(image_set) -> None:
-    """DataError when a file of ``image_set`` resolves outside the allowed data roots (a symlink
-    inside an allowed folder that points elsewhere)."""
-    path_of = getattr(image_set, "path", None)
-    if image_set is None or not callable(path_of):
-        return
-    for i in range(len(image_set)):
-        path = path_of(i)
-        if path is not None:
-            check_allowed(path)
 
 
 def checked_data_root() -> tuple[str, str | None]:
@@ -412,9 +401,9 @@ def checked_data_root() -> tuple[str, str | None]:
     if not root or root == default_data_root():
         return root, None
     try:
-        check_allowed(root)
+        check_allowed(root, "data root")
     except GaiaVizError as exc:
-        return "", f"data root refused: {exc}"
+        return "", str(exc)
     return root, None
 
 
