@@ -14,7 +14,7 @@ from typing import Sequence
 
 from gaia_viz.allocator import retain_freed_memory
 from gaia_viz.errors import GaiaVizError
-from gaia_viz.paths import check_allowed, check_path_text, echo
+from gaia_viz.paths import check_allowed, check_path_text, check_text, echo
 from gaia_viz.progress import terminal_progress
 
 EXIT_USAGE = 2
@@ -146,6 +146,7 @@ def _user_inputs(args, device: str) -> EvaluationInputs:
         name, sep, source = item.partition("=")
         if not sep or not name or not source:
             raise GaiaVizError(f"--ood expects NAME=SOURCE, got {echo(item)!r}")
+        check_text(name, "--ood name")
         ood_sets[name] = open_source(source, ood_policy=policy, name=name, **common)
         sources[name] = source
     run = RunConfig(model_name=args.model, checkpoint=args.checkpoint, preset=preset, sources=sources,

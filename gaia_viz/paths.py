@@ -242,9 +242,9 @@ def check_allowed(path: str | os.PathLike, what: str = "path", policy: PathPolic
     links on the way. The message names ``path`` as given (cut by :func:`echo`), prefixed by
     ``what``, never the place it resolves to.
     """
-    typed = os.fspath(path)
-    if isinstance(typed, bytes):
-        typed = os.fsdecode(typed)
+    typed = os.fsdecode(os.fspath(path))
+    if not typed.strip():
+        raise DataError(f"{what}: no path given; type the path")
     check_path_text(typed, what)
     resolved = _resolve(typed, what)
     policy = path_policy() if policy is None else policy
@@ -265,7 +265,8 @@ def walk_files(root: str | os.PathLike, want: Callable[[str], bool] = lambda nam
 
     Hidden entries (a name starting with ``.``) are skipped. Each directory is entered once,
     known by ``(st_dev, st_ino)`` after following links: a second way into the same folder (a
-    symlink loop, ``all -> train``) is skipped, the first in that order kept. More than
+    symlink loop, ``all -> train``) is skipped: a folder keeps the path it was first seen by
+    (the entries of a folder are seen before anything below them). More than
     ``max_files`` non-folder entries or ``max_dirs`` folders is a DataError, as is, when paths
     are restricted, a link whose target may not be read (found before following it). Folders
     that cannot be listed below ``root`` are skipped, as ``os.walk`` does.
@@ -307,16 +308,17 @@ def walk_files(root: str | os.PathLike, want: Callable[[str], bool] = lambda nam
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            target = Path(real) / entry.name
+            target = None  # where a link leads; a plain folder is ``real / name``
             try:
                 if entry.is_symlink():
                     target = Path(os.path.realpath(entry.path))
-                    if policy.refusal(target) is not None:
+                    reason = policy.refusal(target)
+                    if reason is not None:
                         link = (lexical / entry.name).relative_to(lexical_root).as_posix()
-                        raise DataError(
-                            f"{what} {echo(typed)} holds a link ({echo(link)}) to a place this server "
-                            f"does not read (outside the allowed data roots, or hidden); remove the "
-                            f"link or choose another folder")
+                        where = ("outside the allowed data roots" if reason == OUTSIDE
+                                 else "to a hidden file or folder (a name starting with '.')")
+                        raise DataError(f"{what} {echo(typed)} holds a link ({echo(link)}) that leads {where}, "
+                                        "which this server does not read; remove the link or choose another folder")
                 is_folder = entry.is_dir()
                 info = entry.stat() if is_folder else None
             except OSError:  # a dangling or looping link, a file gone meanwhile
@@ -329,7 +331,7 @@ def walk_files(root: str | os.PathLike, want: Callable[[str], bool] = lambda nam
                 dirs_seen += 1
                 if dirs_seen > max_dirs:
                     raise too_many(max_dirs, "folders", "max_dirs")
-                subfolders.append((lexical / entry.name, target))
+                subfolders.append((lexical / entry.name, target or real / entry.name))
                 continue
             files_seen += 1
             if files_seen > max_files:

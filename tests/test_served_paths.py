@@ -134,6 +134,31 @@ def test_symlink_loops_end_and_each_folder_is_walked_once(tmp_path):
 
 
 @pytest.mark.timeout(30)
+def test_twenty_folders_all_linking_each_other_are_walked_once_each(tmp_path):
+    # os.walk(followlinks=True) had listed 36,000 files of these 20 after 10 s, still going
+    for i in range(20):
+        pngs(tmp_path / "web" / f"d{i:02d}", 1)
+    for i in range(20):
+        for j in range(20):
+            if i != j:
+                (tmp_path / "web" / f"d{i:02d}" / f"link{j:02d}").symlink_to(f"../d{j:02d}", target_is_directory=True)
+    found = sources.list_image_files(tmp_path / "web")
+    assert [p.parent.name for p in found] == [f"d{i:02d}" for i in range(20)]
+
+
+@pytest.mark.timeout(30)
+def test_walk_order_is_by_path_below_the_root_as_given(tmp_path, monkeypatch):
+    pngs(tmp_path / "a", 1)
+    Image.new("L", (4, 4)).save(tmp_path / "a.png")
+    Image.new("L", (4, 4)).save(tmp_path / "a-b.png")
+    expected = ["a-b.png", "a.png", "a/0.png"]  # as sorted strings: '-' < '.' < '/'
+    assert [p.relative_to(tmp_path).as_posix() for p in sources.list_image_files(tmp_path)] == expected
+    monkeypatch.chdir(tmp_path)
+    assert [p.as_posix() for p in sources.list_image_files(".")] == expected
+    assert [p.as_posix() for p in sources.list_image_files("a")] == ["a/0.png"]
+
+
+@pytest.mark.timeout(30)
 def test_a_second_way_into_a_folder_is_skipped_the_first_kept(tmp_path):
     pngs(tmp_path / "set" / "train", 2)
     (tmp_path / "set" / "zz_all").symlink_to("train", target_is_directory=True)

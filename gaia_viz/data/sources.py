@@ -70,7 +70,11 @@ def list_image_files(root: str | os.PathLike, max_files: int = DEFAULT_MAX_FILES
     restricted, no link followed to a place that may not be read (a DataError)."""
     root = Path(root).expanduser()
     found = list(walk_files(root, is_image_path, max_files=max_files, max_dirs=max_dirs))
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    if os.sep != "/":
+        return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    # every path found starts with root + "/" (pathlib drops a leading "./")
+    below = 0 if str(root) == "." else len(str(root).rstrip("/")) + 1
+    return sorted(found, key=lambda p: str(p)[below:])
 
 
 def _folder_labels(root: Path, files: list[Path]) -> tuple[list[int], list[str] | None]:
@@ -237,13 +241,15 @@ def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resiz
         dataset_name, _, split = rest.partition(":")
         images = open_torchvision(dataset_name, split or "test", preset, ood_policy,
                                   data_root=data_root, download=download, name=name)
-    elif spec and check_allowed(spec, "data source").is_dir():
-        images = open_folder(spec, preset, ood_policy, name=name, validate=validate)
-    elif spec and check_allowed(spec, "data source").is_file():
-        images = open_files([spec], preset, ood_policy, name=name)
     else:
-        raise DataError(f"cannot open {echo(spec)!r}: not an existing path and not one of "
-                        f"{', '.join(SPEC_FORMS)}")
+        resolved = check_allowed(spec, "data source")
+        if resolved.is_dir():
+            images = open_folder(spec, preset, ood_policy, name=name, validate=validate)
+        elif resolved.is_file():
+            images = open_files([spec], preset, ood_policy, name=name)
+        else:
+            raise DataError(f"cannot open {echo(spec)!r}: not an existing path and not one of "
+                            f"{', '.join(SPEC_FORMS)}")
     if name is not None:
         images.name = name
     return limit(images, max_samples)
