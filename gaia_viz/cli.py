@@ -14,6 +14,7 @@ from typing import Sequence
 
 from gaia_viz.allocator import retain_freed_memory
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.paths import check_allowed, check_path_text, check_text, echo
 from gaia_viz.progress import terminal_progress
 
 EXIT_USAGE = 2
@@ -129,12 +130,14 @@ def _user_inputs(args, device: str) -> EvaluationInputs:
 
     if not args.model or not args.id_source or not args.ood:
         raise GaiaVizError("give --model, --id and at least one --ood NAME=SOURCE (or --demo)")
+    if args.checkpoint:
+        check_allowed(args.checkpoint, "--checkpoint")
     policy = args.ood_transform or "center-crop"
     model = load_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes,
                        device=device, allow_download=args.download)
     preset = args.preset or default_preset(args.model)
     if preset not in PRESETS:
-        raise GaiaVizError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise GaiaVizError(f"unknown preset {echo(preset)!r}; choose one of {', '.join(PRESETS)}")
     common = dict(preset=preset, data_root=args.data_root, download=args.download)
     id_set = open_source(args.id_source, ood_policy=id_policy(preset), name="id", **common)
     fit_set = (open_source(args.fit_source, ood_policy=id_policy(preset), name="fit", **common)
@@ -143,7 +146,8 @@ def _user_inputs(args, device: str) -> EvaluationInputs:
     for item in args.ood:
         name, sep, source = item.partition("=")
         if not sep or not name or not source:
-            raise GaiaVizError(f"--ood expects NAME=SOURCE, got {item!r}")
+            raise GaiaVizError(f"--ood expects NAME=SOURCE, got {echo(item)!r}")
+        check_text(name, "--ood name")
         ood_sets[name] = open_source(source, ood_policy=policy, name=name, **common)
         sources[name] = source
     run = RunConfig(model_name=args.model, checkpoint=args.checkpoint, preset=preset, sources=sources,
@@ -166,11 +170,22 @@ def _report_notes(evaluation) -> None:
         sys.stderr.write(f"warning: {note}\n")
 
 
+def check_path_arguments(args) -> None:
+    """Refuse unusable path arguments (control characters, over-long) before anything runs;
+    ``--data-root`` is also a path that is read (:func:`gaia_viz.paths.check_allowed`)."""
+    for flag in ("out", "cache_dir"):
+        if getattr(args, flag, None):
+            check_path_text(getattr(args, flag), f"--{flag.replace('_', '-')}")
+    if args.data_root:
+        check_allowed(args.data_root, "--data-root")
+
+
 def run_evaluate(args) -> int:
     from gaia_viz.data.sources import limit
     from gaia_viz.settings import resolve_device
     from gaia_viz.sweep import SweepSettings, evaluate
 
+    check_path_arguments(args)
     device = resolve_device(args.device)
     if args.batch_size < 1:
         raise GaiaVizError("--batch-size must be at least 1")
@@ -207,6 +222,7 @@ def run_report(args) -> int:
     from gaia_viz.report import REPORT_MODELS, metrics_markdown, open_real_benchmark, run_benchmark, write_report
     from gaia_viz.settings import resolve_device
 
+    check_path_arguments(args)
     device = resolve_device(args.device)
     bench = open_real_benchmark(args.data_root, max_id=args.max_id, max_ood=args.max_ood)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -7,7 +7,8 @@ Environment variables:
   ``models/*.th``, torchvision datasets). Default: ``../shared/data`` beside the repository
   when that folder exists.
 * ``GAIA_VIZ_CACHE_DIR``: the run cache (scored chunks). Default ``~/.cache/gaia-viz``.
-* ``GAIA_VIZ_ALLOWED_ROOTS``: ``os.pathsep``-separated folders a served app may read
+* ``GAIA_VIZ_ALLOWED_ROOTS``: ``os.pathsep``-separated folders a served app may read, besides
+  the data root; ``GAIA_VIZ_ALLOW_HIDDEN=1`` lets it read hidden files and folders there too
   (see :mod:`gaia_viz.paths`).
 """
 

@@ -9,7 +9,13 @@ import streamlit as st  # noqa: E402
 from gaia_viz import gaia  # noqa: E402
 from gaia_viz.app import analysis  # noqa: E402
 from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app.page import effective_layers, layers_caption, require_scores, require_setup  # noqa: E402
+from gaia_viz.app.page import (  # noqa: E402
+    effective_layers,
+    layers_caption,
+    require_scores,
+    require_setup,
+    warn_about_numbers,
+)
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
 from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
 from gaia_viz.attribution import ATTRIBUTION_METHODS, attribute, to_heatmap, top_k_predictions  # noqa: E402
@@ -99,6 +105,7 @@ id_scores = {m: analysis.method_scores(evaluation, m, evaluation.id_name, layers
 decisions = {m: helpers.decide(helpers.image_score(result, m, layers[m]), m, id_scores[m], chosen)
              for m in gaia_methods}
 st.subheader("Verdict")
+warn_about_numbers(evaluation, gaia_methods)
 for method, decision in decisions.items():
     (st.error if decision.is_ood else st.success)(
         f"**{decision.text}**. Threshold: {decision.threshold_source}.")

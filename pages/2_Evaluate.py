@@ -9,7 +9,14 @@ import json  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app.page import effective_layers, layers_caption, require_setup, scores, user_errors  # noqa: E402
+from gaia_viz.app.page import (  # noqa: E402
+    effective_layers,
+    layers_caption,
+    require_setup,
+    scores,
+    user_errors,
+    warn_about_numbers,
+)
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
 from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
 from gaia_viz.detectors import DETECTORS  # noqa: E402
@@ -64,6 +71,7 @@ st.caption(f"Model **{escape_markdown(setup.model_name)}**{checkpoint_text}; pre
                for n in view.ood_names))
 for method in layers:
     st.caption(escape_markdown(layers_caption(view, method)) + " (choose on Channels and layers).")
+warn_about_numbers(view, shown)
 
 # ---------------------------------------------------------------- metrics
 st.subheader("Metrics")

@@ -8,7 +8,13 @@ import streamlit as st  # noqa: E402
 
 from gaia_viz.app import analysis  # noqa: E402
 from gaia_viz.app.gallery import show_gallery  # noqa: E402
-from gaia_viz.app.page import effective_layers, layers_caption, require_scores, require_setup  # noqa: E402
+from gaia_viz.app.page import (  # noqa: E402
+    effective_layers,
+    layers_caption,
+    require_scores,
+    require_setup,
+    warn_about_numbers,
+)
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
 from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
 from gaia_viz.detectors import DETECTORS  # noqa: E402
@@ -53,6 +59,7 @@ id_scores = analysis.method_scores(evaluation, method, evaluation.id_name, layer
 ood_scores = analysis.method_scores(evaluation, method, ood_set, layers)
 if method in GAIA_FAMILIES:
     st.caption(escape_markdown(layers_caption(evaluation, method)) + " (choose on Channels and layers).")
+warn_about_numbers(evaluation, [method])
 
 mode = bound_widget(st.radio, "w_tune_mode", chosen.threshold_mode,
                     lambda value: update_selection(threshold_mode=value), label="Set the threshold by",

@@ -8,7 +8,14 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app.page import effective_layers, layers_caption, require_scores, require_setup, user_errors  # noqa: E402
+from gaia_viz.app.page import (  # noqa: E402
+    effective_layers,
+    layers_caption,
+    require_scores,
+    require_setup,
+    user_errors,
+    warn_about_numbers,
+)
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
 from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
 from gaia_viz.figures import channels as figures  # noqa: E402
@@ -33,6 +40,8 @@ ood_names = list(evaluation.ood_names)
 ood_set = bound_widget(st.selectbox, f"w_ood::{setup.score_key}",
                        chosen.ood_set if chosen.ood_set in ood_names else ood_names[0],
                        lambda value: update_selection(ood_set=value), label="OOD set", options=ood_names)
+
+warn_about_numbers(evaluation, families)
 
 # ---------------------------------------------------------------- heatmaps
 for method in families:

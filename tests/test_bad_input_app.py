@@ -17,9 +17,12 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from gaia_viz.app import jobs, paths
+from gaia_viz import paths
+from gaia_viz.app import jobs
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import Setup
 from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
+from gaia_viz.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(), reason=f"demo wei
 def private_run_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "bad-input-app-cache"))
     monkeypatch.delenv(paths.ALLOWED_ROOTS_ENV, raising=False)
+    monkeypatch.delenv(paths.ALLOWED_HIDDEN_ENV, raising=False)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -203,7 +207,7 @@ def test_user_strings_are_shown_literally_not_as_html_or_markdown():
 @pytest.mark.parametrize("text", [XSS_NAME, MARKDOWN_NAME, "# heading", "1. list", "- item", "a|b|c",
                                   "line one\nline two", r"C:\data\x_y"])
 def test_escape_markdown_round_trips(text):
-    escaped = paths.escape_markdown(text)
+    escaped = escape_markdown(text)
     assert literal(escaped) == " ".join(text.splitlines())
     assert not unescaped(escaped, "*_[]`$~<>|#")
     assert "\n" not in escaped
@@ -359,17 +363,19 @@ def roots(tmp_path, monkeypatch):
 
 def test_allowed_roots_setting_and_check(roots, tmp_path, monkeypatch):
     allowed, secret = roots
-    assert paths.restriction_active()
-    assert paths.allowed_roots() == [(tmp_path / "allowed").resolve()]
+    monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(tmp_path / "data-root"))
+    assert paths.restriction_active()  # the setting turns the check on, also locally
+    # the data root is always allowed; the setting adds its folders
+    assert paths.allowed_roots() == [(tmp_path / "data-root").resolve(), (tmp_path / "allowed").resolve()]
     assert paths.check_allowed(allowed) == allowed.resolve()
     for outside in (secret, allowed / ".." / ".." / "secret", Path("/etc/passwd")):
-        with pytest.raises(paths.DataError, match="outside the allowed data roots.*GAIA_VIZ_ALLOWED_ROOTS"):
+        with pytest.raises(DataError, match="outside the allowed data roots.*GAIA_VIZ_ALLOWED_ROOTS"):
             paths.check_allowed(outside)
     monkeypatch.delenv(paths.ALLOWED_ROOTS_ENV)
-    monkeypatch.setattr(paths, "_server_address", lambda: "0.0.0.0")
-    assert paths.restriction_active()  # served to others: home + data root by default
-    assert Path.home().resolve() in paths.allowed_roots()
-    monkeypatch.setattr(paths, "_server_address", lambda: "127.0.0.1")
+    monkeypatch.setattr(paths, "app_server_address", lambda: "0.0.0.0")
+    assert paths.restriction_active()  # served to others: the data root only by default
+    assert paths.allowed_roots() == [(tmp_path / "data-root").resolve()]
+    monkeypatch.setattr(paths, "app_server_address", lambda: "127.0.0.1")
     assert not paths.restriction_active() and paths.check_allowed(secret) == secret.resolve()
 
 
@@ -415,6 +421,6 @@ def test_checkpoint_path_and_data_root_outside_are_refused(roots, tmp_path):
     assert any("outside the allowed data roots" in e for e in errors(at)), errors(at)
     at = back_to_demo(at)
     at.sidebar.text_input(key="sb_data_root").input(str(secret)).run()
-    assert any("data root refused" in e and "outside the allowed data roots" in e for e in errors(at)), errors(at)
+    assert any(e.startswith(f"data root {secret} is outside the allowed data roots") for e in errors(at)), errors(at)
     at.sidebar.text_input(key="sb_data_root").input(str(allowed)).run()
     assert loaded(at), errors(at)

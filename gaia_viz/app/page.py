@@ -146,6 +146,17 @@ def render_status() -> None:
     status()
 
 
+def warn_about_numbers(evaluation, methods) -> None:
+    """Next to the numbers of ``methods``: what the sweep noted about them (GAIA-Z on a model
+    whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`)."""
+    from gaia_viz.sweep import gaia_z_note
+
+    if "gaia_z" in methods:
+        note = gaia_z_note(evaluation)
+        if note:
+            st.warning(escape_markdown(note))
+
+
 def layers_caption(evaluation, method: str) -> str:
     """"GAIA-Z on 2 of 3 layers: bn2, bn3" (or "... on all 3 layers") for the Selection."""
     fam = GAIA_FAMILIES[method]
@@ -167,5 +178,5 @@ def effective_layers(evaluation, method: str) -> list[str] | None:
     return list(chosen) if chosen is not None else None
 
 
-__all__ = ["effective_layers", "layers_caption", "render_status", "require_scores", "require_setup", "scores",
+__all__ = ["effective_layers", "layers_caption", "warn_about_numbers", "render_status", "require_scores", "require_setup", "scores",
            "start_run", "user_errors"]

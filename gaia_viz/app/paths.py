@@ -1,18 +1,9 @@
-"""Which server paths a browser visitor may name, and how user strings are shown safely.
+"""App-side glue of path safety: user strings shown literally, and no tracebacks when served.
 
-The sidebar takes folder paths, checkpoint paths and a data root as text. On a laptop
-(the app served on 127.0.0.1) that is the user's own machine and anything goes. Served to
-others, a visitor could type ``/etc`` or ``~/.ssh`` and have the app read it, so every
-such path must then lie under one of the *allowed data roots*:
-
-* ``$GAIA_VIZ_ALLOWED_ROOTS`` (``os.pathsep``-separated folders) when set;
-* otherwise the server user's home folder and the data root (``$GAIA_VIZ_DATA_ROOT``, else
-  the shared data folder next to the repository).
-
-The check is active when ``GAIA_VIZ_ALLOWED_ROOTS`` is set explicitly, or when Streamlit's
-``server.address`` is not a loopback address (unset counts as not loopback: Streamlit then
-listens on every interface). Paths are compared after resolving ``~``, ``..`` and symlinks,
-so a symlink inside a root that points outside it is refused.
+Which server paths a visitor may name is decided in the core, :mod:`gaia_viz.paths`
+(:func:`gaia_viz.paths.check_allowed`, the one function that answers "may this path be
+read"); every text box, link parameter and upload path the app turns into a server path goes
+through it, and the library's folder walks and sources ask it too.
 
 File names, folder names and class names come from the user too; Streamlit renders
 ``st.error``/``st.markdown``/captions as Markdown, so they go through
@@ -21,103 +12,32 @@ File names, folder names and class names come from the user too; Streamlit rende
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import re
-from pathlib import Path
 
-from gaia_viz.errors import DataError
-from gaia_viz.settings import ALLOWED_ROOTS_ENV, data_root
+import streamlit as st
 
-LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+from gaia_viz.paths import served
 
-
-def _server_address() -> str | None:
-    try:
-        import streamlit as st
-
-        return st.get_option("server.address")
-    except Exception:  # streamlit absent or its config unreadable: no server to protect
-        return "127.0.0.1"
+HIDDEN_ERROR_DETAILS = "none"  # Streamlit shows only a generic message: no type, text or traceback
 
 
-def is_loopback(address: str | None) -> bool:
-    """True for ``127.x.x.x``, ``::1`` and ``localhost``; False for None/empty (all interfaces)."""
-    if not address:
-        return False
-    address = address.strip().strip("[]")
-    if address.lower() in LOOPBACK_NAMES:
+_shown_before: list = []  # the configured value, kept while this module hides error details
+
+
+def hide_error_details_when_served() -> bool:
+    """When the app is served beyond this machine (:func:`gaia_viz.paths.served`), set
+    Streamlit's ``client.showErrorDetails`` to ``"none"``: an unexpected exception shows a
+    generic message instead of a traceback with server paths (the details still go to the
+    server's log); when it is not (any more), give back the configured value. Returns whether
+    details are hidden. Called at the start of every run (gaia_viz.app.shell)."""
+    if served():
+        if not _shown_before:
+            _shown_before.append(st.get_option("client.showErrorDetails"))
+        st.set_option("client.showErrorDetails", HIDDEN_ERROR_DETAILS)
         return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
-def restriction_active() -> bool:
-    """Whether paths are limited to :func:`allowed_roots` (see the module docstring)."""
-    if os.environ.get(ALLOWED_ROOTS_ENV, "").strip():
-        return True
-    return not is_loopback(_server_address())
-
-
-def allowed_roots() -> list[Path]:
-    """The allowed data roots, resolved: ``$GAIA_VIZ_ALLOWED_ROOTS`` or home + data root."""
-    configured = os.environ.get(ALLOWED_ROOTS_ENV, "").strip()
-    if configured:
-        candidates = [Path(p).expanduser() for p in configured.split(os.pathsep) if p.strip()]
-    else:
-        candidates = [Path.home()]
-        root = data_root()
-        if root is not None:
-            candidates.append(root)
-    roots = []
-    for candidate in candidates:
-        resolved = candidate.resolve()
-        if resolved not in roots:
-            roots.append(resolved)
-    return roots
-
-
-def _within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def check_allowed(path: str | os.PathLike) -> Path:
-    """``path`` resolved (``~``, ``..``, symlinks), or DataError when it is outside the roots.
-
-    Without an active restriction every path is allowed (only resolved).
-    """
-    resolved = Path(path).expanduser().resolve()
-    if not restriction_active():
-        return resolved
-    roots = allowed_roots()
-    if any(_within(resolved, root) for root in roots):
-        return resolved
-    raise DataError(
-        f"{path} is outside the allowed data roots ({', '.join(map(str, roots)) or 'none'}); "
-        f"choose a path under one of them, or set {ALLOWED_ROOTS_ENV} on the server"
-    )
-
-
-def spec_paths(spec: str) -> list[str]:
-    """The server paths a data-source spec string names (``folder:``, ``images:``, a bare
-    path); none for ``demo:`` and ``torchvision:`` (those read under the data root)."""
-    spec = str(spec).strip()
-    kind, _, rest = spec.partition(":")
-    if kind in ("demo", "torchvision"):
-        return []
-    if kind == "folder":
-        return [rest]
-    if kind == "images":
-        return [p for p in rest.split(",") if p.strip()]
-    return [spec] if spec else []
-
-
-def check_spec_allowed(spec: str) -> None:
-    """DataError when a path named by ``spec`` is outside the allowed roots."""
-    for path in spec_paths(spec):
-        check_allowed(path.strip())
+    if _shown_before:
+        st.set_option("client.showErrorDetails", _shown_before.pop())
+    return False
 
 
 # Characters that start Markdown (and GitHub-flavoured / Streamlit) constructs: emphasis,

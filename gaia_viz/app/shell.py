@@ -31,15 +31,14 @@ _ACTIVE = threading.local()  # set while run_app runs in this script-runner thre
 
 
 def _start_up() -> None:
-    """Once per process: keep freed memory for GAIA's backward passes (gaia_viz.allocator)
-    and, when served to others, no tracebacks for visitors (gaia_viz.app.paths)."""
+    """Every run (both are cheap and idempotent): keep freed memory for GAIA's backward passes
+    (gaia_viz.allocator) and, when served to others, no tracebacks with server paths in the
+    browser (gaia_viz.app.paths)."""
     from gaia_viz.allocator import retain_freed_memory
-    from gaia_viz.app import paths
+    from gaia_viz.app.paths import hide_error_details_when_served
 
     retain_freed_memory()
-    protect = getattr(paths, "protect_served_app", None)
-    if protect is not None:
-        protect()
+    hide_error_details_when_served()
 
 
 def page_path(name: str) -> Path:

@@ -20,12 +20,13 @@ from pathlib import Path
 import streamlit as st
 
 from gaia_viz.app import loaders
-from gaia_viz.app.paths import check_allowed, check_spec_allowed, escape_markdown, restriction_active
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import Setup, SetupError, SetupFix
 from gaia_viz.app.state import SETUP, SETUP_ERRORS
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.paths import check_allowed, check_text, echo, path_policy, restriction_active
 from gaia_viz.settings import DEVICE_CHOICES, resolve_device
 
 DEFAULT_MAX_SAMPLES = 1000
@@ -243,9 +244,9 @@ def checked_data_root() -> tuple[str, SetupError | None]:
     if not root or root == default_data_root():
         return root, None
     try:
-        check_allowed(root)
+        check_allowed(root, "data root")
     except GaiaVizError as exc:
-        return "", _error(f"data root refused: {exc}", "sb_data_root")
+        return "", _error(str(exc), "sb_data_root")
     return root, None
 
 
@@ -274,13 +275,13 @@ def _checkpoint_widgets(kind: str) -> dict:
             digests[upload.file_id] = loaders.upload_digest(data)
         return dict(checkpoint=f"upload:{upload.name}", data=data, digest=digests[upload.file_id])
     if path:
+        check_allowed(path, "checkpoint")
         expanded = str(Path(path).expanduser())
-        check_allowed(expanded)
         if Path(expanded).is_dir():
-            raise GaiaVizError(f"checkpoint {expanded} is a folder; give the path of the weights file "
+            raise GaiaVizError(f"checkpoint {echo(path)} is a folder; give the path of the weights file "
                                "(.pt, .pth, .th or .safetensors) inside it")
         if not Path(expanded).is_file():
-            raise GaiaVizError(f"checkpoint {expanded} does not exist on the server; check the path "
+            raise GaiaVizError(f"checkpoint {echo(path)} does not exist on the server; check the path "
                                "or upload the file")
         return dict(checkpoint=expanded, data=None, digest=loaders.file_digest(expanded))
     return dict(checkpoint=None, data=None, digest=None)
@@ -463,17 +464,24 @@ def _data_widgets(data_root: str) -> _Choice:
 
 
 def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | None, max_pixels: int):
-    """Open the ID, fit and OOD sets the data widgets named: (id_set, ood_sets, fit_set, sources)."""
+    """Open the ID, fit and OOD sets the data widgets named: (id_set, ood_sets, fit_set, sources).
+
+    Every path a spec names is checked by :func:`gaia_viz.data.sources.open_source` against
+    the allowed roots before it is read; the path policy is part of the cache key, so a set
+    opened where every path may be read is never handed out where paths are restricted."""
     root = data_root or None
-    for _name, spec in [values["id"], *([values["fit"]] if values["fit"] else []), *values["ood"]]:
-        check_spec_allowed(spec)
+    for name, _spec in values["ood"]:
+        check_text(name, "data set name")
+    paths_key = path_policy().describe()
     id_name, id_spec = values["id"]
-    id_set = loaders.cached_source(id_spec, preset, id_policy(preset), root, id_name, max_samples, max_pixels)
+    id_set = loaders.cached_source(id_spec, preset, id_policy(preset), root, id_name, max_samples, max_pixels,
+                                   paths_key)
     sources = {id_name: id_spec}
     fit_set = None
     if values["fit"] is not None:
         fit_name, fit_spec = values["fit"]
-        fit_set = loaders.cached_source(fit_spec, preset, id_policy(preset), root, fit_name, max_samples, max_pixels)
+        fit_set = loaders.cached_source(fit_spec, preset, id_policy(preset), root, fit_name, max_samples,
+                                        max_pixels, paths_key)
         sources[fit_name] = fit_spec
     policies = _policies(values["policy"])
     ood_sets = {}
@@ -481,25 +489,11 @@ def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | Non
         for policy in policies:
             name = f"{base} ({policy})" if len(policies) > 1 else base
             if name in ood_sets or name == id_name:
-                raise GaiaVizError(f"two data sets are named {name!r}; give the OOD sets distinct names")
-            ood_sets[name] = loaders.cached_source(spec, preset, policy, root, name, max_samples, max_pixels)
+                raise GaiaVizError(f"two data sets are named {echo(name)!r}; give the OOD sets distinct names")
+            ood_sets[name] = loaders.cached_source(spec, preset, policy, root, name, max_samples, max_pixels,
+                                                   paths_key)
             sources[name] = spec
-    if restriction_active():
-        for image_set in [id_set, fit_set, *ood_sets.values()]:
-            _check_files_allowed(image_set)
     return id_set, ood_sets, fit_set, sources
-
-
-def _check_files_allowed(image_set) -> None:
-    """DataError when a file of ``image_set`` resolves outside the allowed data roots (a symlink
-    inside an allowed folder that points elsewhere)."""
-    path_of = getattr(image_set, "path", None)
-    if image_set is None or not callable(path_of):
-        return
-    for i in range(len(image_set)):
-        path = path_of(i)
-        if path is not None:
-            check_allowed(path)
 
 
 def _preset_widget(model_name: str, model, kind: str) -> str:

@@ -45,20 +45,36 @@ from gaia_viz.data.image_sets import (  # noqa: F401 (re-exported: the sets open
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS, is_image_path, probe_image
 from gaia_viz.data.presets import Preset, check_ood_policy, get_preset
 from gaia_viz.errors import DataError
+from gaia_viz.paths import (
+    DEFAULT_MAX_DIRS,
+    DEFAULT_MAX_FILES,
+    PathPolicy,
+    check_allowed,
+    check_text,
+    echo,
+    path_policy,
+    walk_files,
+)
 from gaia_viz.settings import DATA_ROOT_ENV, data_root as default_data_root
+
+MAX_LISTED_MISSING = 3
 
 
 # --- folders -------------------------------------------------------------------------------
 
-def list_image_files(root: str | os.PathLike) -> list[Path]:
-    """Image files under ``root`` (recursive, by extension, hidden entries skipped), sorted."""
-    root = Path(root)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames
-                     if not f.startswith(".") and is_image_path(f))
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+def list_image_files(root: str | os.PathLike, max_files: int = DEFAULT_MAX_FILES,
+                     max_dirs: int = DEFAULT_MAX_DIRS) -> list[Path]:
+    """Image files under ``root`` (recursive, by extension, hidden entries skipped), sorted by
+    path below ``root``. The walk is :func:`gaia_viz.paths.walk_files`: each folder once (symlink
+    loops end), at most ``max_files`` files and ``max_dirs`` folders, and, when paths are
+    restricted, no link followed to a place that may not be read (a DataError)."""
+    root = Path(root).expanduser()
+    found = list(walk_files(root, is_image_path, max_files=max_files, max_dirs=max_dirs))
+    if os.sep != "/":
+        return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    # every path found starts with root + "/" (pathlib drops a leading "./")
+    below = 0 if str(root) == "." else len(str(root).rstrip("/")) + 1
+    return sorted(found, key=lambda p: str(p)[below:])
 
 
 def _folder_labels(root: Path, files: list[Path]) -> tuple[list[int], list[str] | None]:
@@ -74,15 +90,15 @@ def _folder_labels(root: Path, files: list[Path]) -> tuple[list[int], list[str] 
 
 def open_folder(path: str | os.PathLike, preset: Preset | str, ood_policy: str = "resize",
                 name: str | None = None, validate: bool = True,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> FileImageSet:
+                max_pixels: int = DEFAULT_MAX_PIXELS, max_files: int = DEFAULT_MAX_FILES,
+                max_dirs: int = DEFAULT_MAX_DIRS) -> FileImageSet:
     """An ImageSet of the images under ``path`` (labelling rules: module docstring).
 
-    ``validate`` reads each header once (about 0.2 ms a file) to skip unusable files up front.
+    ``validate`` reads each header once (about 0.2 ms a file) to skip unusable files up front;
+    ``max_files`` / ``max_dirs`` bound the walk (see :func:`list_image_files`).
     """
     root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"folder {root} does not exist; check the path")
-    files = list_image_files(root)
+    files = list_image_files(path, max_files=max_files, max_dirs=max_dirs)
     skipped: list[tuple[str, str]] = []
     if validate:
         good = []
@@ -95,7 +111,7 @@ def open_folder(path: str | os.PathLike, preset: Preset | str, ood_policy: str =
         files = good
     if not files:
         detail = f" ({len(skipped)} unreadable image files skipped)" if skipped else ""
-        raise DataError(f"no images found in {root}{detail}; expected files ending in "
+        raise DataError(f"no images found in {echo(path)}{detail}; expected files ending in "
                         ".png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff or .gif")
     labels, classes = _folder_labels(root, files)
     return FileImageSet(name or root.name, files, labels, preset, ood_policy,
@@ -105,13 +121,21 @@ def open_folder(path: str | os.PathLike, preset: Preset | str, ood_policy: str =
 
 def open_files(paths: Sequence[str | os.PathLike], preset: Preset | str, ood_policy: str = "resize",
                name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileImageSet:
-    """An ImageSet of explicit image files; a missing file is a DataError."""
-    paths = [Path(p).expanduser() for p in paths if str(p).strip()]
-    if not paths:
+    """An ImageSet of explicit image files; a missing file, or one that may not be read
+    (:func:`gaia_viz.paths.check_allowed`), is a DataError."""
+    typed = [os.fsdecode(os.fspath(p)).strip() for p in paths if str(p).strip()]
+    if not typed:
         raise DataError("no image files given; use images:<file1>,<file2>")
-    missing = [str(p) for p in paths if not p.is_file()]
+    if len(typed) > DEFAULT_MAX_FILES:
+        raise DataError(f"{len(typed):,} image files given, more than one data set may hold "
+                        f"({DEFAULT_MAX_FILES:,}); use a folder of fewer files")
+    policy = path_policy()
+    missing = [p for p in typed if not check_allowed(p, "image file", policy).is_file()]
     if missing:
-        raise DataError(f"image files not found: {', '.join(missing)}")
+        shown = ", ".join(echo(p) for p in missing[:MAX_LISTED_MISSING])
+        more = f" and {len(missing) - MAX_LISTED_MISSING:,} more" if len(missing) > MAX_LISTED_MISSING else ""
+        raise DataError(f"image files not found: {shown}{more}")
+    paths = [Path(p).expanduser() for p in typed]
     return FileImageSet(name or ("images" if len(paths) > 1 else paths[0].name), paths, None,
                         preset, ood_policy, max_pixels=max_pixels,
                         source="images:" + ",".join(map(str, paths)))
@@ -137,16 +161,18 @@ def open_torchvision(dataset_name: str, split: str, preset: Preset | str, ood_po
 
     canonical = {k.lower(): k for k in TORCHVISION_DATASETS}.get(dataset_name.lower())
     if canonical is None:
-        raise DataError(f"unknown torchvision dataset {dataset_name!r}; "
+        raise DataError(f"unknown torchvision dataset {echo(dataset_name)!r}; "
                         f"supported: {', '.join(TORCHVISION_DATASETS)}")
     if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+        raise DataError(f"split must be 'train' or 'test', got {echo(split)!r}")
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
     if root is None:
         raise DataError(f"{canonical} needs a data root: pass data_root or set ${DATA_ROOT_ENV}")
+    policy = path_policy()
+    check_allowed(root, "data root", policy)
     expected = root / TORCHVISION_DATASETS[canonical](split)
-    if not download and not expected.exists():
-        raise DataError(f"{canonical} ({split}) not found: expected {expected}. Put the dataset "
+    if not download and not check_allowed(expected, f"{canonical} ({split})", policy).exists():
+        raise DataError(f"{canonical} ({split}) not found: expected {echo(expected)}. Put the dataset "
                         "there or pass download=True (needs internet)")
     try:
         if canonical == "SVHN":
@@ -156,7 +182,7 @@ def open_torchvision(dataset_name: str, split: str, preset: Preset | str, ood_po
             ds = getattr(tvd, canonical)(str(root), train=(split == "train"), download=download)
             labels = ds.targets
     except (RuntimeError, OSError, ValueError) as exc:
-        raise DataError(f"cannot open {canonical} ({split}) under {root}: {exc}") from exc
+        raise DataError(f"cannot open {canonical} ({split}) under {echo(root)}: {echo(exc)}") from exc
     labels = np.asarray(labels.tolist() if isinstance(labels, torch.Tensor) else labels)
     return TorchvisionImageSet(name or f"{canonical.lower()}-{split}", ds, labels, preset,
                                ood_policy, class_names=list(getattr(ds, "classes", []) or []) or None,
@@ -176,11 +202,11 @@ def _open_demo(setname: str, preset, ood_policy: str) -> ImageSet:
     if parts[0] == demo.DEMO_ID_NAME:
         split = parts[1] if len(parts) > 1 else "test"
         if split not in ("train", "test"):
-            raise DataError(f"demo:{setname}: split must be train or test")
+            raise DataError(f"demo:{echo(setname)}: split must be train or test")
         return demo.demo_id_set(split, preset=preset, ood_policy=ood_policy)
     sets = demo.demo_ood_sets(preset=preset, ood_policy=ood_policy)
     if setname not in sets:
-        raise DataError(f"unknown demo set {setname!r}; choose {demo.DEMO_ID_NAME}, "
+        raise DataError(f"unknown demo set {echo(setname)!r}; choose {demo.DEMO_ID_NAME}, "
                         f"{demo.DEMO_ID_NAME}:train or one of {sorted(sets)}")
     return sets[setname]
 
@@ -195,8 +221,10 @@ def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resiz
     (see :func:`limit`). ``validate=False`` skips the per-file header check of folders (faster
     for big trusted folders; bad files then fail when read). ``max_pixels``: image files with
     more pixels are refused (a decompression-bomb guard). Missing or empty sources raise
-    DataError.
+    DataError, and so are paths that may not be read (:func:`gaia_viz.paths.check_allowed`,
+    checked before anything is read) and specs holding control characters.
     """
+    check_text(str(spec), "data source")
     if preset is None:
         from gaia_viz.demo import DEMO_PRESET
         preset = DEMO_PRESET
@@ -214,13 +242,15 @@ def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resiz
         dataset_name, _, split = rest.partition(":")
         images = open_torchvision(dataset_name, split or "test", preset, ood_policy,
                                   data_root=data_root, download=download, name=name)
-    elif spec and Path(spec).expanduser().is_dir():
-        images = open_folder(spec, preset, ood_policy, name=name, validate=validate, max_pixels=max_pixels)
-    elif spec and Path(spec).expanduser().is_file():
-        images = open_files([spec], preset, ood_policy, name=name, max_pixels=max_pixels)
     else:
-        raise DataError(f"cannot open {spec!r}: not an existing path and not one of "
-                        f"{', '.join(SPEC_FORMS)}")
+        resolved = check_allowed(spec, "data source")
+        if resolved.is_dir():
+            images = open_folder(spec, preset, ood_policy, name=name, validate=validate, max_pixels=max_pixels)
+        elif resolved.is_file():
+            images = open_files([spec], preset, ood_policy, name=name, max_pixels=max_pixels)
+        else:
+            raise DataError(f"cannot open {echo(spec)!r}: not an existing path and not one of "
+                            f"{', '.join(SPEC_FORMS)}")
     if name is not None:
         images.name = name
     return limit(images, max_samples)
@@ -247,11 +277,12 @@ BENCHMARK_LAYOUTS = (
 )
 
 
-def _has_image(folder: Path) -> bool:
-    for _dirpath, _dirs, files in os.walk(folder, followlinks=True):
-        if any(is_image_path(f) for f in files):
-            return True
-    return False
+def _has_image(folder: Path, policy: PathPolicy) -> bool:
+    """Whether the walk finds an image before anything it may not read."""
+    try:
+        return next(walk_files(folder, is_image_path, policy=policy), None) is not None
+    except DataError:
+        return False
 
 
 def find_benchmark_sets(data_root: str | os.PathLike | None = None) -> dict[str, dict]:
@@ -261,17 +292,26 @@ def find_benchmark_sets(data_root: str | os.PathLike | None = None) -> dict[str,
     :data:`BENCHMARK_LAYOUTS` that exists (folders must hold at least one image; an ``SVHN``
     folder may instead hold torchvision's ``test_32x32.mat``). ``spec`` goes to
     :func:`open_source`; torchvision entries add the ``data_root`` to pass with it.
+
+    A ``data_root`` that may not be read is a DataError (:func:`gaia_viz.paths.check_allowed`);
+    a layout inside it that may not be read (a link to elsewhere) counts as absent.
     """
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
-    if root is None or not root.is_dir():
+    if root is None:
+        return {}
+    policy = path_policy()
+    if not check_allowed(root, "data root", policy).is_dir():
         return {}
     found = {}
     for key, rel, kind, role, description in BENCHMARK_LAYOUTS:
         path = root / rel
-        if not path.is_dir():
+        try:
+            if not check_allowed(path, "benchmark folder", policy).is_dir():
+                continue
+        except DataError:
             continue
         entry = {"path": str(path), "role": role, "description": description}
-        if kind == "folder" and _has_image(path):
+        if kind == "folder" and _has_image(path, policy):
             entry["spec"] = f"folder:{path}"
         elif kind == "folder" and key == "SVHN" and (path / "test_32x32.mat").is_file():
             entry.update(spec="torchvision:SVHN:test", data_root=str(path))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..paths import echo
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 STRIPPABLE_PREFIXES = ("module.", "model.")
@@ -148,11 +149,11 @@ def load_state_dict_file(source: str | Path | bytes) -> dict[str, torch.Tensor]:
         data, origin = bytes(source), "the uploaded checkpoint"
     else:
         path = Path(source).expanduser()
-        origin = f"checkpoint {path}"
+        origin = f"checkpoint {echo(path)}"
         try:
             data = path.read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"cannot read {origin}: {exc.strerror or exc}") from exc
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            raise CheckpointError(f"cannot read {origin}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not data:
         raise CheckpointError(f"{origin} is empty")
     if _looks_like_safetensors(data[:9]):
