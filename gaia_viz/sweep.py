@@ -3,8 +3,11 @@
 Each detector states what it reads from the forward pass (:meth:`Detector.needs`); the
 sweep merges those needs and runs :func:`gaia_viz.forward.shared_forward` once per batch
 (without gradients when no method needs one), then lets every detector score from its
-outputs. Fitted methods (ReAct, KNN, Mahalanobis) learn from one shared pass over the fit
-set, run only when some chunk they must score is not cached.
+outputs. Fitted methods (ReAct, KNN, Mahalanobis, ViM, fDBD, NNGuide, DICE) learn from one
+shared pass over the fit set, run only when some chunk they must score is not cached. A
+chosen method the model cannot feed (no classifier head, no pooled features: found on one
+image before anything is scored) is left out with a warning and its reason in
+``RunConfig.left_out``; the others still run, and if none can, that is a ModelError.
 
 Results are cached on disk (:mod:`gaia_viz.cache`) per dataset, per method and per chunk of
 ``chunk_size`` samples, keyed by what determines the numbers: the weights, the dataset's
@@ -356,7 +359,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
              run: RunConfig | None = None) -> Evaluation:
     """Score ``id_set`` and every OOD set with every method of ``settings``.
 
-    ``fit_set``: ID training data for the methods that fit (ReAct, KNN, Mahalanobis); never
+    ``fit_set``: ID training data for the methods that fit (``Detector.needs_fit``); never
     the ID test set. ``progress(fraction, message)`` is called as the fit pass and every
     chunk advance; ``cancel()`` is polled between chunks (raises :class:`EvaluationCancelled`,
     keeping the chunks already scored). ``run``: what the caller records about the run
