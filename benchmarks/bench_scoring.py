@@ -12,6 +12,8 @@ init at 224 px batch 32) and device, prints the median seconds per batch (after 
     gaia_a           gaia_viz.gaia.gaia_a
     sweep_no_odin    gaia_viz.sweep.score_batch with every detector except ODIN
     sweep_all        the same with ODIN (its own input-gradient pass + second forward)
+    posthoc_seven    what ASH, SCALE, ViM, GEN, fDBD, NNGuide and DICE add to the sweep:
+                     their score_forward on the outputs of the sweep's shared forward
 
 each also as a ratio to ``forward`` measured in the same run, with the minor page faults
 per call (memory faulted in afresh; see gaia_viz.allocator, which the script opts into
@@ -59,10 +61,14 @@ if str(REPO_ROOT) not in sys.path:
 from gaia_viz import gaia, metrics, sweep  # noqa: E402
 from gaia_viz.allocator import retain_freed_memory  # noqa: E402
 from gaia_viz.detectors import DETECTORS, make_detector  # noqa: E402
+from gaia_viz.forward import merge_needs, shared_forward  # noqa: E402
 from gaia_viz.models import load_model  # noqa: E402
 
 # CPU targets (2 threads, ResNet-20, batch 128): maximum ratio to forward-only.
-RATIO_TARGETS = {"gaia_z": 2.2, "gaia_a": 2.0, "sweep_no_odin": 3.0, "sweep_all": 5.0}
+RATIO_TARGETS = {"gaia_z": 2.2, "gaia_a": 2.0, "sweep_no_odin": 3.0, "sweep_all": 5.0, "posthoc_seven": 0.3}
+FIT_BATCH = 128  # images per random fit batch
+# the post-hoc methods of issue 14, timed together in the posthoc_seven row
+POSTHOC_METHODS = ("ash", "scale", "vim", "gen", "fdbd", "nnguide", "dice")
 TARGET_SETTING = dict(device="cpu", threads=2, model="resnet20", batch=128)
 INTERACTION_TARGET_S = 0.150
 
@@ -190,11 +196,13 @@ def naive_gaia_z(model: nn.Module, x: torch.Tensor, layers: list[str]) -> torch.
 def build_detectors(model: nn.Module, x: torch.Tensor, num_classes: int, fit_batches: int,
                     with_odin: bool) -> dict:
     """Every registered detector with default parameters; fitted ones fitted on
-    ``fit_batches`` random batches shaped like ``x`` (random labels)."""
+    ``fit_batches`` random batches of ``FIT_BATCH`` images shaped like ``x`` (random labels;
+    at least that many so ViM's principal subspace has a residual whatever the timed batch)."""
     generator = torch.Generator().manual_seed(1)
+    shape = (FIT_BATCH, *x.shape[1:])
     loader = [
-        (torch.randn(x.shape, generator=generator).to(x.device),
-         torch.randint(0, num_classes, (x.shape[0],), generator=generator))
+        (torch.randn(shape, generator=generator).to(x.device),
+         torch.randint(0, num_classes, (FIT_BATCH,), generator=generator))
         for _ in range(fit_batches)
     ]
     detectors = {}
@@ -232,6 +240,8 @@ def bench_model(spec: ModelSpec, device: torch.device, batch: int, repeats: int,
     num_classes = forward_only(model, x[:1]).shape[1]
     det_no_odin = build_detectors(model, x, num_classes, fit_batches, with_odin=False)
     det_all = dict(det_no_odin, odin=make_detector("odin", model))
+    posthoc = {m: det_no_odin[m] for m in POSTHOC_METHODS}
+    shared = shared_forward(model, x, merge_needs(d.needs() for d in det_no_odin.values()))
 
     # sanity: the naive baseline and gaia_z agree (both computed once, untimed)
     agreement = float((naive_gaia_z(model, x, layers) - gaia.gaia_z(model, x, layers)).abs().max())
@@ -245,6 +255,7 @@ def bench_model(spec: ModelSpec, device: torch.device, batch: int, repeats: int,
         "gaia_a": lambda: gaia.gaia_a(model, x),
         "sweep_no_odin": lambda: sweep.score_batch(model, x, det_no_odin),
         "sweep_all": lambda: sweep.score_batch(model, x, det_all),
+        "posthoc_seven": lambda: [d.score_forward(shared) for d in posthoc.values()],
     }
     rows = []
     faults: dict[str, list[int]] = {}
@@ -456,7 +467,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="batch size for every model (default per model)")
     parser.add_argument("--random-init", action="store_true",
                         help="random weights for ResNet-20 too (default: shared checkpoint when present)")
-    parser.add_argument("--fit-batches", type=int, default=3, help="random batches to fit ReAct/KNN/Mahalanobis")
+    parser.add_argument("--fit-batches", type=int, default=3,
+                        help="random batches of 128 images to fit the fitted methods on (default 3; "
+                             "it sets KNN's and NNGuide's bank size)")
     parser.add_argument("--interaction-samples", type=int, default=200_000)
     parser.add_argument("--no-interaction", action="store_true")
     parser.add_argument("--gpu-batch", type=int, default=64, help="ResNet-50 throughput batch on CUDA")

@@ -10,7 +10,8 @@ Preset "CIFAR-10 (real)": ID = ``cifar10/test``; OOD = DTD textures center-cropp
 32 x 32 (the GAIA paper's protocol) and resized to 32 x 32 (OpenOOD's), plus the demo's
 real far-OOD images (MNIST digits and LFW faces) as 32 x 32 RGB; models = the CIFAR
 ResNet-20/56 checkpoints with the ImageNet normalisation they were trained with. Fitted
-baselines (ReAct, KNN, Mahalanobis) fit on ``cifar10/train-5k``, never on test data.
+methods (ReAct, KNN, Mahalanobis, ViM, fDBD, NNGuide, DICE) fit on ``cifar10/train-5k``,
+never on test data.
 """
 
 from __future__ import annotations

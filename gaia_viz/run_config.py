@@ -24,7 +24,9 @@ class RunConfig:
       :func:`gaia_viz.data.sources.open_source`), ``fit_source``, ``data_root``,
       ``max_samples`` (the per-set cap, None = all), ``data`` (a label of the data choice).
     Determined by the sweep:
-      ``model`` (fingerprint of architecture and weights), ``methods``, ``method_params``
+      ``model`` (fingerprint of architecture and weights), ``methods`` (those scored),
+      ``left_out`` (method -> reason, for chosen methods this model cannot feed: no
+      classifier head, no pooled features, ...; the others still run), ``method_params``
       (each method's parameters, ODIN's ``input_std`` included), ``layers``
       (``{"zero", "inner", "head"}``: GAIA-Z layers, GAIA-A inner layers and head layer),
       ``fit_set`` (fingerprint of the fit data, when a method fits), ``datasets``
@@ -47,6 +49,7 @@ class RunConfig:
     data: str | None = None
     model: str | None = None
     methods: list = field(default_factory=list)
+    left_out: dict = field(default_factory=dict)
     method_params: dict = field(default_factory=dict)
     layers: dict = field(default_factory=dict)
     fit_set: dict | None = None

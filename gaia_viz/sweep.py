@@ -3,8 +3,11 @@
 Each detector states what it reads from the forward pass (:meth:`Detector.needs`); the
 sweep merges those needs and runs :func:`gaia_viz.forward.shared_forward` once per batch
 (without gradients when no method needs one), then lets every detector score from its
-outputs. Fitted methods (ReAct, KNN, Mahalanobis) learn from one shared pass over the fit
-set, run only when some chunk they must score is not cached.
+outputs. Fitted methods (ReAct, KNN, Mahalanobis, ViM, fDBD, NNGuide, DICE) learn from one
+shared pass over the fit set, run only when some chunk they must score is not cached. A
+chosen method the model cannot feed (no classifier head, no pooled features: found on one
+image before anything is scored) is left out with a warning and its reason in
+``RunConfig.left_out``; the others still run, and if none can, that is a ModelError.
 
 Results are cached on disk (:mod:`gaia_viz.cache`) per dataset, per method and per chunk of
 ``chunk_size`` samples, keyed by what determines the numbers: the weights, the dataset's
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -181,6 +185,29 @@ def build_detectors(model: nn.Module, settings: SweepSettings, preset=None) -> d
         defaults = {k: v for k, v in cls.data_defaults(preset).items() if k in detector_parameters(method)}
         detectors[method] = make_detector(method, model, **{**defaults, **settings.params_for(method)})
     return detectors
+
+
+def unusable_methods(model: nn.Module, sample: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, str]:
+    """``{method: reason}`` for the detectors whose needs this model cannot meet (no
+    classifier head, no pooled features, a feature map the head does not pool, ...), found
+    on the one image ``sample`` (C, H, W): one shared forward with every detector's needs,
+    and only when that fails one forward per detector. The reason is the ModelError's
+    message. Errors every method would hit (non-finite logits) leave every method out."""
+    x = sample.unsqueeze(0).to(model_device(model))
+    try:
+        outputs = shared_forward(model, x, merge_needs(d.needs() for d in detectors.values()))
+    except ModelError:
+        outputs = None
+    reasons = {}
+    for method, detector in detectors.items():
+        try:
+            if outputs is None:
+                detector.check_model(x)
+            else:
+                detector.validate_outputs(outputs)
+        except ModelError as exc:
+            reasons[method] = str(exc)
+    return reasons
 
 
 # --------------------------------------------------------------------------- scoring
@@ -363,7 +390,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
              run: RunConfig | None = None) -> Evaluation:
     """Score ``id_set`` and every OOD set with every method of ``settings``.
 
-    ``fit_set``: ID training data for the methods that fit (ReAct, KNN, Mahalanobis); never
+    ``fit_set``: ID training data for the methods that fit (``Detector.needs_fit``); never
     the ID test set. ``progress(fraction, message)`` is called as the fit pass and every
     chunk advance; ``cancel()`` is polled between chunks (raises :class:`EvaluationCancelled`,
     keeping the chunks already scored). ``run``: what the caller records about the run
@@ -388,10 +415,19 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         raise ModelError(f"the model is on {model_device(model)}; move it to {device} first")
 
     detectors = build_detectors(model, settings, getattr(id_set, "preset", None))
+    sample = id_set[0][0]
+    left_out = unusable_methods(model, sample, detectors)
+    if len(left_out) == len(detectors):
+        raise ModelError("no chosen method can run on this model: "
+                         + "; ".join(f"{m}: {reason}" for m, reason in left_out.items()))
+    if left_out:
+        warnings.warn("left out of the evaluation, as this model cannot feed them: "
+                      + "; ".join(f"{m}: {reason}" for m, reason in left_out.items()), stacklevel=2)
+    methods = [m for m in settings.methods if m not in left_out]
+    detectors = {m: detectors[m] for m in methods}
     needs_fit = [m for m, d in detectors.items() if d.needs_fit]
     if needs_fit and fit_set is None:
         raise DataError(f"{', '.join(needs_fit)} must be fitted on ID training data: give a fit set")
-    sample = id_set[0][0]
     layers = resolve_layers(model, sample, merge_needs(d.needs() for d in detectors.values()))
     own_layers = {m: resolve_layers(model, sample, d.needs()).as_dict() for m, d in detectors.items()}
 
@@ -439,7 +475,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     results: dict[str, dict[str, np.ndarray]] = {}
     cache_hits = 0
     for name, ds in datasets.items():
-        entries = [OUTPUTS, *settings.methods]
+        entries = [OUTPUTS, *methods]
         stores = {e: ChunkStore(root, entry_key(e, data_fps[name]), meta=dict(entry=e, dataset=data_fps[name],
                                                                                 model=model_fp))
                   for e in entries} if use_cache else {}
@@ -480,7 +516,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
             "path": [path_of(i) for i in range(n)] if callable(path_of) else [None] * n,
             "label": arrays["label"], "prediction": arrays["prediction"],
         })
-        for method in settings.methods:
+        for method in methods:
             frame[method] = arrays[method]
         frames.append(frame)
     for method in needs_fit:
@@ -488,10 +524,10 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
             state = read_fitted_state(root, fitted_key(method))
             if state is not None:
                 fitted_states[method] = state
-    per_sample = {OUTPUTS, "label", "prediction", *settings.methods}
+    per_sample = {OUTPUTS, "label", "prediction", *methods}
     config = replace(
         run or RunConfig(),
-        model=model_fp, methods=list(settings.methods), method_params=method_params,
+        model=model_fp, methods=list(methods), method_params=method_params, left_out=left_out,
         layers=layers.as_dict(), fit_set=fit_fp, datasets=data_fps, id_set=id_name,
         ood_sets=[n for n in datasets if n != id_name],
         notes=[*(run.notes if run else []), *_exact_zero_notes(model, results, layers)],
@@ -504,7 +540,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         config.preset = id_set.preset_name
     evaluation = Evaluation(
         scores=pd.concat(frames, ignore_index=True), id_name=id_name,
-        ood_names=[n for n in datasets if n != id_name], methods=list(settings.methods),
+        ood_names=[n for n in datasets if n != id_name], methods=list(methods),
         zero_layers=layers.zero, zero_channels=layers.zero_channels,
         inner_layers=layers.inner, inner_channels=layers.inner_channels, head_layer=layers.head,
         arrays={name: {k: v for k, v in arrays.items() if k not in per_sample} for name, arrays in results.items()},
@@ -519,6 +555,5 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
 __all__ = [
     "ALL_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_METHODS", "GAIA_METHODS", "METHOD_LABELS", "Evaluation",
     "EvaluationCancelled", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "gaia_z_note",
-    "score_batch",
-    "dataset_fingerprint", "evaluate", "model_fingerprint", "resolve_layers",
+    "score_batch", "dataset_fingerprint", "evaluate", "model_fingerprint", "resolve_layers", "unusable_methods",
 ]

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from gaia_viz.detectors import DETECTORS
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
 
@@ -33,7 +35,7 @@ def test_report_page_runs_and_shows_tables(monkeypatch, tmp_path):
     assert not at.exception and not at.error
     assert len(at.dataframe) == 1
     table = at.dataframe[0].value
-    assert len(table) == 10 and "textures (center-crop) FPR95 ↓ (%)" in table.columns
+    assert len(table) == len(DETECTORS) and "textures (center-crop) FPR95 ↓ (%)" in table.columns
     assert any("Reading" in m.value and "gaia_z" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 3
     assert any("%" in m.value for m in at.metric)

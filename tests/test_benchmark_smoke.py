@@ -36,7 +36,7 @@ def test_quick_run_prints_rows_ratios_and_targets(bench, tmp_path, capsys):
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert code == 0
-    for method in ("forward", "naive_gaia_z", "gaia_z", "gaia_a", "sweep_no_odin", "sweep_all"):
+    for method in ("forward", "naive_gaia_z", "gaia_z", "gaia_a", "sweep_no_odin", "sweep_all", "posthoc_seven"):
         assert any(line.startswith(method + " ") for line in printed.splitlines()), method
     assert "1.00x" in printed  # forward is the unit
     for name in bench.RATIO_TARGETS:
@@ -45,7 +45,7 @@ def test_quick_run_prints_rows_ratios_and_targets(bench, tmp_path, capsys):
 
     report = json.loads(out.read_text())
     rows = {row["method"]: row for row in report["rows"]}
-    assert set(rows) == {"forward", "naive_gaia_z", "gaia_z", "gaia_a", "sweep_no_odin", "sweep_all"}
+    assert set(rows) == {"forward", "naive_gaia_z", "gaia_z", "gaia_a", "sweep_no_odin", "sweep_all", "posthoc_seven"}
     assert rows["forward"]["ratio"] == pytest.approx(1.0)
     for row in rows.values():
         assert row["median_s"] > 0 and row["ratio"] == pytest.approx(row["median_s"] / rows["forward"]["median_s"])

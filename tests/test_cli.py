@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gaia_viz.detectors import DETECTORS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,7 +30,7 @@ def test_demo_evaluation_end_to_end(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"methods", "config"}
     ood_sets = {"faces", "textures", "photos", "letters", "noise"}
-    assert list(metrics["methods"])[:2] == ["gaia_z", "gaia_a"] and len(metrics["methods"]) == 10
+    assert list(metrics["methods"])[:2] == ["gaia_z", "gaia_a"] and len(metrics["methods"]) == len(DETECTORS)
     for method, per_set in metrics["methods"].items():
         assert set(per_set) == ood_sets | {"average"}
         for values in per_set.values():

@@ -349,7 +349,8 @@ def test_fit_is_noop_for_unfitted_methods(model):
 
 def test_registry_contents():
     assert list(DETECTORS) == ["gaia_z", "gaia_a", "msp", "maxlogit", "energy", "odin",
-                               "gradnorm", "react", "knn", "mahalanobis"]
+                               "gradnorm", "react", "knn", "mahalanobis",
+                               "ash", "scale", "vim", "gen", "fdbd", "nnguide", "dice"]
     assert set(METHOD_LABELS) == set(DETECTORS)
     assert METHOD_LABELS["gaia_z"] == "GAIA-Z" and METHOD_LABELS["msp"] == "MSP"
     for name, cls in DETECTORS.items():

@@ -83,7 +83,7 @@ def test_report_files_and_tables_equal_metrics_json(report_runs):
         header = next(line for line in section.splitlines() if line.startswith("| method"))
         columns = [c.split(" FPR95")[0].strip() for c in header.strip("|").split("|")[1:]]
         rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-        assert len(rows) == len(entry["methods"]) == 10
+        assert len(rows) == len(entry["methods"]) == len(METHOD_LABELS)
         for row in rows:
             cells = [c.strip() for c in row.strip("|").split("|")]
             method = next(m for m, label in METHOD_LABELS.items() if label == cells[0])

@@ -43,12 +43,14 @@ def check_positive(name: str, value: float) -> float:
     return value
 
 
-def check_percentile(name: str, value: float, low_open: bool = True) -> float:
-    """A percentile in percent: (0, 100] (or [0, 100] with ``low_open=False``)."""
+def check_percentile(name: str, value: float, low_open: bool = True, high_open: bool = False) -> float:
+    """A percentile in percent: (0, 100] by default; ``low_open=False`` admits 0,
+    ``high_open=True`` excludes 100."""
     value = float(value)
-    ok = (0.0 < value <= 100.0) if low_open else (0.0 <= value <= 100.0)
-    if not ok:
-        bounds = "(0, 100]" if low_open else "[0, 100]"
+    low_ok = value > 0.0 if low_open else value >= 0.0
+    high_ok = value < 100.0 if high_open else value <= 100.0
+    if not (low_ok and high_ok):
+        bounds = ("(" if low_open else "[") + "0, 100" + (")" if high_open else "]")
         raise ModelError(f"{name} must be in {bounds} (percent), got {value}.")
     return value
 
@@ -56,6 +58,14 @@ def check_percentile(name: str, value: float, low_open: bool = True) -> float:
 def energy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Energy ``E(x) = -T * logsumexp(f(x) / T)`` (Liu et al. 2020); OOD has higher energy."""
     return -temperature * torch.logsumexp(logits / temperature, dim=1)
+
+
+def refuse_non_finite(scores: Tensor, method: str, why: str) -> Tensor:
+    """``scores`` when all are finite, else ModelError saying for how many images and ``why``."""
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        raise ModelError(f"{method} gave non-finite scores for {bad} of {scores.numel()} images: {why}")
+    return scores
 
 
 class Detector(abc.ABC):
@@ -86,6 +96,17 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def score_forward(self, outputs: ForwardOutputs) -> Tensor:
         """OOD scores ``Tensor[B]`` from a shared forward pass that met :meth:`needs`."""
+
+    def validate_outputs(self, outputs: ForwardOutputs) -> None:
+        """Raise ModelError when ``outputs`` cannot feed this method in a way
+        :func:`~gaia_viz.forward.shared_forward` does not refuse itself (ASH/SCALE on the
+        feature map: the head's input must be that map's spatial mean). None by default."""
+
+    def check_model(self, x: Tensor) -> None:
+        """Raise ModelError when the model cannot give this method what it needs (a classifier
+        head, pooled features, ...): one shared forward of the batch ``x`` with its needs. The
+        sweep runs it on one image and leaves out the methods that fail, saying why."""
+        self.validate_outputs(shared_forward(self.model, self._input(x), self.needs()))
 
     def arrays(self, outputs: ForwardOutputs) -> dict[str, np.ndarray]:
         """Per-sample arrays besides the score worth caching (none by default)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import ModelError
@@ -52,10 +53,21 @@ class ClassifierHead:
         return int(self.module.in_channels if self.is_conv else self.module.in_features)
 
     def __call__(self, features: Tensor) -> Tensor:
-        """Logits ``(B, classes)`` of pooled ``features`` ``(B, D)``."""
+        """Logits ``(B, classes)`` of pooled ``features`` ``(B, D)``, on the device of
+        ``features`` (the head runs where its weights are: the sweep keeps features on the
+        CPU while the model may be on a GPU)."""
+        inputs = features.to(self.module.weight.device)
         if self.is_conv:
-            return self.module(features[:, :, None, None]).flatten(1)
-        return self.module(features)
+            return self.module(inputs[:, :, None, None]).flatten(1).to(features.device)
+        return self.module(inputs).to(features.device)
+
+    def weight_and_bias(self, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+        """Detached CPU copies of ``weight`` ``(classes, D)`` and ``bias`` ``(classes,)`` in
+        ``dtype`` (zeros for a head without bias), for methods that use the head's geometry."""
+        weight = self.weight.detach().to("cpu", dtype)
+        bias = self.bias
+        bias = torch.zeros(weight.shape[0], dtype=dtype) if bias is None else bias.detach().to("cpu", dtype)
+        return weight, bias
 
     def features_from_input(self, head_input: Tensor) -> Tensor:
         """The head's captured input as ``(B, D)``; ModelError when a conv head was given a
