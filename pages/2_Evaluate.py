@@ -71,7 +71,7 @@ st.caption(f"Model **{escape_markdown(setup.model_name)}**{checkpoint_text}; pre
                for n in view.ood_names))
 for method in layers:
     st.caption(escape_markdown(layers_caption(view, method)) + " (choose on Channels and layers).")
-warn_about_numbers(view, shown)
+warn_about_numbers(evaluation, methods)
 
 # ---------------------------------------------------------------- metrics
 st.subheader("Metrics")

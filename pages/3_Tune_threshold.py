@@ -47,7 +47,8 @@ evaluation = require_scores(setup, [chosen.method])
 # ---------------------------------------------------------------- choose the operating point
 left, right = st.columns(2)
 methods = list(evaluation.methods)
-method = bound_widget(left.selectbox, f"w_tune_method::{setup.score_key}", chosen.method,
+method = bound_widget(left.selectbox, f"w_tune_method::{setup.score_key}",
+                      chosen.method if chosen.method in methods else methods[0],
                       lambda value: update_selection(method=value), label="Method", options=methods,
                       format_func=lambda m: METHOD_LABELS.get(m, m))
 ood_names = list(evaluation.ood_names)

@@ -66,7 +66,8 @@ def scores(setup: Setup, methods: Sequence[str], auto: bool | None = None):
     Returns the stored evaluation (None when nothing is scored yet) and the missing methods.
     """
     evaluation = jobs.STORE.get(setup.score_key)
-    missing = [m for m in methods if evaluation is None or m not in evaluation.methods]
+    left_out = evaluation.config.left_out if evaluation is not None else {}
+    missing = [m for m in methods if (evaluation is None or m not in evaluation.methods) and m not in left_out]
     if not missing:
         return evaluation, []
     job = jobs.JOBS.job(setup.score_key)
@@ -148,13 +149,18 @@ def render_status() -> None:
 
 def warn_about_numbers(evaluation, methods) -> None:
     """Next to the numbers of ``methods``: what the sweep noted about them (GAIA-Z on a model
-    whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`)."""
-    from gaia_viz.sweep import gaia_z_note
+    whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`; methods
+    this model cannot feed, left out with the reason)."""
+    from gaia_viz.sweep import METHOD_LABELS, gaia_z_note
 
     if "gaia_z" in methods:
         note = gaia_z_note(evaluation)
         if note:
             st.warning(escape_markdown(note))
+    for method in methods:
+        reason = evaluation.config.left_out.get(method)
+        if reason:
+            st.warning(escape_markdown(f"{METHOD_LABELS.get(method, method)} is left out for this model: {reason}"))
 
 
 def layers_caption(evaluation, method: str) -> str:
