@@ -82,6 +82,8 @@ def _env_int(name: str, default: int) -> int:
 def environment() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` as torchrun set them (``(0, 1, 0)`` without it)."""
     world = _env_int("WORLD_SIZE", 1)
+    if world == 1:
+        return 0, 1, 0
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", rank)
     if world < 1 or not 0 <= rank < world or local_rank < 0:
