@@ -1,6 +1,8 @@
 """Command line: ``python -m gaia_viz evaluate ...`` (and ``report``, see gaia_viz.report).
 
-Every user error ends the process with one line on stderr and exit code 2.
+Every user error ends the process with one line on stderr and exit code 2. ``evaluate``
+also runs under ``torchrun --nproc-per-node N [--nnodes M ...] -m gaia_viz evaluate ...``:
+the ranks share the chunks (see :mod:`gaia_viz.distributed`) and rank 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "resize for the demo, whose OOD images are smaller than its input)")
     ev.add_argument("--layers", help="comma-separated GAIA-Z layers (default: every normalisation layer)")
     ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--workers", type=int, default=None,
+                    help="loader processes decoding images while scoring (0: in this process; "
+                         "default: one per core beyond this one, at most 4)")
+    ev.add_argument("--chunk-size", type=int, default=None,
+                    help="samples per cached chunk, the unit that is resumed and shared between torchrun ranks "
+                         "(default 256)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     ev.add_argument("--data-root", help="root of torchvision datasets / benchmark folders (default $GAIA_VIZ_DATA_ROOT)")
     ev.add_argument("--max-samples", type=int, default=None, help="use at most N samples of each set (deterministic)")
@@ -181,14 +189,29 @@ def check_path_arguments(args) -> None:
 
 
 def run_evaluate(args) -> int:
-    from gaia_viz.data.sources import limit
+    from gaia_viz import distributed
     from gaia_viz.settings import resolve_device
-    from gaia_viz.sweep import SweepSettings, evaluate
 
     check_path_arguments(args)
     device = resolve_device(args.device)
     if args.batch_size < 1:
         raise GaiaVizError("--batch-size must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise GaiaVizError("--workers must be 0 (load in this process) or more")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise GaiaVizError("--chunk-size must be at least 1")
+    context, device = distributed.start(device)
+    try:
+        return _evaluate_on_rank(args, device, context)
+    finally:
+        distributed.close(context)
+
+
+def _evaluate_on_rank(args, device: str, context) -> int:
+    from gaia_viz.data.sources import limit
+    from gaia_viz.settings import default_workers
+    from gaia_viz.sweep import DEFAULT_CHUNK_SIZE, SweepSettings, evaluate
+
     inputs = _demo_inputs(args, device) if args.demo else _user_inputs(args, device)
     id_set, ood_sets = inputs.id_set, inputs.ood_sets
     if args.max_samples:
@@ -197,14 +220,18 @@ def run_evaluate(args) -> int:
     settings = SweepSettings(
         methods=parse_methods(args.methods), batch_size=args.batch_size,
         layers=[s.strip() for s in args.layers.split(",")] if args.layers else None,
+        workers=default_workers() if args.workers is None else args.workers,
+        chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
     )
-    progress, close = terminal_progress(args.quiet)
+    progress, close = terminal_progress(args.quiet or not context.is_main)
     try:
         evaluation = evaluate(inputs.model, id_set, ood_sets, settings, fit_set=inputs.fit_set, device=device,
                               cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=progress,
-                              run=inputs.run)
+                              run=inputs.run, distributed=context)
     finally:
         close()
+    if evaluation is None:  # a rank other than 0: its chunks are in the run cache, rank 0 reports
+        return 0
     out = Path(args.out)
     write_outputs(evaluation, out)
     _report_skipped(evaluation)
@@ -213,9 +240,17 @@ def run_evaluate(args) -> int:
     print(format_table(evaluation))
     if accuracy is not None:
         print(f"ID accuracy (top-1): {100 * accuracy:.2f} %")
-    print(f"{len(evaluation.scores):,} images in {evaluation.seconds:.1f} s on {device}; "
-          f"wrote {out}/metrics.json and {out}/scores.csv")
+    print(f"{len(evaluation.scores):,} images in {evaluation.seconds:.1f} s on {device}"
+          f"{f' and {context.world_size - 1} more process(es)' if context.active else ''}; "
+          f"{_rates_line(evaluation.config.timing)}wrote {out}/metrics.json and {out}/scores.csv")
     return 0
+
+
+def _rates_line(timing: dict) -> str:
+    """``"loading N images/s, scoring M images/s; "`` from the run's timing (what was computed)."""
+    rates = [f"{label} {timing[key]['images_per_s']:,.0f} images/s" for key, label in
+             (("loading", "loading"), ("scoring", "scoring")) if (timing.get(key) or {}).get("images_per_s")]
+    return ", ".join(rates) + "; " if rates else ""
 
 
 def run_report(args) -> int:

@@ -12,20 +12,27 @@ image before anything is scored) is left out with a warning and its reason in
 Results are cached on disk (:mod:`gaia_viz.cache`) per dataset, per method and per chunk of
 ``chunk_size`` samples, keyed by what determines the numbers: the weights, the dataset's
 files and preprocessing, the method and its parameters (layers included), the fit data.
-Batch size, device and how a path was typed are not part of the key. So a second request
-is a cache hit, an interrupted run resumes where it stopped, and adding a method to an
-evaluation scores only that method. A CUDA out-of-memory error halves the batch and goes on.
+Batch size, device, loader workers and how a path was typed are not part of the key. So a
+second request is a cache hit, an interrupted run resumes where it stopped, and adding a
+method to an evaluation scores only that method. A CUDA out-of-memory error halves the
+batch and goes on.
+
+The chunks to score are planned first (what the cache lacks), then one loader
+(:mod:`gaia_viz.loader`) decodes their batches in worker processes while this process
+scores. Under torchrun the plan is split across ranks (:mod:`gaia_viz.distributed`):
+each rank writes its chunks to the cache and rank 0 merges them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,12 +41,15 @@ from torch import nn
 
 from gaia_viz.cache import ChunkStore, read_fitted_state, stable_hash, write_fitted_state
 from gaia_viz.detectors import DETECTORS, METHOD_LABELS, Detector, detector_parameters, make_detector
+from gaia_viz.distributed import SINGLE, DistributedContext, broadcast_object, broadcast_tensors, gather_to_main, share
 from gaia_viz.errors import DataError, GaiaVizError, ModelError
 from gaia_viz.forward import ForwardNeeds, collect_outputs, merge_needs, shared_forward
+from gaia_viz.loader import BatchLoader, LoadedBatch, batch_ranges
 from gaia_viz.metrics import metrics_rows
 from gaia_viz.model_state import model_device
 from gaia_viz.run_config import RunConfig
 from gaia_viz.settings import cache_dir as default_cache_dir
+from gaia_viz.settings import default_workers
 
 GAIA_METHODS = ("gaia_z", "gaia_a")
 ALL_METHODS = tuple(DETECTORS)
@@ -50,6 +60,7 @@ OUTPUTS = "outputs"  # the cache entry holding labels and predictions
 # (2: GAIA-Z ratios and partial sums in float64; 3: one entry per method, fixed chunks;
 # 4: a norm fused with its activation is hooked before the activation)
 SCORES_FORMAT = 4
+SHARED_CACHE_WAIT_S = 60.0  # how long rank 0 waits to see a chunk another rank wrote (NFS lag)
 
 ProgressFn = Callable[[float, str], None]
 
@@ -104,8 +115,10 @@ class SweepSettings:
 
     ``method_params``: ``{method: {parameter: value}}`` (see each detector's docstring);
     ``layers`` / ``inner_layers`` / ``head_layer`` are shorthands for GAIA-Z's ``layers``
-    and GAIA-A's ``inner_layers`` / ``head_layer``. ``batch_size`` and ``chunk_size``
-    (samples per cached chunk) change the speed, never the scores.
+    and GAIA-A's ``inner_layers`` / ``head_layer``. ``batch_size``, ``chunk_size``
+    (samples per cached chunk) and ``workers`` (loader processes that decode images while
+    the main process scores; 0 decodes in the main process; default
+    :func:`gaia_viz.settings.default_workers`) change the speed, never the scores.
     """
 
     methods: Sequence[str] = DEFAULT_METHODS
@@ -115,6 +128,7 @@ class SweepSettings:
     method_params: Mapping[str, Mapping] = field(default_factory=dict)
     batch_size: int = 64
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    workers: int = field(default_factory=default_workers)
 
     def __post_init__(self):
         methods = [m.strip().lower() for m in self.methods if m.strip()]
@@ -132,7 +146,9 @@ class SweepSettings:
             raise ModelError("batch size must be at least 1")
         if int(self.chunk_size) < 1:
             raise ModelError("chunk size must be at least 1")
-        self.batch_size, self.chunk_size = int(self.batch_size), int(self.chunk_size)
+        if int(self.workers) < 0:
+            raise ModelError("the number of loader workers must be 0 (load in the main process) or more")
+        self.batch_size, self.chunk_size, self.workers = int(self.batch_size), int(self.chunk_size), int(self.workers)
 
     def params_for(self, method: str) -> dict:
         """The parameters ``method`` is built with: its ``method_params`` and the shorthands."""
@@ -231,26 +247,33 @@ def score_batch(model: nn.Module, x: torch.Tensor, detectors: Mapping[str, Detec
 
 
 def _score_range(model, dataset, start: int, end: int, detectors: Mapping[str, Detector],
-                 needs: ForwardNeeds, batch_size: int, device) -> dict[str, dict]:
-    """Score samples [start, end) of ``dataset``, halving the batch on CUDA out-of-memory."""
+                 needs: ForwardNeeds, batch_size: int, device,
+                 batches: Iterable[LoadedBatch] | None = None) -> dict[str, dict]:
+    """Score samples [start, end) of ``dataset``. ``batches``: the loaded batches covering
+    the range in order (the sweep's :class:`~gaia_viz.loader.BatchLoader` yields them);
+    None loads them here. A CUDA out-of-memory error halves the batch size, splitting each
+    loaded batch into pieces that fit."""
+    if batches is None:
+        batches = BatchLoader([dataset], [(0, s, e) for s, e in batch_ranges(start, end, batch_size)])
     parts: list[dict[str, dict]] = []
-    position = start
-    while position < end:
-        stop = min(end, position + batch_size)
-        items = [dataset[i] for i in range(position, stop)]
-        x = torch.stack([item[0] for item in items]).to(device)
-        try:
-            batch = _score_batch(model, x, detectors, needs)
-        except torch.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            if x.is_cuda:
-                torch.cuda.empty_cache()
-            batch_size = max(1, batch_size // 2)
-            continue
-        batch[OUTPUTS]["label"] = np.array([int(item[1]) for item in items])
-        parts.append(batch)
-        position = stop
+    for batch in batches:
+        images = batch.images.to(device, non_blocking=True)  # overlaps the copy when pinned
+        labels = batch.labels.numpy()
+        position = 0
+        while position < len(images):
+            x = images[position:position + batch_size]
+            try:
+                scored = _score_batch(model, x, detectors, needs)
+            except torch.OutOfMemoryError:
+                if len(x) == 1:
+                    raise
+                if x.is_cuda:
+                    torch.cuda.empty_cache()
+                batch_size = max(1, len(x) // 2)
+                continue
+            scored[OUTPUTS]["label"] = labels[position:position + len(x)]
+            parts.append(scored)
+            position += len(x)
     return {entry: {key: np.concatenate([p[entry][key] for p in parts]) for key in parts[0][entry]}
             for entry in parts[0]}
 
@@ -358,36 +381,60 @@ def gaia_z_note(evaluation: "Evaluation") -> str | None:
     return next((note for note in evaluation.config.notes if note.startswith(NO_EXACT_ZEROS_NOTE)), None)
 
 
-class _Progress:
-    """Progress of a sweep as fraction + message, with an ETA from the images computed."""
+class ChunkTask(NamedTuple):
+    """A chunk some cache entries lack: samples ``[start, end)`` of data set ``dataset``."""
 
-    def __init__(self, total: int, report: ProgressFn | None):
-        self.total, self.report = total, report
-        self.done = 0
-        self.computed = 0
-        self.compute_seconds = 0.0
+    dataset: str
+    start: int
+    end: int
+    missing: tuple[str, ...]  # entries to compute: OUTPUTS and/or method names
+
+
+class _Progress:
+    """Progress of a sweep as fraction + message: images done, the loading and scoring
+    rates (so a user sees which one limits the run) and an ETA."""
+
+    def __init__(self, total: int, done: int, report: ProgressFn | None):
+        self.total, self.done, self.report = max(1, total), done, report
+        self.scored = 0
+        self.scoring_since = time.perf_counter()
 
     def say(self, message: str) -> None:
         if self.report is not None:
             self.report(min(1.0, self.done / self.total), message)
 
-    def advance(self, count: int, seconds: float | None, name: str) -> None:
+    def start_scoring(self) -> None:
+        self.scoring_since = time.perf_counter()
+
+    def advance(self, count: int, name: str, load_rate: float | None, score_rate: float | None) -> None:
         self.done += count
-        if seconds is not None:
-            self.computed += count
-            self.compute_seconds += seconds
-        eta = ""
-        if self.computed:
-            left = (self.total - self.done) * self.compute_seconds / self.computed
-            eta = f", about {left:.0f} s left" if left >= 1 else ""
-        self.say(f"scoring {name}: {self.done:,}/{self.total:,} images{eta}")
+        self.scored += count
+        rates = "".join(f", {label} {rate:,.0f}/s" for label, rate in (("load", load_rate), ("score", score_rate))
+                        if rate)
+        left = (self.total - self.done) * (time.perf_counter() - self.scoring_since) / self.scored
+        eta = f", {left:.0f} s left" if left >= 1 else ""
+        self.say(f"scoring {name}: {self.done:,}/{self.total:,}{rates}{eta}")
+
+
+def _rate(images: int, seconds: float) -> float | None:
+    return images / seconds if images and seconds > 0 else None
+
+
+def _read_shared_chunk(store: ChunkStore, start: int, end: int, deadline: float) -> dict | None:
+    """A chunk another rank reported written, read until ``deadline`` (time.monotonic()):
+    a shared filesystem (NFS) may show a new file to other nodes a few seconds late."""
+    while True:
+        arrays = store.read(start, end)
+        if arrays is not None or time.monotonic() >= deadline:
+            return arrays
+        time.sleep(0.5)
 
 
 def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
              settings: SweepSettings | None = None, fit_set=None, device=None,
              cache_dir: str | Path | None = None, use_cache: bool = True,
              progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None,
-             run: RunConfig | None = None) -> Evaluation:
+             run: RunConfig | None = None, distributed: DistributedContext | None = None) -> Evaluation | None:
     """Score ``id_set`` and every OOD set with every method of ``settings``.
 
     ``fit_set``: ID training data for the methods that fit (``Detector.needs_fit``); never
@@ -395,12 +442,25 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     chunk advance; ``cancel()`` is polled between chunks (raises :class:`EvaluationCancelled`,
     keeping the chunks already scored). ``run``: what the caller records about the run
     (model name, checkpoint, sources, ...); the sweep fills in the rest of the
-    :class:`RunConfig`.
+    :class:`RunConfig`, its ``timing`` included.
+
+    Loading: ``settings.workers`` processes decode the batches while this one scores
+    (:mod:`gaia_viz.loader`; 0 decodes here); the scores do not depend on it.
+
+    ``distributed``: this process's place in a torchrun job (:func:`gaia_viz.distributed.start`;
+    None is one process). Every rank must call ``evaluate`` with the same arguments: rank 0
+    plans the missing chunks, each rank scores its share and writes it to the run cache
+    (which must therefore be used, and shared by all nodes), rank 0 merges and returns the
+    :class:`Evaluation`; the other ranks return None.
     """
     started = time.perf_counter()
     settings = settings or SweepSettings()
+    context = distributed or SINGLE
     if not ood_sets:
         raise DataError("choose at least one OOD set to compare the ID set with")
+    if context.active and not use_cache:
+        raise DataError("a distributed evaluation hands the scored chunks between its ranks through the run "
+                        "cache; drop --no-cache (use_cache=False)")
     datasets = {getattr(id_set, "name", "id"): id_set}
     for name, ds in ood_sets.items():
         if name in datasets:
@@ -438,28 +498,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     data_fps = {name: dataset_fingerprint(ds) for name, ds in datasets.items()}  # stats every file once
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     total = sum(len(ds) for ds in datasets.values())
-    tracker = _Progress(total + (len(fit_set) if needs_fit else 0), progress)
-    fitted = [False]
-    fitted_states: dict[str, dict] = {}
-
-    def fit_once():
-        if fitted[0] or not needs_fit:
-            return
-        loader = torch.utils.data.DataLoader(fit_set, batch_size=settings.batch_size, shuffle=False, num_workers=0)
-        fit_name = getattr(fit_set, "name", "the fit set")
-        start_done = tracker.done
-
-        def fit_progress(fraction: float, message: str):
-            tracker.done = start_done + round(fraction * len(fit_set))
-            tracker.say(f"fitting {', '.join(needs_fit)} on {fit_name}: {message.split(': ', 1)[-1]}")
-
-        outputs = collect_outputs(model, loader, progress=fit_progress, total=len(fit_set))
-        for method in needs_fit:
-            detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
-            fitted_states[method] = detectors[method].fitted_state()
-            if use_cache:
-                write_fitted_state(root, fitted_key(method), fitted_states[method])
-        fitted[0] = True
+    pin_memory = device.type == "cuda"
 
     def fitted_key(method: str) -> str:
         return stable_hash(dict(format=SCORES_FORMAT, model=model_fp, entry=method, fitted=True,
@@ -472,39 +511,135 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
                          fit_set=fit_fp if detectors[method].needs_fit else None)
         return stable_hash(facts)
 
-    results: dict[str, dict[str, np.ndarray]] = {}
-    cache_hits = 0
-    for name, ds in datasets.items():
-        entries = [OUTPUTS, *methods]
-        stores = {e: ChunkStore(root, entry_key(e, data_fps[name]), meta=dict(entry=e, dataset=data_fps[name],
-                                                                                model=model_fp))
-                  for e in entries} if use_cache else {}
-        chunks, all_cached = [], True
-        for start, end in chunk_ranges(len(ds), settings.chunk_size):
+    entries = [OUTPUTS, *methods]
+    stores = {name: {e: ChunkStore(root, entry_key(e, data_fps[name]),
+                                   meta=dict(entry=e, dataset=data_fps[name], model=model_fp)) for e in entries}
+              for name in datasets} if use_cache else {}
+
+    # The plan: every chunk the cache lacks. Rank 0 reads the cache and shares the plan, so
+    # all ranks agree on it even while chunks are being written.
+    found: dict[str, dict[int, dict[str, dict]]] = {name: {} for name in datasets}  # name -> start -> entry
+    tasks: list[ChunkTask] | None = None
+    if context.is_main:
+        tasks = []
+        for name, ds in datasets.items():
+            for start, end in chunk_ranges(len(ds), settings.chunk_size):
+                cached = {e: stores[name][e].read(start, end) for e in entries} if use_cache else {}
+                found[name][start] = {e: arrays for e, arrays in cached.items() if arrays is not None}
+                missing = tuple(e for e in entries if e not in found[name][start])
+                if missing:
+                    tasks.append(ChunkTask(name, start, end, missing))
+    tasks = broadcast_object(tasks, context)
+    mine = share(tasks, context)
+    mine_images = sum(t.end - t.start for t in mine)
+    cached_images = total - sum(t.end - t.start for t in tasks)
+    fitting = any(detectors[m].needs_fit for t in tasks for m in t.missing if m != OUTPUTS)
+    fit_images = len(fit_set) if fitting and context.is_main else 0
+    tracker = _Progress(fit_images + mine_images + (cached_images if context.is_main else 0),
+                        cached_images if context.is_main else 0, progress)
+
+    # Fitted methods fit once, on rank 0, from one pass over the fit set; the other ranks
+    # receive the fitted tensors bit for bit, so every rank scores with the same state. The
+    # state is kept in the cache too, for exports (a threshold file never refits).
+    fit_seconds = 0.0
+    fitted_states: dict[str, dict] = {}
+    if fitting:
+        fit_started = time.perf_counter()
+        if context.is_main:
+            fit_loader = BatchLoader([fit_set], [(0, s, e) for s, e in batch_ranges(0, len(fit_set), settings.batch_size)],
+                                     settings.workers, pin_memory)
+            fit_name = getattr(fit_set, "name", "the fit set")
+
+            def fit_progress(fraction: float, message: str):
+                tracker.done = cached_images + round(fraction * len(fit_set))
+                tracker.say(f"fitting {', '.join(needs_fit)} on {fit_name}: {message.split(': ', 1)[-1]}")
+
+            outputs = collect_outputs(model, ((b.images, b.labels) for b in fit_loader),
+                                      progress=fit_progress, total=len(fit_set))
+            for method in needs_fit:
+                detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
+        for method in needs_fit:
+            state = broadcast_tensors(detectors[method].fitted_state() if context.is_main else None, context)
+            if not context.is_main:
+                detectors[method].load_fitted_state(state)
+            elif use_cache:
+                write_fitted_state(root, fitted_key(method), state)
+            fitted_states[method] = state
+        fit_seconds = time.perf_counter() - fit_started
+
+    # Scoring: one loader for this rank's whole share, its batches never crossing a chunk.
+    index_of = {name: i for i, name in enumerate(datasets)}
+    plan = [(index_of[t.dataset], s, e) for t in mine for s, e in batch_ranges(t.start, t.end, settings.batch_size)]
+    loader = BatchLoader(list(datasets.values()), plan, settings.workers, pin_memory)
+    batches = iter(loader)
+    score_seconds, scored_images = 0.0, 0
+    tracker.start_scoring()
+    try:
+        for task in mine:
             if cancel is not None and cancel():
-                raise EvaluationCancelled(f"cancelled after {start} of {len(ds)} samples of {name}; "
+                raise EvaluationCancelled(f"cancelled before samples {task.start}-{task.end} of {task.dataset}; "
                                           "finished chunks are cached")
-            found = {e: stores[e].read(start, end) for e in entries} if use_cache else {e: None for e in entries}
-            missing = [e for e in entries if found[e] is None]
-            seconds = None
-            if missing:
-                all_cached = False
-                wanted = {m: detectors[m] for m in missing if m != OUTPUTS}
-                if any(d.needs_fit for d in wanted.values()):
-                    fit_once()
-                computed_at = time.perf_counter()
-                computed = _score_range(model, ds, start, end, wanted,
-                                        merge_needs(d.needs() for d in wanted.values()),
-                                        settings.batch_size, device)
-                seconds = time.perf_counter() - computed_at
-                for e in missing:
-                    found[e] = computed[e]
-                    if use_cache:
-                        stores[e].write(start, end, computed[e])
-            chunks.append({k: v for e in entries for k, v in found[e].items()})
-            tracker.advance(end - start, seconds, name)
-        results[name] = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
-        cache_hits += all_cached
+            wanted = {m: detectors[m] for m in task.missing if m != OUTPUTS}
+            chunk_batches = itertools.islice(batches, len(batch_ranges(task.start, task.end, settings.batch_size)))
+            waited, began = loader.wait_seconds, time.perf_counter()
+            computed = _score_range(model, datasets[task.dataset], task.start, task.end, wanted,
+                                    merge_needs(d.needs() for d in wanted.values()), settings.batch_size,
+                                    device, chunk_batches)
+            for _ in chunk_batches:  # a scorer that stopped early must not shift the next chunk's batches
+                pass
+            score_seconds += time.perf_counter() - began - (loader.wait_seconds - waited)
+            scored_images += task.end - task.start
+            for e in task.missing:
+                if use_cache:
+                    stores[task.dataset][e].write(task.start, task.end, computed[e])
+                if context.is_main:
+                    found[task.dataset][task.start][e] = computed[e]
+            tracker.advance(task.end - task.start, task.dataset, loader.load_rate(), _rate(scored_images, score_seconds))
+    finally:
+        batches.close()  # stops the loader's workers
+
+    rank_timing = dict(
+        rank=context.rank, device=str(device), chunks=len(mine),
+        loading=dict(images=loader.images, seconds=loader.load_seconds, processes=loader.processes,
+                     wait_seconds=loader.wait_seconds, images_per_s=loader.load_rate()),
+        scoring=dict(images=mine_images, seconds=score_seconds, images_per_s=_rate(mine_images, score_seconds)),
+    )
+    reports = gather_to_main(rank_timing, context)  # returns on rank 0 once every rank is done
+    if not context.is_main:
+        return None
+    deadline = time.monotonic() + SHARED_CACHE_WAIT_S
+    for number, task in enumerate(tasks):
+        for e in task.missing:
+            if e in found[task.dataset][task.start]:
+                continue
+            arrays = _read_shared_chunk(stores[task.dataset][e], task.start, task.end, deadline)
+            if arrays is None:
+                raise DataError(
+                    f"rank {number % context.world_size} scored samples {task.start}-{task.end} of {task.dataset} "
+                    f"into the run cache {root}, but rank 0 cannot read them there; with several nodes the run "
+                    "cache (--cache-dir or GAIA_VIZ_CACHE_DIR) must be one folder on a filesystem all nodes share")
+            found[task.dataset][task.start][e] = arrays
+    results: dict[str, dict[str, np.ndarray]] = {}
+    for name, ds in datasets.items():
+        parts = [{k: v for e in entries for k, v in found[name][start][e].items()}
+                 for start, _ in chunk_ranges(len(ds), settings.chunk_size)]
+        results[name] = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    planned = {t.dataset for t in tasks}
+    cache_hits = sum(name not in planned for name in datasets)
+    timing = dict(
+        total_seconds=time.perf_counter() - started, cached_images=cached_images,
+        fit=dict(images=len(fit_set), seconds=fit_seconds) if fitting else None,
+        loading=dict(images=sum(r["loading"]["images"] for r in reports),
+                     seconds=sum(r["loading"]["seconds"] for r in reports),
+                     wait_seconds=sum(r["loading"]["wait_seconds"] for r in reports),
+                     processes_per_rank=loader.processes,
+                     images_per_s=sum(r["loading"]["images_per_s"] or 0.0 for r in reports) or None),
+        scoring=dict(images=sum(r["scoring"]["images"] for r in reports),
+                     seconds=sum(r["scoring"]["seconds"] for r in reports),
+                     images_per_s=sum(r["scoring"]["images_per_s"] or 0.0 for r in reports) or None),
+    )
+    if context.active:
+        timing["ranks"] = reports
 
     frames = []
     for name, ds in datasets.items():
@@ -533,6 +668,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         notes=[*(run.notes if run else []), *_exact_zero_notes(model, results, layers)],
         ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in datasets.items()},
         batch_size=settings.batch_size, chunk_size=settings.chunk_size, device=str(device),
+        world_size=context.world_size, workers=settings.workers, timing=timing,
         skipped={n: [list(item) for item in getattr(ds, "skipped", [])] for n, ds in datasets.items()
                  if getattr(ds, "skipped", None)},
     )

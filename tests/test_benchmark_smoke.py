@@ -70,3 +70,30 @@ def test_naive_baseline_matches_gaia_z_and_leaves_no_hooks(bench):
 def test_unknown_model_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--models", "vgg99"])
+
+
+PIPELINE = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pipeline.py"
+
+
+def test_pipeline_benchmark_workers_row_runs(tmp_path, capsys):
+    from gaia_viz.settings import data_root
+
+    root = data_root()
+    if root is None or not (root / "textures" / "images").is_dir():
+        pytest.skip("no DTD textures under the data root (set GAIA_VIZ_DATA_ROOT to the shared data)")
+    spec = importlib.util.spec_from_file_location("bench_pipeline", PIPELINE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    out = tmp_path / "pipeline.json"
+    try:
+        assert module.main(["--quick", "--rows", "workers", "--workers", "0,1", "--threads", "1",
+                            "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["workers"] for row in rows] == [0, 1]
+    for row in rows:
+        assert row["images"] == 8 and row["images_per_s"] > 0 and row["loading_images_per_s"] > 0
+    assert "workers=1" in capsys.readouterr().out

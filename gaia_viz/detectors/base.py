@@ -143,9 +143,16 @@ class Detector(abc.ABC):
         return self.fit_features(fit.features, fit.logits, fit.labels)
 
     def fitted_state(self) -> dict[str, Tensor]:
-        """What ``fit`` learnt, as named tensors (empty for methods that fit nothing)."""
+        """What ``fit`` learnt, as named tensors (empty for methods that fit nothing).
+        Restored by :meth:`load_fitted_state` bit for bit: a Python float is kept as a
+        float64 scalar (``torch.as_tensor`` alone would round it to float32)."""
         self._require_fit()
-        return {key: torch.as_tensor(getattr(self, key)).detach().cpu().clone() for key in self.fitted_keys}
+        state = {}
+        for key in self.fitted_keys:
+            value = getattr(self, key)
+            tensor = torch.tensor(value, dtype=torch.float64) if isinstance(value, float) else torch.as_tensor(value)
+            state[key] = tensor.detach().cpu().clone()
+        return state
 
     def load_fitted_state(self, state: dict[str, Tensor]) -> "Detector":
         """Restore :meth:`fitted_state` (ModelError naming missing entries)."""
