@@ -106,7 +106,7 @@ class Detector(abc.ABC):
         """Raise ModelError when the model cannot give this method what it needs (a classifier
         head, pooled features, ...): one shared forward of the batch ``x`` with its needs. The
         sweep runs it on one image and leaves out the methods that fail, saying why."""
-        self.validate_outputs(shared_forward(self.model, self._input(x), self.needs()))
+        self.validate_outputs(shared_forward(self.model, self._input(x), self.needs(), warn_without_zeros=False))
 
     def arrays(self, outputs: ForwardOutputs) -> dict[str, np.ndarray]:
         """Per-sample arrays besides the score worth caching (none by default)."""
