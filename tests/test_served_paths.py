@@ -352,6 +352,8 @@ def test_served_defaults_allow_the_data_root_only(tmp_path, monkeypatch):
     monkeypatch.setenv(ALLOWED_ROOTS_ENV, "~")  # home only when configured
     assert paths.allowed_roots() == [data.resolve(), Path.home().resolve()]
     assert paths.check_allowed(Path.home()) == Path.home().resolve()
+    with pytest.raises(DataError, match="hidden"):  # home allowed, its dot-folders still not
+        paths.check_allowed(Path.home() / ".ssh")
 
 
 def test_hidden_paths_are_refused_when_served_unless_configured(tmp_path, monkeypatch):
