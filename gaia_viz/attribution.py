@@ -88,6 +88,65 @@ BASELINES = {
 }
 
 
+
+
+@dataclass(frozen=True)
+class Control:
+    """A parameter of an attribution method that a researcher may set (Inspect's controls,
+    the link's ``attr_params``): ``kind`` is ``"int"``, ``"float"`` or ``"choice"`` (one of
+    ``choices``) or ``"layer"`` (a module name); ``low``/``high`` bound numbers."""
+
+    param: str
+    label: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    def parse(self, text) -> int | float | str:
+        """The value ``text`` names (AttributionError naming the allowed values otherwise)."""
+        if self.kind in ("int", "float"):
+            try:
+                value = int(text) if self.kind == "int" else float(text)
+            except (TypeError, ValueError):
+                raise AttributionError(f"{self.param}={text!r} is not a{'n integer' if self.kind == 'int' else ' number'}") from None
+            if not (self.low <= value <= self.high):
+                raise AttributionError(f"{self.param}={value} is outside [{self.low:g}, {self.high:g}]")
+            return value
+        text = str(text).strip()
+        if self.kind == "choice" and text not in self.choices:
+            raise AttributionError(f"{self.param}={text!r} is not one of {', '.join(self.choices)}")
+        if not text:
+            raise AttributionError(f"{self.param} is empty")
+        return text
+
+
+CONTROLS: dict[str, tuple[Control, ...]] = {
+    "integrated_gradients": (
+        Control("n_steps", "IG steps", "int", 2, 512, help="Points of the path integral (Gauss-Legendre)"),
+        Control("baseline", "IG baseline", "choice", choices=tuple(BASELINES))),
+    "grad_cam": (Control("layer", "Grad-CAM layer", "layer", help="A layer with a spatial output"),),
+    "occlusion": (
+        Control("window", "Occlusion window (pixels)", "int", 1, 4096),
+        Control("stride", "Occlusion stride (pixels)", "int", 1, 4096),
+        Control("baseline", "Occlusion baseline", "choice", choices=tuple(BASELINES))),
+    "smoothgrad": (
+        Control("noise_level", "SmoothGrad noise level", "float", 0.0, 1.0,
+                help="Noise std as a fraction of the input's value range (max - min)"),
+        Control("nt_samples", "SmoothGrad samples", "int", 1, 256)),
+}
+
+
+def control(method: str, param: str) -> Control:
+    """The :class:`Control` of ``method``'s ``param`` (AttributionError when it has none)."""
+    for item in CONTROLS.get(method, ()):
+        if item.param == param:
+            return item
+    known = [f"{m}.{c.param}" for m, items in CONTROLS.items() for c in items]
+    raise AttributionError(f"{method}.{param} is not a settable attribution parameter; known: {', '.join(known)}")
+
+
 # --------------------------------------------------------------------------- plumbing
 
 
@@ -349,5 +408,6 @@ def _class_label(index: int, class_names: Sequence[str] | None) -> str:
     return str(index)
 
 
-__all__ = ["ATTRIBUTION_METHODS", "AttributionMethod", "BASELINES", "attribute", "baseline_image", "occlusion_window",
+__all__ = ["ATTRIBUTION_METHODS", "AttributionMethod", "BASELINES", "CONTROLS", "Control", "attribute",
+           "baseline_image", "control", "occlusion_window",
            "predicted_classes", "to_heatmap", "top_k_predictions"]

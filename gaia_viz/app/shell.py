@@ -26,6 +26,7 @@ PAGES = (
     ("pages/4_Channels_and_layers.py", "Channels and layers", ":material/grid_on:"),
     ("pages/5_How_GAIA_works.py", "How GAIA works", ":material/school:"),
     ("pages/6_Real_data_report.py", "Real-data report", ":material/table_chart:"),
+    ("pages/7_Data_map.py", "Data map", ":material/scatter_plot:"),
 )
 _ACTIVE = threading.local()  # set while run_app runs in this script-runner thread
 

@@ -12,7 +12,7 @@ positive class (TPR = fraction of ID accepted, FPR = fraction of OOD accepted), 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ FRACTION_AXIS = "fraction of the set's images"
 COUNT_AXIS = "images"
 ROC_X_AXIS = "FPR: fraction of OOD accepted as ID"
 ROC_Y_AXIS = "TPR: fraction of ID accepted"
-HISTOGRAM_SCALES = {"fraction": "fraction of each set", "count": "image count", "log": "image count, log scale"}
+HISTOGRAM_SCALE_LABELS = {"fraction": "fraction of each set", "count": "image count", "log": "image count, log scale"}
 
 # What each method's OOD score is. Several baselines negate a confidence (higher = more ID)
 # so that every score is OOD-high, which is why their axes run through negative numbers.
