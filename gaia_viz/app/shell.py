@@ -43,6 +43,15 @@ def _start_up() -> None:
         protect()
 
 
+def _request_names_a_page() -> bool:
+    """True when this run's request names a page (a URL path like /Evaluate, or a page's
+    hash after a click): Streamlit then finds that page among the navigation's pages."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    manager = getattr(get_script_run_ctx(), "pages_manager", None)
+    return bool(manager is not None and (manager.intended_page_name or manager.intended_page_script_hash))
+
+
 def page_path(name: str) -> Path:
     return REPO_ROOT / name
 
@@ -64,7 +73,10 @@ def run_app(current_page: str | None = None) -> None:
         if link is not None:
             sidebar_module.seed_from_query(link.setup_params, lambda message: state.warn_link(message, draw=False))
             st.session_state[AUTO_RUN] = link.had_view
-        current = Path(current_page).resolve() if current_page else None
+        # The page to show is the default only when the request names none: the default
+        # page's URL is "/", so a request for /Evaluate would find no page of that name and
+        # Streamlit would show "Page not found" over the right page.
+        current = Path(current_page).resolve() if current_page and not _request_names_a_page() else None
         pages = [st.Page(str(page_path(path)), title=title, icon=icon,
                          default=(page_path(path).resolve() == current) if current else index == 0)
                  for index, (path, title, icon) in enumerate(PAGES)]
