@@ -77,7 +77,8 @@ metrics = None
 with user_errors("No metrics: "):
     metrics = analysis.view_metrics(view, layers)
 if metrics is not None:
-    for metric, title in (("fpr95", "FPR95 (%) ↓: share of OOD images accepted when 95 % of ID images are"),
+    for metric, title in (("fpr95", "FPR95 (%) ↓: share of OOD images accepted at the threshold that accepts "
+                                    "95 % of the ID images"),
                           ("auroc", "AUROC (%) ↑")):
         grid = figures.metric_grid(metrics, metric, METHOD_LABELS)
         st.markdown(f"**{title}**")

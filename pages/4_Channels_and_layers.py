@@ -97,7 +97,8 @@ for column, method in zip(summary, families):
     change = 100 * (auroc - auroc_all)
     column.metric(f"{METHOD_LABELS[method]} AUROC on {ood_set}, {len(picked[method])} layers",
                   f"{100 * auroc:.2f} %", delta=f"{change:+.2f} pts vs. all layers",
-                  delta_color=analysis.delta_color(change))
+                  delta_color=analysis.delta_color(change),
+                  delta_arrow="auto" if analysis.delta_color(change) == "normal" else "off")
 left, right = st.columns(2)
 left.markdown("**Chosen layers**")
 left.dataframe(metrics_display_table(subset, METHOD_LABELS), hide_index=True, width="stretch",

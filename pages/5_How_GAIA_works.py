@@ -8,6 +8,7 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
+from gaia_viz.app.page import formula  # noqa: E402
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
 from gaia_viz.attribution import top_k_predictions  # noqa: E402
 from gaia_viz.figures import images as figures  # noqa: E402
@@ -82,9 +83,11 @@ for column, (label, (image_set, index)), _ in side_by_side():
 # ------------------------------------------------------------------ 2. the aggregate first
 st.header("2. The whole network at a glance")
 st.markdown(
-    "GAIA-Z counts how many entries of each gradient are **exactly zero**. Per layer: the share of "
-    "gradient entries that are *not* zero, for the two images (bars) and averaged over every image of "
-    "the ID set and of the OOD set (diamonds).")
+    "GAIA-Z looks at how many entries of each gradient are **exactly zero**. Per layer, for the two "
+    "images (bars) and averaged over every image of the ID and the OOD set (diamonds): left, the share "
+    "of gradient entries that are *not* zero (the mean of the per-channel ratio $r$ of step 5); right, "
+    "the mean of $r^2$, which is what GAIA-Z averages (step 6). Squaring weighs channels whose gradient "
+    "is dense more than a spread of half-empty ones, so the right panel, not the left, decides the score.")
 layer_names = first_walk.result.zero_layers
 st.plotly_chart(figures.layer_nonzero_bars(
     layer_names, {id_label: helpers.layer_shares(id_walk.result), ood_label: helpers.layer_shares(ood_walk.result)},
@@ -92,8 +95,9 @@ st.plotly_chart(figures.layer_nonzero_bars(
      f"{ood_name} (all images)": helpers.set_layer_shares(evaluation, ood_name)}),
     width="stretch", key="how_layer_shares")
 higher = ood_label if ood_walk.gaia_z > id_walk.gaia_z else id_label
-st.caption(f"GAIA-Z (mean squared share over all layers): {id_label} {id_walk.gaia_z:.4f}, {ood_label} "
-           f"{ood_walk.gaia_z:.4f}; **{escape_markdown(higher)}** scores higher, i.e. looks more OOD.")
+st.caption(f"GAIA-Z (the channel-weighted mean of the right panel over all layers): {escape_markdown(id_label)} "
+           f"{id_walk.gaia_z:.4f}, {escape_markdown(ood_label)} {ood_walk.gaia_z:.4f}; **{escape_markdown(higher)}** "
+           "scores higher, i.e. looks more OOD.")
 
 # ------------------------------------------------------------------ 3. gradients
 st.header(f"3. The gradient at layer `{layer}`")
@@ -101,7 +105,7 @@ st.markdown(
     f"Take the largest logit, $\\max_k f(x)_k$, and its gradient $g = \\partial \\max_k f(x)_k / "
     f"\\partial A$ with respect to the output $A$ of `{layer}` ({first_walk.gradient.shape[0]} "
     f"channels of {height}×{width} positions). Red = positive, blue = negative.")
-st.info(f"**The {len(shown)} channels shown**: {picked.how}.")
+st.info(f"**The {len(shown)} channels shown**: {escape_markdown(picked.describe(id_label, ood_label))}.")
 for column, (label, _), walk in side_by_side():
     column.plotly_chart(figures.channel_grid(
         walk.gradient[shown], shown, label, "gradient value"), key=f"grad_{label}")
@@ -118,13 +122,13 @@ for column, (label, _), walk in side_by_side():
 
 # ------------------------------------------------------------------ 5. ratios
 st.header("5. One number per channel: the non-zero ratio")
-st.latex(r"r[l, c] = \frac{\#\{p : g_{c,p} \neq 0\}}{H \cdot W}")
+formula(r"r[l, c] = \frac{\#\{p : g_{c,p} \neq 0\}}{H \cdot W}")
 for column, (label, _), walk in side_by_side():
     with column:
         st.markdown(f"**{label}**")
         for c in plugged:
             count = int(walk.nonzero[c].sum())
-            st.latex(rf"r[\text{{{layer}}}, {c}] = \frac{{{count}}}{{{height} \cdot {width}}} = {walk.ratio[c]:.3f}")
+            formula(rf"r[\text{{{layer}}}, {c}] = \frac{{{count}}}{{{height} \cdot {width}}} = {walk.ratio[c]:.3f}")
 for label, walk in walks.items():
     st.plotly_chart(figures.channel_ratio_bars(walk.ratio, id_mean, id_std, layer, this_label=label),
                     width="stretch", key=f"bars_{label}")
@@ -134,15 +138,15 @@ st.header("6. GAIA-Z: the mean squared ratio")
 st.markdown("Square every ratio and average over all channels $N$ of all hooked layers "
             f"({', '.join(f'`{name}`' for name in first_walk.result.zero_layers)}). "
             "Higher = more OOD.")
-st.latex(r"\text{GAIA-Z}(x) = \frac{1}{N} \sum_{l, c} r[l, c]^2")
+formula(r"\text{GAIA-Z}(x) = \frac{1}{N} \sum_{l, c} r[l, c]^2")
 for column, (label, _), walk in side_by_side():
     with column:
         st.markdown(f"**{label}**")
         squares = " + ".join(f"{walk.ratio[c]:.3f}^2" for c in plugged)
-        st.latex(rf"{squares} + \dots")
-        st.latex(rf"\text{{mean }} r^2 \text{{ at {layer}}} = {walk.mean_squared_ratio_here:.4f}")
+        formula(rf"{squares} + \dots")
+        formula(rf"\text{{mean }} r^2 \text{{ at {layer}}} = {walk.mean_squared_ratio_here:.4f}")
         total = float(walk.result.zero_partial_sums[0].sum())
-        st.latex(rf"\text{{GAIA-Z}} = \frac{{{total:.3f}}}{{{walk.total_zero_channels}}} = {walk.gaia_z:.4f}")
+        formula(rf"\text{{GAIA-Z}} = \frac{{{total:.3f}}}{{{walk.total_zero_channels}}} = {walk.gaia_z:.4f}")
 
 
 # ------------------------------------------------------------------ 7. GAIA-A
@@ -153,25 +157,25 @@ st.markdown(
     f"at the head layer `{head}`, averaged per channel ($a[c]$), then $o$ from its size. "
     "Then for each inner layer the gradient of the pooled features $\\sum_j h_j$ "
     "averaged per channel ($m[l, c]$). GAIA-A is the mean of $(|m| / o)^2$. Higher = more OOD.")
-st.latex(r"a[c] = \frac{1}{HW}\sum_p \frac{\partial \sum_k \log\mathrm{softmax}(f(x))_k}"
+formula(r"a[c] = \frac{1}{HW}\sum_p \frac{\partial \sum_k \log\mathrm{softmax}(f(x))_k}"
          r"{\partial A^{\text{head}}_{c,p}}")
-st.latex(r"o = \sqrt{\frac{1}{C}\sum_c |a[c]|}")
-st.latex(r"m[l, c] = \frac{1}{HW}\sum_p \frac{\partial \sum_j h_j}{\partial A^{l}_{c,p}}")
-st.latex(r"\text{GAIA-A}(x) = \frac{1}{N_A} \sum_{l, c} \left(\frac{|m[l, c]|}{o}\right)^2")
+formula(r"o = \sqrt{\frac{1}{C}\sum_c |a[c]|}")
+formula(r"m[l, c] = \frac{1}{HW}\sum_p \frac{\partial \sum_j h_j}{\partial A^{l}_{c,p}}")
+formula(r"\text{GAIA-A}(x) = \frac{1}{N_A} \sum_{l, c} \left(\frac{|m[l, c]|}{o}\right)^2")
 num = helpers.latex_number
 for column, (label, _), walk in side_by_side():
     with column:
         st.markdown(f"**{label}**")
         for c in range(PLUGGED_CHANNELS):
-            st.latex(rf"a[{c}] = {num(walk.head_channel_mean[c])}")
-        st.latex(rf"o = \sqrt{{{num(np.abs(walk.head_channel_mean).mean())}}} = {num(walk.output_component, 4)}")
+            formula(rf"a[{c}] = {num(walk.head_channel_mean[c])}")
+        formula(rf"o = \sqrt{{{num(np.abs(walk.head_channel_mean).mean())}}} = {num(walk.output_component, 4)}")
         if layer in walk.result.inner_layers:
             for c in plugged:
-                st.latex(rf"m[\text{{{layer}}}, {c}] = {num(walk.channel_mean[c])}")
+                formula(rf"m[\text{{{layer}}}, {c}] = {num(walk.channel_mean[c])}")
         total = float(walk.result.avg_partial_sums[0].sum())
-        st.latex(rf"\text{{GAIA-A}} = \frac{{{num(total)}}}{{{num(walk.output_component, 4)}^2 \cdot "
+        formula(rf"\text{{GAIA-A}} = \frac{{{num(total)}}}{{{num(walk.output_component, 4)}^2 \cdot "
                  rf"{walk.total_inner_channels}}}")
-        st.latex(rf"\text{{GAIA-A}} = {num(walk.gaia_a, 4)}")
+        formula(rf"\text{{GAIA-A}} = {num(walk.gaia_a, 4)}")
 
 # ------------------------------------------------------------------ 8. histograms
 st.header("8. Where the two scores fall")

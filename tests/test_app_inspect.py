@@ -169,26 +169,33 @@ def test_analyze_like_evaluation_uses_the_evaluation_layers(random_demo_cnn):
 
 
 def test_illustrating_channels_agree_with_the_layer_average():
-    """Was: the 3 'most different' channels had the OOD image with fewer non-zeros although it
-    had more overall (and the higher GAIA-Z)."""
+    """Was: the 3 'most different' channels had the OOD image with fewer non-zeros although its
+    GAIA-Z was higher."""
     digit = np.array([0.5, 0.1, 0.1, 0.9, 0.2])
-    face = np.array([0.0, 0.6, 0.4, 0.9, 0.3])  # more non-zeros on average, far fewer in channel 0
+    face = np.array([0.0, 0.6, 0.4, 0.9, 0.3])  # higher mean r^2, far fewer non-zeros in channel 0
     picked = helpers.illustrating_channels(digit, face, count=3)
     assert picked.direction == 1 and picked.channels == [1, 2, 4]  # channel 0 differs most but disagrees
-    assert "more non-zero entries on average" in picked.how and f"{face.mean():.3f}" in picked.how
-    assert helpers.illustrating_channels(face, digit, count=2).channels == [1, 2]  # fewer, the other way
+    assert picked.second_mean == pytest.approx(np.mean(face ** 2))
+    how = picked.describe("the digit", "the face")
+    assert "the face has the higher mean r²" in how and f"{np.mean(face ** 2):.3f}" in how
+    assert helpers.illustrating_channels(face, digit, count=2).channels == [1, 2]  # the other way round
     assert helpers.illustrating_channels(digit, digit + np.array([0.1, 0, 0, 0, 0]), count=3).channels == [0]
     same = helpers.illustrating_channels(np.array([0.2, 0.4]), np.array([0.4, 0.2]), count=1)
-    assert same.direction == 0 and len(same.channels) == 1 and "same share" in same.how
+    assert same.direction == 0 and len(same.channels) == 1 and "same mean" in same.describe()
+    # the aggregate is GAIA-Z's mean of r^2, not the mean of r: equal shares, different squares
+    spread = helpers.illustrating_channels(np.array([0.5, 0.5]), np.array([1.0, 0.0]), count=2)
+    assert spread.direction == 1 and spread.channels == [0]
 
 
 def test_layer_shares_are_channel_means_per_layer(random_demo_cnn):
     x = torch.randn(1, 1, 28, 28)
     result = gaia.gaia_analyze(random_demo_cnn, x)
-    shares = helpers.layer_shares(result)
-    assert len(shares) == len(result.zero_layers)
+    shares, squares = helpers.layer_shares(result)
+    assert len(shares) == len(squares) == len(result.zero_layers)
     assert shares[0] == pytest.approx(float(result.nonzero_ratio[result.zero_layers[0]][0].mean()))
-    assert all(0 <= s <= 1 for s in shares)
+    assert all(0 <= q <= s <= 1 for s, q in zip(shares, squares))
+    counts = result.zero_channel_counts
+    assert np.dot(squares, counts) / counts.sum() == pytest.approx(float(result.gaia_z[0]))  # GAIA-Z, weighted
 
 
 # ----------------------------------------------------------------------------- pages
@@ -311,16 +318,20 @@ def test_how_gaia_page_shows_formulas_with_numbers(run_cache):
     assert len(answers) == 2 and "always answers" not in answers[0] and "always answers" in answers[1]
     # the channels shown agree with the layer's average, and the page says how they were chosen
     how = next(i.value for i in at.info if "channels shown" in i.value)
-    assert "agree with that average" in how or "same share" in how
+    assert "agree with that average" in how or "same mean" in how
     shares = chart_spec(at, "how_layer_shares")
-    assert [t["type"] for t in shares["data"]] == ["bar", "bar", "scatter", "scatter"]
+    assert [t["type"] for t in shares["data"]] == ["bar", "bar", "scatter", "scatter"] * 2  # share and mean r²
     for key in [c.key for c in at.get("plotly_chart") if c.key.startswith(("grad_", "mask_"))]:
         layout = chart_spec(at, key)["layout"]
         assert all(layout[f"yaxis{s}"]["scaleanchor"] == f"x{s}" for s in ["", *map(str, range(2, 9))])
     import re
 
+    from gaia_viz.app.page import LATEX_STRUT
+
+    assert all(f.endswith(LATEX_STRUT) for f in formulas)  # fractions are not clipped at the top
+
     def shown_length(formula):  # roughly the characters KaTeX draws on one line
-        return len(re.sub(r"\\[a-zA-Z]+|[{}^_ ]", "", formula))
+        return len(re.sub(r"\\[a-zA-Z]+|[{}^_ ]", "", formula.replace(LATEX_STRUT, "")))
 
     assert all(shown_length(f) < 60 for f in formulas), [f for f in formulas if shown_length(f) >= 60]
     at.selectbox(key="how_ood_set").set_value("letters").run()

@@ -372,6 +372,7 @@ def test_layer_subset_changes_the_metrics():
     gaia_a = next(label for label in colours if label.startswith("GAIA-A AUROC"))
     assert "+0.00 pts" in next(m.proto.delta for m in at.metric if m.label == gaia_a)
     assert colours[gaia_a] == Metric.MetricColor.GRAY  # no change is not a green improvement
+    assert next(m.proto.direction for m in at.metric if m.label == gaia_a) == Metric.MetricDirection.NONE
 
     next(m for m in at.multiselect if m.key.endswith("::gaia_z")).set_value([]).run()  # nothing chosen
     assert not at.exception

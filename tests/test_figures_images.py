@@ -117,11 +117,12 @@ def test_channel_ratio_bars_show_this_image_against_id_spread():
 
 
 def test_layer_nonzero_bars_per_layer_for_images_and_sets():
-    fig = layer_nonzero_bars(["bn1", "bn2"], {"ID image": [0.2, 0.3], "OOD image": [0.5, 0.6]},
-                             {"ID set mean": [0.25, 0.35]})
-    assert [t.name for t in fig.data] == ["ID image", "OOD image", "ID set mean"]
-    assert list(fig.data[1].y) == [0.5, 0.6] and list(fig.data[0].x) == ["bn1", "bn2"]
-    assert fig.layout.yaxis.range == (0, 1)
+    fig = layer_nonzero_bars(["bn1", "bn2"], {"ID image": ([0.2, 0.3], [0.1, 0.2]), "OOD image": ([0.5, 0.6], [0.4, 0.5])},
+                             {"ID set mean": ([0.25, 0.35], [0.15, 0.25])})
+    assert [t.name for t in fig.data] == ["ID image", "OOD image", "ID set mean"] * 2
+    assert list(fig.data[1].y) == [0.5, 0.6] and list(fig.data[4].y) == [0.4, 0.5]  # share, then mean r²
+    assert [t.showlegend for t in fig.data] == [True] * 3 + [False] * 3  # one legend entry per series
+    assert list(fig.data[0].x) == ["bn1", "bn2"] and fig.layout.yaxis.range == fig.layout.yaxis2.range == (0, 1)
 
 
 def test_score_marker_histogram_fractions_threshold_and_marker():
@@ -159,7 +160,7 @@ def test_no_figure_holds_a_streamlit_placeholder_colour():
         attribution_grid({"a": rng.random((3, 3)), "b": rng.normal(size=(3, 3))}, {"a": False, "b": True}),
         channel_ratio_bars(rng.random(5), rng.random(5), rng.random(5), "bn1", ood_mean=rng.random(5)),
         score_marker_histogram(rng.normal(size=50), {"x": rng.normal(size=40)}, 0.5, 0.2, "GAIA-Z"),
-        layer_nonzero_bars(["a"], {"i": [0.1]}, {"s": [0.2]}),
+        layer_nonzero_bars(["a"], {"i": ([0.1], [0.01])}, {"s": ([0.2], [0.04])}),
     ]
     for figure in figures:
         assert colors.placeholder_colors(figure) == [], figure.layout.title.text

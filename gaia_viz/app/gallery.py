@@ -55,15 +55,18 @@ def show_cases(image_set, indices: Sequence[int], captions: Sequence[str], prese
         st.caption("No images.")
         return
     path_of = getattr(image_set, "path", None)
+    paths = {int(i): path_of(int(i)) if callable(path_of) else None for i in indices}
+    if not any(paths.values()):
+        st.caption(f"{escape_markdown(image_set.name)} is generated in memory: its images have no files.")
     for start in range(0, len(indices), per_row):
         row = st.columns(per_row)
         for column, i, caption in zip(row, indices[start:start + per_row], captions[start:start + per_row]):
             i = int(i)
             column.image(thumbnail(model_view(image_set, i, preset)), caption=caption)
-            column.caption(escape_markdown(file_caption(image_set, i)))
-            path = path_of(i) if callable(path_of) else None
+            if paths[i]:
+                column.caption(escape_markdown(file_caption(image_set, i)))
             if column.button("Inspect", key=f"{key}::{image_set.name}::{i}", width="stretch",
-                             help=f"Open {path or f'{image_set.name} #{i}'} on the Inspect page"):
+                             help=f"Open {paths[i] or f'{image_set.name} #{i}'} on the Inspect page"):
                 open_on_inspect(image_set.name, i)
 
 

@@ -241,34 +241,37 @@ def latex_number(value: float, digits: int = 3) -> str:
 @dataclass(frozen=True)
 class IllustratingChannels:
     """The channels that illustrate a layer's aggregate difference between two images, and
-    how they were chosen: ``direction`` is +1 when the second image has more non-zero
-    gradient entries at the layer on average, -1 when fewer (0: the same)."""
+    how they were chosen. The aggregate is what GAIA-Z averages at the layer, the mean of
+    r[l, c]^2 (``first_mean``, ``second_mean``); ``direction`` is +1 when it is higher for the
+    second image, -1 when lower, 0 when equal."""
 
     channels: list[int]
     direction: int
     first_mean: float
     second_mean: float
 
-    @property
-    def how(self) -> str:
+    def describe(self, first: str = "the first image", second: str = "the second image") -> str:
+        """How the channels were chosen, in words."""
         if self.direction == 0:
-            return "both images have the same share of non-zero entries here; the channels shown differ most"
-        more = "more" if self.direction > 0 else "fewer"
-        return (f"at this layer the second image has {more} non-zero entries on average "
-                f"({self.second_mean:.3f} vs. {self.first_mean:.3f}); the channels shown are those where it has "
-                f"the most {more} non-zero entries than the first, so they agree with that average")
+            return (f"{first} and {second} have the same mean r² at this layer; the channels shown are those "
+                    "where their non-zero ratios differ most")
+        higher, lower = (second, first) if self.direction > 0 else (first, second)
+        high, low = max(self.first_mean, self.second_mean), min(self.first_mean, self.second_mean)
+        return (f"at this layer {higher} has the higher mean r² (what GAIA-Z averages: {high:.3f} vs. {low:.3f}); "
+                f"the channels shown are those where {higher} has the most more non-zero entries than {lower}, "
+                "so they agree with that average")
 
 
 def illustrating_channels(first_ratio: np.ndarray, second_ratio: np.ndarray, count: int = 8) -> IllustratingChannels:
     """The ``count`` channels whose non-zero ratios differ most *in the direction of the
-    layer's mean difference* (second - first), sorted by index.
+    layer's aggregate* (the mean of r^2, what GAIA-Z averages; second - first), sorted by index.
 
     A channel that goes against the aggregate (the second image has fewer non-zeros there
-    although it has more overall) is never picked while an agreeing one is left; when fewer
-    than ``count`` channels agree, only those are returned."""
+    although its mean r^2 is higher) is never picked while an agreeing one is left; when
+    fewer than ``count`` channels agree, only those are returned."""
     first, second = np.asarray(first_ratio, dtype=float), np.asarray(second_ratio, dtype=float)
     difference = second - first
-    first_mean, second_mean = float(first.mean()), float(second.mean())
+    first_mean, second_mean = float(np.mean(first ** 2)), float(np.mean(second ** 2))
     direction = int(np.sign(round(second_mean - first_mean, 12)))
     if direction == 0:
         order = np.argsort(-np.abs(difference), kind="stable")[:count]
@@ -278,21 +281,24 @@ def illustrating_channels(first_ratio: np.ndarray, second_ratio: np.ndarray, cou
     return IllustratingChannels(sorted(int(c) for c in order), direction, first_mean, second_mean)
 
 
-def layer_shares(result: gaia.GaiaResult) -> list[float]:
-    """Per GAIA-Z layer of ``result`` (first sample): the share of non-zero gradient entries,
-    the mean over channels of r[l, c]."""
-    return [float(result.nonzero_ratio[name][0].mean()) for name in result.zero_layers]
+def layer_shares(result: gaia.GaiaResult) -> tuple[list[float], list[float]]:
+    """Per GAIA-Z layer of ``result`` (first sample): the share of non-zero gradient entries
+    (mean over channels of r[l, c]) and the mean of r[l, c]^2 (what GAIA-Z averages)."""
+    ratios = [result.nonzero_ratio[name][0].double() for name in result.zero_layers]
+    return [float(r.mean()) for r in ratios], [float((r ** 2).mean()) for r in ratios]
 
 
-def set_layer_shares(evaluation, dataset: str) -> list[float]:
-    """Per GAIA-Z layer of ``evaluation``: the share of non-zero gradient entries, averaged
-    over the images of ``dataset`` (from the cached r[l, c], no model run)."""
+def set_layer_shares(evaluation, dataset: str) -> tuple[list[float], list[float]]:
+    """:func:`layer_shares` averaged over the images of ``dataset`` (from the evaluation's
+    cached r[l, c], no model run)."""
     values = np.asarray(evaluation.arrays[dataset]["nonzero_ratio"], dtype=float)
-    shares, start = [], 0
+    shares, squares, start = [], [], 0
     for count in evaluation.zero_channels:
-        shares.append(float(values[:, start:start + int(count)].mean()))
+        block = values[:, start:start + int(count)]
+        shares.append(float(block.mean()))
+        squares.append(float((block ** 2).mean()))
         start += int(count)
-    return shares
+    return shares, squares
 
 
 def demo_gaia_evaluation(progress=None):

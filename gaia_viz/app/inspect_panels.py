@@ -20,6 +20,8 @@ from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.state import ATTRIBUTION_VIEWS, SELECTION, bound_widget, selection, update_selection
 from gaia_viz.attribution import ATTRIBUTION_METHODS, BASELINES, CONTROLS
 
+PREDICTED = "predicted"  # the class selectbox's first option (None would read as "no choice")
+
 
 def class_label(index: int, class_names) -> str:
     """"3" or "3: cat" when the set names its classes."""
@@ -54,12 +56,14 @@ def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
         st.warning(f"Class {chosen.target} is not one of this model's {classes} classes: explaining the "
                    "predicted class.")
     left, middle, right = st.columns(3)
-    target = bound_widget(
-        left.selectbox, f"w_inspect_target::{setup.score_key}", target, lambda value: update_selection(target=value),
-        label="Explain the class", options=[None, *range(classes)],
-        format_func=lambda c: (f"predicted ({class_label(predicted, class_names)})" if c is None
+    picked = bound_widget(
+        left.selectbox, f"w_inspect_target::{setup.score_key}", PREDICTED if target is None else target,
+        lambda value: update_selection(target=None if value == PREDICTED else int(value)),
+        label="Explain the class", options=[PREDICTED, *range(classes)],
+        format_func=lambda c: (f"predicted ({class_label(predicted, class_names)})" if c == PREDICTED
                                else class_label(c, class_names)),
         help="The logit whose attribution is shown; by default the predicted class.")
+    target = None if picked == PREDICTED else int(picked)
     view = bound_widget(
         middle.radio, "w_inspect_attr_view", chosen.attribution_view,
         lambda value: update_selection(attribution_view=value), label="Show signed methods as",

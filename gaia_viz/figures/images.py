@@ -17,7 +17,7 @@ from gaia_viz.figures.scores import add_marker_line, score_histograms, threshold
 from gaia_viz.metrics import DEFAULT_BINS, binned_histogram, shared_edges
 
 MAGNITUDE_TITLE = "attribution (0 = none, 1 = strongest)"
-SIGNED_TITLE = "attribution (−1 = strongest against, 0 = none, +1 = strongest for the class)"
+SIGNED_TITLE = "attribution (−1 against, 0 = none, +1 for the class)"
 
 
 def _as_map(map2d) -> np.ndarray:
@@ -37,9 +37,9 @@ def _image_axes(fig: go.Figure, subplots: int = 1) -> None:
     """Image orientation (row 0 on top) and square pixels in each of ``subplots`` panels."""
     for k in range(1, subplots + 1):
         suffix = _axis_suffix(k)
-        fig.layout[f"xaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False,
+        fig.layout[f"xaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False, ticks="",
                                             constrain="domain")
-        fig.layout[f"yaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False,
+        fig.layout[f"yaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False, ticks="",
                                             autorange="reversed", scaleanchor=f"x{suffix}", constrain="domain")
 
 
@@ -187,9 +187,11 @@ def channel_grid(maps, channels: Sequence[int], title: str, colorbar_title: str,
         scale = colors.colorscale(colors.SIGNED_SCALE)
     for i, channel_map in enumerate(maps):
         row, col = i // columns + 1, i % columns + 1
+        bar = dict(title=dict(text=colorbar_title, side="right"))
+        if binary:
+            bar.update(tickvals=[0.25, 0.75], ticktext=["0 (zero)", "1 (non-zero)"])
         fig.add_trace(go.Heatmap(
-            z=channel_map, zmin=zmin, zmax=zmax, colorscale=scale, showscale=i == 0,
-            colorbar=dict(title=dict(text=colorbar_title, side="right")),
+            z=channel_map, zmin=zmin, zmax=zmax, colorscale=scale, showscale=i == 0, colorbar=bar,
             hovertemplate=f"channel {channels[i]}<br>row %{{y}}, col %{{x}}<br>%{{z:.3g}}<extra></extra>"),
             row=row, col=col)
     _image_axes(fig, subplots=rows * columns)
@@ -227,33 +229,39 @@ def channel_ratio_bars(ratios_this_image, id_mean, id_std, layer: str, ood_mean=
                                              line=dict(width=2, color=colors.OOD_COLORS[0])),
                                  hovertemplate="channel %{x}<br>OOD mean %{y:.3f}<extra></extra>"))
     fig.update_layout(
-        title=f"{value_label} per channel at {layer}", barmode="group", bargap=0.15, bargroupgap=0.0,
+        title=f"{value_label} per channel at {layer}: {this_label} and the ID set", barmode="group", bargap=0.15, bargroupgap=0.0,
         xaxis_title=f"channel of {layer}", yaxis_title=value_label, height=340,
         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0), margin=dict(l=10, r=10, t=80, b=10))
     return fig
 
 
-def layer_nonzero_bars(layers: Sequence[str], images: Mapping[str, Sequence[float]],
-                       set_means: Mapping[str, Sequence[float]] | None = None,
-                       value_label: str = "share of non-zero gradient entries") -> go.Figure:
-    """Per GAIA-Z layer, the share of non-zero gradient entries (mean over channels of
-    r[l, c]) of each image (``{label: one value per layer}``, bars) and of whole sets
-    (``set_means``, markers): the aggregate the illustrating channels must agree with."""
-    fig = go.Figure()
-    for k, (label, values) in enumerate(images.items()):
-        fig.add_trace(go.Bar(x=list(layers), y=np.asarray(values, dtype=float), name=label,
-                             marker_color=colors.SET_COLORS[k % len(colors.SET_COLORS)],
-                             hovertemplate=f"{label}<br>layer %{{x}}<br>%{{y:.3f}}<extra></extra>"))
-    for k, (label, values) in enumerate((set_means or {}).items()):
-        fig.add_trace(go.Scatter(x=list(layers), y=np.asarray(values, dtype=float), mode="markers", name=label,
-                                 marker=dict(symbol="diamond", size=11, color=colors.SET_COLORS[k % len(colors.SET_COLORS)],
-                                             line=dict(width=1.5, color="rgb(0, 0, 0)")),
-                                 hovertemplate=f"{label}<br>layer %{{x}}<br>%{{y:.3f}}<extra></extra>"))
-    fig.update_layout(barmode="group", height=320, title="Share of non-zero gradients per layer",
-                      legend=dict(orientation="h", y=-0.25, yanchor="top", x=0),
+def layer_nonzero_bars(layers: Sequence[str], images: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                       set_means: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> go.Figure:
+    """Per GAIA-Z layer, two panels: the share of non-zero gradient entries (mean over
+    channels of r[l, c]) and the mean of r[l, c]^2, what GAIA-Z averages. ``images`` and
+    ``set_means`` map a label to ``(shares, squares)``, one value per layer; images are bars,
+    set means diamonds. The aggregate the illustrating channels must agree with."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=[
+        "share of non-zero gradient entries (mean r)", "mean r² (what GAIA-Z averages)"])
+    for panel in (0, 1):
+        for k, (label, values) in enumerate(images.items()):
+            fig.add_trace(go.Bar(x=list(layers), y=np.asarray(values[panel], dtype=float), name=label,
+                                 marker_color=colors.SET_COLORS[k % len(colors.SET_COLORS)], legendgroup=label,
+                                 showlegend=panel == 0,
+                                 hovertemplate=f"{label}<br>layer %{{x}}<br>%{{y:.3f}}<extra></extra>"),
+                          row=1, col=panel + 1)
+        for k, (label, values) in enumerate((set_means or {}).items()):
+            fig.add_trace(go.Scatter(x=list(layers), y=np.asarray(values[panel], dtype=float), mode="markers",
+                                     name=label, legendgroup=label, showlegend=panel == 0,
+                                     marker=dict(symbol="diamond", size=11,
+                                                 color=colors.SET_COLORS[k % len(colors.SET_COLORS)],
+                                                 line=dict(width=1.5, color="rgb(0, 0, 0)")),
+                                     hovertemplate=f"{label}<br>layer %{{x}}<br>%{{y:.3f}}<extra></extra>"),
+                          row=1, col=panel + 1)
+    fig.update_layout(barmode="group", height=360, legend=dict(orientation="h", y=-0.22, yanchor="top", x=0),
                       margin=dict(l=10, r=10, t=40, b=10))
     fig.update_xaxes(title_text="GAIA-Z layer", type="category")
-    fig.update_yaxes(title_text=value_label, range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
     return fig
 
 
@@ -288,9 +296,10 @@ def score_marker_histogram(id_scores, ood_scores_by_set: Mapping[str, Sequence[f
         fig = score_histograms(edges, heights, title=title, id_name=id_name, score_axis=axis)
     else:
         fig = threshold_histogram(edges, heights, threshold, title=title, id_name=id_name, score_axis=axis)
+    first_row = 0 if threshold is None else 1  # the threshold's label takes the first row
     for i, (label, score) in enumerate(markers.items()):
         color = colors.MARKER_COLORS[i % len(colors.MARKER_COLORS)]
-        add_marker_line(fig, score, f"{label} {score:.4g}", color, row=i)
+        add_marker_line(fig, score, f"{label} {score:.4g}", color, row=first_row + i)
     return fig
 
 

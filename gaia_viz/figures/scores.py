@@ -31,8 +31,8 @@ HISTOGRAM_SCALE_LABELS = {"fraction": "fraction of each set", "count": "image co
 # What each method's OOD score is. Several baselines negate a confidence (higher = more ID)
 # so that every score is OOD-high, which is why their axes run through negative numbers.
 SCORE_MEANINGS = {
-    "gaia_z": "mean squared share of non-zero gradients",
-    "gaia_a": "mean squared (channel-average gradient / o)",
+    "gaia_z": "mean of r², r = share of non-zero gradient entries",
+    "gaia_a": "mean of (|channel-average gradient| / o)²",
     "msp": "negated max softmax probability, −max p",
     "maxlogit": "negated max logit, −max f",
     "energy": "free energy, −logsumexp f (negated)",
@@ -59,11 +59,13 @@ def score_axis_title(method: str, label: str | None = None) -> str:
     confidence was negated) and its direction."""
     meaning = SCORE_MEANINGS.get(method)
     name = label or method
-    return f"{name}: {meaning} (higher = more OOD)" if meaning else f"{name} score (higher = more OOD)"
+    return f"{name}: {meaning}<br>(higher = more OOD)" if meaning else f"{name} score (higher = more OOD)"
 
 
-def _bottom_legend(figure: go.Figure, title: str = "") -> None:
-    figure.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, xanchor="left",
+def _bottom_legend(figure: go.Figure, title: str = "", y: float = -0.22) -> None:
+    """The legend in rows below the plot (``y`` in plot heights below the x axis: clear of a
+    two-line axis title at -0.3), so it never takes width from a half-page chart."""
+    figure.update_layout(legend=dict(orientation="h", yanchor="top", y=y, x=0, xanchor="left",
                                      title_text=title))
 
 
@@ -100,8 +102,8 @@ def score_histograms(edges: np.ndarray, heights: Mapping[str, np.ndarray], title
             hovertemplate=f"{label}<br>score %{{x:.4g}}<br>%{{y:.3g}}<extra></extra>",
         ))
     figure.update_layout(barmode="overlay", title=title, bargap=0,
-                         margin=dict(l=10, r=10, t=50 if title else 10, b=10), height=400)
-    _bottom_legend(figure, "data set")
+                         margin=dict(l=10, r=10, t=50 if title else 10, b=10), height=420)
+    _bottom_legend(figure, "data set", y=-0.32 if "<br>" in score_axis else -0.22)
     figure.update_xaxes(title_text=score_axis)
     y_title = FRACTION_AXIS if normalized else COUNT_AXIS
     figure.update_yaxes(title_text=f"{y_title} (log scale)" if log_y else y_title, type="log" if log_y else "linear")
