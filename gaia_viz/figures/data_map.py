@@ -25,6 +25,10 @@ def _symbols(flagged: pd.Series) -> list[str]:
     return [SHAPES[bool(f)] for f in flagged]
 
 
+# a clicked point grows, the others stay readable (Plotly dims unselected points to 0.2)
+SELECTION_STYLE = dict(selected=dict(marker=dict(size=14, opacity=1.0)), unselected=dict(marker=dict(opacity=0.45)))
+
+
 def _custom(group: pd.DataFrame, extra) -> list[list]:
     """``[data set, index, score, extra]`` per row, as plain Python values (a numpy array
     would turn the numbers into strings)."""
@@ -59,7 +63,7 @@ def data_map(points: pd.DataFrame, color: str, axis_titles: Sequence[str], decis
                 marker=dict(color=palette[name], symbol=_symbols(group["flagged"]), size=7, opacity=0.75,
                             line=dict(width=1, color=palette[name])),
                 customdata=_custom(group, group["dataset"]),
-                hovertemplate=_hover(decision_label, None)))
+                hovertemplate=_hover(decision_label, None), **SELECTION_STYLE))
     elif color == "category":
         for k, category in enumerate(categories or list(dict.fromkeys(base["color"]))):
             group = base[base["color"] == category]
@@ -71,7 +75,7 @@ def data_map(points: pd.DataFrame, color: str, axis_titles: Sequence[str], decis
                 marker=dict(color=tint, symbol=_symbols(group["flagged"]), size=7, opacity=0.8,
                             line=dict(width=1, color=tint)),
                 customdata=_custom(group, group["color"]),
-                hovertemplate=_hover(decision_label, color_title)))
+                hovertemplate=_hover(decision_label, color_title), **SELECTION_STYLE))
     elif color == "score":
         values = base["color"].to_numpy(dtype=float)
         defined = np.isfinite(values)
@@ -82,14 +86,14 @@ def data_map(points: pd.DataFrame, color: str, axis_titles: Sequence[str], decis
                         symbol=_symbols(shown["flagged"]), size=7, opacity=0.85,
                         colorbar=dict(title=dict(text=color_title, side="right"))),
             customdata=_custom(shown, [f"{v:.4g}" for v in values[defined]]),
-            hovertemplate=_hover(decision_label, color_title)))
+            hovertemplate=_hover(decision_label, color_title), **SELECTION_STYLE))
         undefined = base[~defined]
         if not undefined.empty:
             figure.add_trace(go.Scatter(
                 x=undefined["x"], y=undefined["y"], mode="markers", name=f"{color_title} undefined ({len(undefined)})",
                 marker=dict(color=colors.GRID_GREY, symbol=_symbols(undefined["flagged"]), size=7),
                 customdata=_custom(undefined, ["undefined"] * len(undefined)),
-                hovertemplate=_hover(decision_label, color_title)))
+                hovertemplate=_hover(decision_label, color_title), **SELECTION_STYLE))
     else:
         raise ValueError(f"color must be 'dataset', 'score' or 'category', got {color!r}")
     for flagged, text in ((False, f"circle: accepted as ID by {decision_label}"),
