@@ -3,7 +3,7 @@
 One verb, Captum style: ``attribute(model, x, method, target=None, **params)`` returns a
 tensor shaped like ``x`` (B, C, H, W), except Layer Grad-CAM which returns (B, 1, H, W)
 upsampled to the input size. ``target`` defaults to the predicted class. Methods
-(``f_t`` is the target logit, ``x'`` the zero baseline):
+(``f_t`` is the target logit, ``x'`` the baseline image, see :func:`baseline_image`):
 
 - ``saliency``:              |d f_t / d x|
 - ``integrated_gradients``:  (x - x') * integral_0^1 d f_t / d x at x' + a (x - x') da, the
@@ -14,8 +14,16 @@ upsampled to the input size. ``target`` defaults to the predicted class. Methods
                              relu(grad_out) (only positive signals flow back)
 - ``grad_cam``:              relu(sum_c w_c A_c) at a layer, w_c = mean_p d f_t / d A_c[p];
                              default layer: GAIA's head layer (the map the global pool reads)
-- ``occlusion``:             f_t(x) - f_t(x with a window set to 0), window ~ 1/4 of the side
+- ``occlusion``:             f_t(x) - f_t(x with a window replaced by the baseline x'), window ~
+                             1/4 of the side
 - ``smoothgrad``:            mean over n noisy copies x + N(0, sigma^2) of |d f_t / d x|
+
+Baselines (Integrated Gradients and Occlusion, ``baseline=``): ``"black"`` (the default) is a
+black image in pixel space, i.e. ``(0 - mean) / std`` after the input's normalisation (give
+``preset``); a zero tensor would instead be the data set's mean colour (``"mean"``), so a
+digit's black background would differ from the baseline and get attribution. ``"blur"``
+is the image under a Gaussian blur and ``"noise"`` uniform pixel noise (seeded). Integrated
+Gradients and Occlusion with a black baseline attribute nothing to black pixels.
 
 The model is left exactly as found: eval mode and frozen parameters during the call (only
 input gradients are computed), in-place ReLUs switched off during the call (Captum's ReLU
@@ -54,8 +62,9 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
         "Saliency", "absolute input gradient of the target logit", signed=False),
     "integrated_gradients": AttributionMethod(
         "Integrated Gradients",
-        "input minus zero baseline times the gradient averaged along the straight path",
-        defaults=dict(n_steps=32, internal_batch_size=16)),
+        "input minus the baseline times the gradient averaged along the straight path between them",
+        defaults=dict(n_steps=32, internal_batch_size=16, baseline="black", preset=None, seed=0,
+                      blur_sigma=None)),
     "input_x_gradient": AttributionMethod(
         "Input x Gradient", "input times its gradient"),
     "guided_backprop": AttributionMethod(
@@ -64,12 +73,78 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
         "Layer Grad-CAM", "gradient-weighted layer activations, upsampled to the input",
         defaults=dict(layer=None), signed=False),
     "occlusion": AttributionMethod(
-        "Occlusion", "drop of the target logit when a window of the input is zeroed",
-        defaults=dict(window=None, stride=None)),
+        "Occlusion", "drop of the target logit when a window of the input is replaced by the baseline",
+        defaults=dict(window=None, stride=None, baseline="black", preset=None, seed=0, blur_sigma=None)),
     "smoothgrad": AttributionMethod(
         "SmoothGrad", "saliency averaged over noisy copies of the input",
         defaults=dict(nt_samples=16, stdevs=None, noise_level=0.15), signed=False),
 }
+
+BASELINES = {
+    "black": "a black image (0 in pixel space, normalised like the input)",
+    "mean": "zero after normalisation: the data set's mean colour",
+    "blur": "the image under a strong Gaussian blur",
+    "noise": "uniform noise in pixel space (seeded)",
+}
+
+
+
+
+@dataclass(frozen=True)
+class Control:
+    """A parameter of an attribution method that a researcher may set (Inspect's controls,
+    the link's ``attr_params``): ``kind`` is ``"int"``, ``"float"`` or ``"choice"`` (one of
+    ``choices``) or ``"layer"`` (a module name); ``low``/``high`` bound numbers."""
+
+    param: str
+    label: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    def parse(self, text) -> int | float | str:
+        """The value ``text`` names (AttributionError naming the allowed values otherwise)."""
+        if self.kind in ("int", "float"):
+            try:
+                value = int(text) if self.kind == "int" else float(text)
+            except (TypeError, ValueError):
+                raise AttributionError(f"{self.param}={text!r} is not a{'n integer' if self.kind == 'int' else ' number'}") from None
+            if not (self.low <= value <= self.high):
+                raise AttributionError(f"{self.param}={value} is outside [{self.low:g}, {self.high:g}]")
+            return value
+        text = str(text).strip()
+        if self.kind == "choice" and text not in self.choices:
+            raise AttributionError(f"{self.param}={text!r} is not one of {', '.join(self.choices)}")
+        if not text:
+            raise AttributionError(f"{self.param} is empty")
+        return text
+
+
+CONTROLS: dict[str, tuple[Control, ...]] = {
+    "integrated_gradients": (
+        Control("n_steps", "IG steps", "int", 2, 512, help="Points of the path integral (Gauss-Legendre)"),
+        Control("baseline", "IG baseline", "choice", choices=tuple(BASELINES))),
+    "grad_cam": (Control("layer", "Grad-CAM layer", "layer", help="A layer with a spatial output"),),
+    "occlusion": (
+        Control("window", "Occlusion window (pixels)", "int", 1, 4096),
+        Control("stride", "Occlusion stride (pixels)", "int", 1, 4096),
+        Control("baseline", "Occlusion baseline", "choice", choices=tuple(BASELINES))),
+    "smoothgrad": (
+        Control("noise_level", "SmoothGrad noise level", "float", 0.0, 1.0,
+                help="Noise std as a fraction of the input's value range (max - min)"),
+        Control("nt_samples", "SmoothGrad samples", "int", 1, 256)),
+}
+
+
+def control(method: str, param: str) -> Control:
+    """The :class:`Control` of ``method``'s ``param`` (AttributionError when it has none)."""
+    for item in CONTROLS.get(method, ()):
+        if item.param == param:
+            return item
+    known = [f"{m}.{c.param}" for m, items in CONTROLS.items() for c in items]
+    raise AttributionError(f"{method}.{param} is not a settable attribution parameter; known: {', '.join(known)}")
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -154,10 +229,54 @@ def _saliency(model, x, target):
     return Saliency(model).attribute(x, target=target, abs=True)
 
 
-def _integrated_gradients(model, x, target, n_steps=32, internal_batch_size=16):
+def baseline_image(x: Tensor, kind: str = "black", preset=None, seed: int = 0,
+                   blur_sigma: float | None = None) -> Tensor:
+    """The baseline ``x'`` for a batch ``x`` (B, C, H, W) in the model's input units.
+
+    ``kind``: a key of :data:`BASELINES`. ``preset`` (a :class:`gaia_viz.data.presets.Preset`
+    or its name) is the normalisation ``x`` went through, so that "black" and "noise" are
+    built in pixel space and normalised like the input; without it ``x`` is taken to be in
+    pixel units already (black = 0, noise uniform in [0, 1]). "blur": a Gaussian blur of
+    ``x`` with ``blur_sigma`` pixels (default: a sixth of the shorter side), which commutes
+    with the per-channel normalisation. "noise" draws from a generator seeded with ``seed``.
+    """
+    if kind not in BASELINES:
+        raise AttributionError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
+    if kind == "mean":
+        return torch.zeros_like(x)
+    if kind == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        side = min(x.shape[2], x.shape[3])
+        sigma = float(blur_sigma) if blur_sigma else max(1.0, side / 6)
+        if sigma <= 0:
+            raise AttributionError(f"blur_sigma must be positive, got {blur_sigma}")
+        kernel = min(2 * int(np.ceil(3 * sigma)) + 1, 2 * side - 1)
+        return gaussian_blur(x.detach(), [kernel, kernel], [sigma, sigma])
+    if kind == "black":
+        pixels = torch.zeros_like(x)
+    else:
+        generator = torch.Generator().manual_seed(int(seed))
+        pixels = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+    if preset is None:
+        return pixels
+    from gaia_viz.data.presets import get_preset
+
+    preset = get_preset(preset)
+    if len(preset.mean) != x.shape[1]:
+        raise AttributionError(f"preset {preset.name} normalises {len(preset.mean)} channel(s) but the input has "
+                               f"{x.shape[1]}; pass the preset the images were made with")
+    mean = torch.tensor(preset.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(preset.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (pixels - mean) / std
+
+
+def _integrated_gradients(model, x, target, n_steps=32, internal_batch_size=16, baseline="black",
+                          preset=None, seed=0, blur_sigma=None):
     from captum.attr import IntegratedGradients
+    reference = baseline_image(x, baseline, preset, seed, blur_sigma)
     return IntegratedGradients(model).attribute(
-        x, baselines=torch.zeros_like(x), target=target, n_steps=int(n_steps),
+        x, baselines=reference, target=target, n_steps=int(n_steps),
         internal_batch_size=int(internal_batch_size) if internal_batch_size else None)
 
 
@@ -179,13 +298,14 @@ def _grad_cam(model, x, target, layer=None):
     return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
 
 
-def _occlusion(model, x, target, window=None, stride=None):
+def _occlusion(model, x, target, window=None, stride=None, baseline="black", preset=None, seed=0,
+               blur_sigma=None):
     from captum.attr import Occlusion
     window, stride = occlusion_window(x.shape[2], x.shape[3], window, stride)
     channels = x.shape[1]
     return Occlusion(model).attribute(
         x, sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride),
-        baselines=0.0, target=target, perturbations_per_eval=16)
+        baselines=baseline_image(x, baseline, preset, seed, blur_sigma), target=target, perturbations_per_eval=16)
 
 
 def _smoothgrad(model, x, target, nt_samples=16, stdevs=None, noise_level=0.15):
@@ -213,8 +333,10 @@ def attribute(model: nn.Module, x: Tensor, method: str, target=None, **params) -
 
     ``x``: (B, C, H, W) or one image (C, H, W); ``target``: class index, one per sample, or
     None for the predicted class. ``params`` override the method's defaults (e.g.
-    ``n_steps`` for Integrated Gradients, ``layer`` for Grad-CAM, ``window``/``stride`` in
-    pixels for Occlusion, ``nt_samples``/``stdevs`` for SmoothGrad).
+    ``n_steps`` and ``baseline`` for Integrated Gradients, ``layer`` for Grad-CAM,
+    ``window``/``stride`` in pixels and ``baseline`` for Occlusion, ``nt_samples`` and
+    ``noise_level`` (a fraction of the input's value range) or ``stdevs`` for SmoothGrad;
+    ``preset``: the normalisation of ``x``, for the baselines).
     Returns a detached CPU float tensor: (B, C, H, W), or (B, 1, H, W) for Grad-CAM.
     """
     if method not in ATTRIBUTION_METHODS:
@@ -236,12 +358,13 @@ def attribute(model: nn.Module, x: Tensor, method: str, target=None, **params) -
 # --------------------------------------------------------------------------- display helpers
 
 
-def to_heatmap(attr, percentile: float = 99.0) -> np.ndarray:
-    """An (H, W) map in [0, 1] for display.
+def to_heatmap(attr, percentile: float = 99.0, signed: bool = False) -> np.ndarray:
+    """An (H, W) map for display: in [0, 1], or in [-1, 1] when ``signed``.
 
-    ``attr``: (H, W), (C, H, W) or (1, C, H, W). Map = sum_c |attr[c]|, divided by its
-    ``percentile``-th percentile and clipped to 1, so a few extreme pixels do not wash out
-    the rest. An all-zero attribution stays all zero.
+    ``attr``: (H, W), (C, H, W) or (1, C, H, W). Map = sum_c |attr[c]| (``signed``: sum_c
+    attr[c], so evidence for the class is positive and against it negative), divided by the
+    ``percentile``-th percentile of its absolute values and clipped, so a few extreme pixels
+    do not wash out the rest. An all-zero attribution stays all zero.
     """
     values = attr.detach().cpu().numpy() if isinstance(attr, Tensor) else np.asarray(attr)
     values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
@@ -250,17 +373,18 @@ def to_heatmap(attr, percentile: float = 99.0) -> np.ndarray:
             raise AttributionError(f"to_heatmap takes one image, got a batch of {values.shape[0]}")
         values = values[0]
     if values.ndim == 3:
-        values = np.abs(values).sum(axis=0)
+        values = values.sum(axis=0) if signed else np.abs(values).sum(axis=0)
     elif values.ndim == 2:
-        values = np.abs(values)
+        values = values if signed else np.abs(values)
     else:
         raise AttributionError(f"to_heatmap takes (H, W), (C, H, W) or (1, C, H, W), got {values.shape}")
-    scale = np.percentile(values, percentile)
+    magnitude = np.abs(values)
+    scale = np.percentile(magnitude, percentile)
     if scale <= 0:
-        scale = values.max()
+        scale = magnitude.max()
     if scale <= 0:
         return np.zeros_like(values)
-    return np.clip(values / scale, 0.0, 1.0)
+    return np.clip(values / scale, -1.0 if signed else 0.0, 1.0)
 
 
 def top_k_predictions(model: nn.Module, x: Tensor, k: int = 5,
@@ -284,5 +408,6 @@ def _class_label(index: int, class_names: Sequence[str] | None) -> str:
     return str(index)
 
 
-__all__ = ["ATTRIBUTION_METHODS", "AttributionMethod", "attribute", "occlusion_window",
+__all__ = ["ATTRIBUTION_METHODS", "AttributionMethod", "BASELINES", "CONTROLS", "Control", "attribute",
+           "baseline_image", "control", "occlusion_window",
            "predicted_classes", "to_heatmap", "top_k_predictions"]

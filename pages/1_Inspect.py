@@ -9,6 +9,7 @@ import streamlit as st  # noqa: E402
 from gaia_viz import gaia  # noqa: E402
 from gaia_viz.app import analysis  # noqa: E402
 from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
+from gaia_viz.app import inspect_panels as panels  # noqa: E402
 from gaia_viz.app.page import (  # noqa: E402
     effective_layers,
     layers_caption,
@@ -18,10 +19,11 @@ from gaia_viz.app.page import (  # noqa: E402
 )
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
 from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
-from gaia_viz.attribution import ATTRIBUTION_METHODS, attribute, to_heatmap, top_k_predictions  # noqa: E402
+from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, attribute, top_k_predictions  # noqa: E402
 from gaia_viz.data.presets import OOD_POLICIES  # noqa: E402
 from gaia_viz.errors import GaiaVizError  # noqa: E402
 from gaia_viz.figures import images as figures  # noqa: E402
+from gaia_viz.figures.scores import score_axis_title  # noqa: E402
 from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
 from gaia_viz.sweep import GAIA_METHODS  # noqa: E402
 
@@ -29,13 +31,14 @@ UPLOAD = "upload"
 
 st.title("Inspect one image")
 st.caption("Why does the model call this image in- or out-of-distribution? "
-           "Upload an image or pick one from the loaded sets.")
+           "Upload images or pick one from the loaded sets.")
 
 setup = require_setup()
 chosen = selection()
 evaluation = require_scores(setup, list(GAIA_METHODS))
 image_sets = setup.image_sets
 max_pixels = int(st.session_state.get("sb_max_megapixels", 40) * 1e6)
+model, preset = setup.model, setup.preset
 
 # ---------------------------------------------------------------- choose the image
 set_names = list(image_sets)
@@ -45,7 +48,8 @@ source = bound_widget(
     lambda value: update_selection(image=(UPLOAD, 0) if value == UPLOAD else (value, 0)),
     label="Image from", options=[UPLOAD, *set_names], horizontal=True,
     format_func=lambda s: "my files" if s == UPLOAD else f"set: {escape_markdown(s)}")
-image_x, image_caption = None, ""
+image_x, image_caption, image_key = None, "", ""
+uploaded = {}
 if source == UPLOAD:
     uploads = st.file_uploader("Image file(s)", type=list(helpers.UPLOAD_TYPES),
                                accept_multiple_files=True, key="inspect_upload")
@@ -54,19 +58,18 @@ if source == UPLOAD:
         chosen_policy = st.radio("Fit uploads to the input size by", OOD_POLICIES, horizontal=True,
                                  key="inspect_upload_policy")
     policy = helpers.upload_policy(setup.ood_policy, chosen_policy)
-    loaded = {}
     for upload in uploads or []:
         try:
-            loaded[upload.name] = helpers.image_from_upload(
-                upload.getvalue(), upload.name, setup.preset, policy, max_pixels=max_pixels)
+            uploaded[upload.name] = helpers.image_from_upload(
+                upload.getvalue(), upload.name, setup.preset, policy, max_pixels=max_pixels)[1]
         except GaiaVizError as exc:
             st.error(f"{escape_markdown(exc)}. Use a real image file (PNG, JPEG, WebP, BMP or TIFF, not renamed "
                      f"text), complete (re-export a truncated download) and at most "
                      f"{max_pixels / 1e6:.0f} megapixels (the pixel limit is in the sidebar).")
-    if loaded:
-        name = (st.selectbox("Uploaded image", list(loaded), key="inspect_upload_pick")
-                if len(loaded) > 1 else next(iter(loaded)))
-        image_x, image_caption = loaded[name][1], escape_markdown(name)
+    if uploaded:
+        name = (st.selectbox("Image to inspect in detail", list(uploaded), key="inspect_upload_pick")
+                if len(uploaded) > 1 else next(iter(uploaded)))
+        image_x, image_caption, image_key = uploaded[name], escape_markdown(name), f"upload:{name}"
     else:
         st.info("Upload one or more images (png, jpg, jpeg, webp, bmp, tif, tiff).")
 else:
@@ -80,12 +83,13 @@ else:
     strip = range(index, min(len(image_set), index + 8))
     st.image([image_set.raw_image(i) for i in strip], caption=[f"#{i}" for i in strip], width=64)
     image_x = image_set[index][0]
-    image_caption = f"{escape_markdown(source)} #{index}"
+    image_caption, image_key = f"{escape_markdown(source)} #{index}", f"{source}:{index}"
+    path = image_set.path(index) if callable(getattr(image_set, "path", None)) else None
+    st.caption(f"File: {escape_markdown(path)}" if path else "No file: this set is generated in memory.")
 if image_x is None:
     st.stop()
 
 # ---------------------------------------------------------------- prediction
-model, preset = setup.model, setup.preset
 class_names = getattr(setup.id_set, "class_names", None)
 pixels = helpers.model_view_pixels(image_x, preset)
 left, right = st.columns([1, 2])
@@ -110,27 +114,67 @@ for method, decision in decisions.items():
     (st.error if decision.is_ood else st.success)(
         f"**{decision.text}**. Threshold: {decision.threshold_source}.")
     st.caption(escape_markdown(layers_caption(evaluation, method)))
+if len(uploaded) > 1:
+    st.subheader(f"All {len(uploaded)} uploaded images")
+    panels.upload_verdict_grid(model, uploaded, evaluation, chosen, layers, id_scores, preset)
+    st.caption("Each image as the model sees it, with its verdicts at the thresholds above; choose one in "
+               "**Image to inspect in detail** for its attributions and GAIA maps.")
 
 # ---------------------------------------------------------------- attributions
 st.subheader("Which pixels drive the prediction (Captum)")
-method_key = bound_widget(st.selectbox, "w_inspect_attribution",
-                          chosen.attribution if chosen.attribution in ATTRIBUTION_METHODS else "saliency",
-                          lambda value: update_selection(attribution=value), label="Attribution method",
-                          options=list(ATTRIBUTION_METHODS), format_func=lambda k: ATTRIBUTION_METHODS[k].label)
-attribution = ATTRIBUTION_METHODS[method_key]
-opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="inspect_opacity")
-st.caption(f"**{attribution.label}**: {attribution.description}, for the predicted class.")
-try:
-    with st.spinner(f"Computing {attribution.label}…"):
-        heat = to_heatmap(attribute(model, image_x, method_key)[0])
-except (GaiaVizError, RuntimeError) as exc:
-    reason = escape_markdown((str(exc).splitlines() or [type(exc).__name__])[0])
-    st.error(f"{attribution.label} failed for this model: {reason}. Try another attribution method.")
+choice = panels.attribution_controls(setup, model, image_x, class_names)
+attribution = ATTRIBUTION_METHODS[choice.method]
+panels.method_settings(setup, choice.method, model, image_x)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_attribution(score_key, image_key, method, target, settings_key, _x, _settings):
+    """One attribution of the current image, computed once per image, method, class and settings."""
+    return attribute(model, _x, method, target=target, **_settings)
+
+
+def compute(method, settings):
+    key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+    return cached_attribution(setup.score_key, image_key, method, choice.target, key, image_x, settings)
+
+
+signed = attribution.signed and choice.signed_view
+st.caption(f"**{attribution.label}**: {attribution.description}, for {escape_markdown(choice.target_text)}. "
+           + ("Signed: red = evidence for the class, blue = against, white = none." if signed
+              else "Magnitudes: black = none, light yellow = strongest."))
+with st.spinner(f"Computing {attribution.label}…"):
+    shown = helpers.all_attributions(model, image_x, choice.target, {choice.method: selection().params_for(choice.method)},
+                                     preset, choice.signed_view, methods=[choice.method], compute=compute)[choice.method]
+if shown.error:
+    st.error(f"{attribution.label} failed for this model: {escape_markdown(shown.error)}. "
+             "Try another attribution method or other settings.")
 else:
     left, right = st.columns(2)
-    left.plotly_chart(figures.attribution_heatmap(heat, attribution.label), key="inspect_attribution_heatmap")
-    right.plotly_chart(figures.overlay(pixels, heat, opacity, f"{attribution.label} over the image"),
-                       key="inspect_overlay")
+    left.plotly_chart(figures.attribution_heatmap(shown.heat, attribution.label, signed=shown.signed),
+                      key="inspect_attribution_heatmap")
+    right.plotly_chart(figures.overlay(pixels, shown.heat, choice.opacity, f"{attribution.label} over the image",
+                                       signed=shown.signed), key="inspect_overlay")
+
+if st.toggle("All methods side by side", key="inspect_all_methods",
+             help="Every attribution method for the same image and class, each with its own settings."):
+    with st.expander("Settings of the other methods"):
+        for method in CONTROLS:
+            if method != choice.method:
+                st.markdown(f"**{ATTRIBUTION_METHODS[method].label}**")
+                panels.method_settings(setup, method, model, image_x)
+    with st.spinner("Computing every attribution…"):
+        views = helpers.all_attributions(model, image_x, choice.target,
+                                         {m: selection().params_for(m) for m in ATTRIBUTION_METHODS},
+                                         preset, choice.signed_view, compute=compute)
+    drawn = {v.label: v for v in views.values() if v.error is None}
+    if drawn:
+        st.plotly_chart(figures.attribution_grid({label: v.heat for label, v in drawn.items()},
+                                                 {label: v.signed for label, v in drawn.items()},
+                                                 title=f"Every attribution method for {choice.target_text}"),
+                        width="stretch", key="inspect_all_attributions")
+    for view in views.values():
+        if view.error:
+            st.caption(f"{view.label}: not available for this model ({escape_markdown(view.error)}).")
 
 # ---------------------------------------------------------------- GAIA per layer
 st.subheader("GAIA at one layer")
@@ -143,7 +187,7 @@ id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, family_m
 st.plotly_chart(figures.channel_ratio_bars(
     helpers.image_channel_values(result, family_method, layer), id_mean, id_std, layer,
     ood_mean=helpers.ood_channel_mean(evaluation, family_method, layer), value_label=fam.channel_label,
-    ood_label="OOD mean (all OOD images)"), key="inspect_channel_bars")
+    ood_label="OOD mean (all OOD images)"), width="stretch", key="inspect_channel_bars")
 maps = gaia.spatial_maps(model, image_x.unsqueeze(0), layer)
 left, right = st.columns(2)
 left.plotly_chart(figures.spatial_map_figure(
@@ -159,5 +203,6 @@ for method, decision in decisions.items():
     st.plotly_chart(figures.score_marker_histogram(
         id_scores[method], {name: analysis.method_scores(evaluation, method, name, layers[method])
                             for name in evaluation.ood_names},
-        decision.score, decision.threshold, decision.method_label, id_name=evaluation.id_name),
-        key=f"inspect_hist_{method}")
+        decision.score, decision.threshold, decision.method_label, id_name=evaluation.id_name,
+        score_axis=score_axis_title(method, decision.method_label)),
+        width="stretch", key=f"inspect_hist_{method}")

@@ -7,7 +7,7 @@ page_guard(__file__)
 import streamlit as st  # noqa: E402
 
 from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app.gallery import show_gallery  # noqa: E402
+from gaia_viz.app.gallery import show_cases  # noqa: E402
 from gaia_viz.app.page import (  # noqa: E402
     effective_layers,
     layers_caption,
@@ -104,7 +104,8 @@ columns[3].metric("Precision of the flags", f"{100 * confusion['precision']:.1f}
 plot, matrix = st.columns([3, 2])
 edges, heights = figures.bin_score_sets({evaluation.id_name: id_scores, ood_set: ood_scores})
 plot.plotly_chart(figures.threshold_histogram(edges, heights, threshold, id_name=evaluation.id_name,
-                                              title=f"{METHOD_LABELS.get(method, method)}: {evaluation.id_name} vs. {ood_set}"),
+                                              title=f"{METHOD_LABELS.get(method, method)}: {evaluation.id_name} vs. {ood_set}",
+                                              score_axis=figures.score_axis_title(method, METHOD_LABELS.get(method, method))),
                   width="stretch", key="tune_histogram")
 matrix.plotly_chart(figures.confusion_matrix_figure(confusion, evaluation.id_name, ood_set),
                     width="stretch", key="tune_confusion")
@@ -113,7 +114,8 @@ matrix.plotly_chart(figures.confusion_matrix_figure(confusion, evaluation.id_nam
 st.subheader("Hardest cases")
 st.caption(f"OOD images scored most ID-like ({escape_markdown(ood_set)}, lowest scores) and ID images scored "
            f"most OOD-like ({escape_markdown(evaluation.id_name)}, highest scores), with their verdict at this "
-           "threshold.")
+           f"threshold, as the model saw them (after the {escape_markdown(setup.preset)} preprocessing and each "
+           "set's size policy). **Inspect** opens one on the Inspect page.")
 
 
 def captions(scores, indices):
@@ -122,10 +124,12 @@ def captions(scores, indices):
 
 hard_ood = hardest_cases(ood_scores, GALLERY_SIZE, most_ood_like=False)
 st.markdown(f"**{escape_markdown(ood_set)}: most ID-like**")
-show_gallery(setup.ood_sets[ood_set], hard_ood, captions(ood_scores, hard_ood))
+show_cases(setup.ood_sets[ood_set], hard_ood, captions(ood_scores, hard_ood), setup.preset,
+           key=f"w_tune_inspect::{setup.score_key}")
 hard_id = hardest_cases(id_scores, GALLERY_SIZE, most_ood_like=True)
 st.markdown(f"**{escape_markdown(evaluation.id_name)}: most OOD-like**")
-show_gallery(setup.id_set, hard_id, captions(id_scores, hard_id))
+show_cases(setup.id_set, hard_id, captions(id_scores, hard_id), setup.preset,
+           key=f"w_tune_inspect::{setup.score_key}")
 
 # ---------------------------------------------------------------- export
 st.subheader("Use this threshold")

@@ -4,7 +4,6 @@ from gaia_viz.app.shell import page_guard
 
 page_guard(__file__)
 
-import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from gaia_viz.app import analysis  # noqa: E402
@@ -104,9 +103,11 @@ for column, method in zip(summary, families):
     pick = subset[(subset["method"] == method) & (subset["ood_set"] == ood_set)]
     before = full[(full["method"] == method) & (full["ood_set"] == ood_set)]
     auroc, auroc_all = float(pick["auroc"].iloc[0]), float(before["auroc"].iloc[0])
+    change = 100 * (auroc - auroc_all)
     column.metric(f"{METHOD_LABELS[method]} AUROC on {ood_set}, {len(picked[method])} layers",
-                  f"{100 * auroc:.2f} %", delta=f"{100 * (auroc - auroc_all):+.2f} pts vs. all layers",
-                  delta_color="normal" if np.isfinite(auroc) else "off")
+                  f"{100 * auroc:.2f} %", delta=f"{change:+.2f} pts vs. all layers",
+                  delta_color=analysis.delta_color(change),
+                  delta_arrow="auto" if analysis.delta_color(change) == "normal" else "off")
 left, right = st.columns(2)
 left.markdown("**Chosen layers**")
 left.dataframe(metrics_display_table(subset, METHOD_LABELS), hide_index=True, width="stretch",

@@ -168,8 +168,34 @@ def test_analyze_like_evaluation_uses_the_evaluation_layers(random_demo_cnn):
     assert values.shape == (64,)
 
 
-def test_most_different_channels():
-    assert helpers.most_different_channels(np.array([0.0, 0.5, 0.9, 0.1]), np.zeros(4), count=2) == [1, 2]
+def test_illustrating_channels_agree_with_the_layer_average():
+    """Was: the 3 'most different' channels had the OOD image with fewer non-zeros although its
+    GAIA-Z was higher."""
+    digit = np.array([0.5, 0.1, 0.1, 0.9, 0.2])
+    face = np.array([0.0, 0.6, 0.4, 0.9, 0.3])  # higher mean r^2, far fewer non-zeros in channel 0
+    picked = helpers.illustrating_channels(digit, face, count=3)
+    assert picked.direction == 1 and picked.channels == [1, 2, 4]  # channel 0 differs most but disagrees
+    assert picked.second_mean == pytest.approx(np.mean(face ** 2))
+    how = picked.describe("the digit", "the face")
+    assert "the face has the higher mean r²" in how and f"{np.mean(face ** 2):.3f}" in how
+    assert helpers.illustrating_channels(face, digit, count=2).channels == [1, 2]  # the other way round
+    assert helpers.illustrating_channels(digit, digit + np.array([0.1, 0, 0, 0, 0]), count=3).channels == [0]
+    same = helpers.illustrating_channels(np.array([0.2, 0.4]), np.array([0.4, 0.2]), count=1)
+    assert same.direction == 0 and len(same.channels) == 1 and "same mean" in same.describe()
+    # the aggregate is GAIA-Z's mean of r^2, not the mean of r: equal shares, different squares
+    spread = helpers.illustrating_channels(np.array([0.5, 0.5]), np.array([1.0, 0.0]), count=2)
+    assert spread.direction == 1 and spread.channels == [0]
+
+
+def test_layer_shares_are_channel_means_per_layer(random_demo_cnn):
+    x = torch.randn(1, 1, 28, 28)
+    result = gaia.gaia_analyze(random_demo_cnn, x)
+    shares, squares = helpers.layer_shares(result)
+    assert len(shares) == len(squares) == len(result.zero_layers)
+    assert shares[0] == pytest.approx(float(result.nonzero_ratio[result.zero_layers[0]][0].mean()))
+    assert all(0 <= q <= s <= 1 for s, q in zip(shares, squares))
+    counts = result.zero_channel_counts
+    assert np.dot(squares, counts) / counts.sum() == pytest.approx(float(result.gaia_z[0]))  # GAIA-Z, weighted
 
 
 # ----------------------------------------------------------------------------- pages
@@ -287,7 +313,114 @@ def test_how_gaia_page_shows_formulas_with_numbers(run_cache):
     assert sum(r"\text{GAIA-A} = \frac" in f for f in formulas) == 2
     assert len(at.get("plotly_chart")) >= 8
     assert "ID image" in texts(at) and "OOD image" in texts(at)
+    # "a classifier always answers" under the OOD image only
+    answers = [m.value for m in at.markdown if m.value.startswith("The model says")]
+    assert len(answers) == 2 and "always answers" not in answers[0] and "always answers" in answers[1]
+    # the channels shown agree with the layer's average, and the page says how they were chosen
+    how = next(i.value for i in at.info if "channels shown" in i.value)
+    assert "agree with that average" in how or "same mean" in how
+    shares = chart_spec(at, "how_layer_shares")
+    assert [t["type"] for t in shares["data"]] == ["bar", "bar", "scatter", "scatter"] * 2  # share and mean r²
+    for key in [c.key for c in at.get("plotly_chart") if c.key.startswith(("grad_", "mask_"))]:
+        layout = chart_spec(at, key)["layout"]
+        assert all(layout[f"yaxis{s}"]["scaleanchor"] == f"x{s}" for s in ["", *map(str, range(2, 9))])
+    import re
+
+    from gaia_viz.app.page import LATEX_STRUT
+
+    assert all(f.endswith(LATEX_STRUT) for f in formulas)  # fractions are not clipped at the top
+
+    def shown_length(formula):  # roughly the characters KaTeX draws on one line
+        return len(re.sub(r"\\[a-zA-Z]+|[{}^_ ]", "", formula.replace(LATEX_STRUT, "")))
+
+    assert all(shown_length(f) < 60 for f in formulas), [f for f in formulas if shown_length(f) >= 60]
     at.selectbox(key="how_ood_set").set_value("letters").run()
     at.selectbox(key="how_layer").set_value("bn1").run()  # a GAIA-Z layer outside GAIA-A
     assert not at.exception, at.exception
     assert any(r"r[\text{bn1}" in e.value for e in at.latex)
+
+
+def test_hardest_case_cards_show_the_model_input_and_the_file(tmp_path):
+    """Was: the full-size original was shown, not the 32 x 32 crop the model scored."""
+    from gaia_viz.app.gallery import file_caption, model_view
+    from gaia_viz.data.image_sets import FileImageSet
+
+    path = tmp_path / "wide_texture.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 96, 3), dtype=np.uint8)).save(path)
+    images = FileImageSet("textures", [str(path)], preset="gaia-cifar10", ood_policy="center-crop")
+    seen = model_view(images, 0, images.preset)
+    assert seen.size == (32, 32) and images.raw_image(0).size == (96, 48)
+    crop = np.asarray(images.raw_image(0))[8:40, 32:64]  # the centre 32 x 32, as the model saw it
+    assert np.abs(np.asarray(seen).astype(int) - crop.astype(int)).max() <= 1
+    assert file_caption(images, 0) == "wide_texture.png"
+
+
+def chart_spec(at, key: str) -> dict:
+    import json
+
+    return json.loads(next(c for c in at.get("plotly_chart") if c.key == key).proto.spec)
+
+
+@needs_demo
+def test_inspect_researcher_controls_reach_the_attribution(run_cache):
+    from gaia_viz.figures.colors import placeholder_colors
+
+    at = inspect_page("faces")
+    at.selectbox(key="w_inspect_attribution").set_value("integrated_gradients").run()
+    assert not at.exception, at.exception
+    heat = chart_spec(at, "inspect_attribution_heatmap")["data"][0]
+    assert heat["zmin"] == -heat["zmax"] and heat["zmid"] == 0  # signed, centred at 0
+    assert placeholder_colors(chart_spec(at, "inspect_attribution_heatmap")) == []
+    prefixed(at.number_input, "w_inspect_param::").set_value(8).run()  # IG steps
+    baseline = next(s for s in at.selectbox if s.key and s.key.endswith("::integrated_gradients::baseline"))
+    assert baseline.value == "black"  # black in pixel space by default
+    baseline.set_value("blur").run()
+    assert not at.exception, at.exception
+    chosen = at.session_state["selection"]
+    assert chosen.params_for("integrated_gradients") == {"n_steps": 8, "baseline": "blur"}
+    prefixed(at.selectbox, "w_inspect_target::").set_value(3).run()
+    assert at.session_state["selection"].target == 3
+    assert any("for class 3" in c.value for c in at.caption)
+    at.radio(key="w_inspect_attr_view").set_value("abs").run()
+    assert chart_spec(at, "inspect_attribution_heatmap")["data"][0]["zmin"] == 0  # |value| from 0
+
+    at.selectbox(key="w_inspect_attribution").set_value("grad_cam").run()
+    layer = next(s for s in at.selectbox if s.key and s.key.endswith("::grad_cam::layer"))
+    assert layer.value in layer.options and len(layer.options) > 2
+    layer.set_value(layer.options[0]).run()
+    assert not at.exception, at.exception
+    assert at.session_state["selection"].params_for("grad_cam") == {"layer": layer.options[0]}
+    at.selectbox(key="w_inspect_attribution").set_value("occlusion").run()
+    window, stride = (next(n for n in at.number_input if n.key.endswith(f"::occlusion::{p}")) for p in ("window", "stride"))
+    assert (window.value, stride.value) == (7, 3)  # a quarter of the 28-pixel side, half of that
+    window.set_value(4).run()
+    assert at.session_state["selection"].params_for("occlusion") == {"window": 4}
+    at.selectbox(key="w_inspect_attribution").set_value("smoothgrad").run()
+    noise = next(s for s in at.slider if s.key and s.key.endswith("::smoothgrad::noise_level"))
+    samples = next(n for n in at.number_input if n.key.endswith("::smoothgrad::nt_samples"))
+    noise.set_value(0.3).run()
+    samples.set_value(4).run()
+    assert not at.exception, at.exception
+    assert at.session_state["selection"].params_for("smoothgrad") == {"noise_level": 0.3, "nt_samples": 4}
+    assert at.query_params.get("attr_params").count(":") == 6  # IG x2, Grad-CAM, occlusion, SmoothGrad x2
+
+    at.toggle(key="inspect_all_methods").set_value(True).run()
+    assert not at.exception, at.exception
+    grid = chart_spec(at, "inspect_all_attributions")
+    assert len([t for t in grid["data"] if t["type"] == "heatmap"]) == 7  # every method, side by side
+    assert placeholder_colors(grid) == []
+
+
+@needs_demo
+def test_several_uploads_give_a_grid_of_verdicts(run_cache):
+    at = inspect_page()
+    at.file_uploader(key="inspect_upload").set_value([
+        ("seven.png", digit_png(), "image/png"), ("again.png", digit_png(), "image/png"),
+        ("third.png", digit_png(), "image/png")])
+    at.run()
+    assert not at.exception, at.exception
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert {"seven.png", "again.png", "third.png"} <= set(captions)
+    verdicts = [m.value for m in at.markdown if m.value.startswith((":green[**ID**]", ":red[**OOD**]"))]
+    assert len(verdicts) == 3 * 2  # GAIA-Z and GAIA-A for each image
+    assert any("All 3 uploaded images" in h.value for h in at.subheader)

@@ -9,8 +9,11 @@ fragment does in a browser. Finished evaluations stay in the process-wide score 
 only the first test pays for scoring the demo.
 """
 
+import base64
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -26,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 100
 TIMEOUT = 120
 PAGES = {"home": "pages/0_Home.py", "inspect": "pages/1_Inspect.py", "evaluate": "pages/2_Evaluate.py",
-         "tune": "pages/3_Tune_threshold.py", "channels": "pages/4_Channels_and_layers.py"}
+         "tune": "pages/3_Tune_threshold.py", "channels": "pages/4_Channels_and_layers.py",
+         "map": "pages/7_Data_map.py"}
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +57,17 @@ def open_app(page: str | None = None, samples: int = SAMPLES, query: dict | None
     return settle(at.run())
 
 
+def after_switch(at: AppTest, page: str) -> AppTest:
+    """Run the click that calls ``st.switch_page``, check it went to ``page``, then stay there.
+
+    AppTest runs the page a script switched to in that run only (its next run goes back to
+    the page of ``at.switch_page``), so the test stays on ``page`` as the browser would."""
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == {"inspect": "Inspect one image"}[page]
+    return go(at, page)
+
+
 def go(at: AppTest, page: str) -> AppTest:
     at.switch_page(PAGES[page])
     return settle(at.run())
@@ -62,6 +77,13 @@ def widget(at: AppTest, kind: str, prefix: str):
     """The widget of ``kind`` whose key starts with ``prefix`` (set-up dependent keys carry the
     set-up's identity)."""
     return next(w for w in getattr(at, kind) if w.key and w.key.startswith(prefix))
+
+
+def values(array) -> np.ndarray:
+    """A number array of a figure's JSON: a list, or Plotly's base64 typed array."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array)
 
 
 def metric_values(at: AppTest) -> dict[str, str]:
@@ -100,6 +122,15 @@ def test_evaluate_page_shows_metrics_and_charts():
     at = open_app("evaluate")
     assert not at.exception, at.exception
     assert not errors(at)
+    tables = [m.value for m in at.markdown if m.value.startswith("| Method |")]
+    assert len(tables) == 2  # FPR95 and AUROC as the paper's method x OOD-set grids
+    for grid in tables:
+        header, _, *rows = grid.splitlines()
+        assert header.endswith("| Average |") and "faces" in header
+        assert len(rows) == 4 and {r.split(" | ")[0].strip("| ") for r in rows} == {"GAIA-Z", "GAIA-A", "MSP", "Energy"}
+        columns = len(header.split(" | ")) - 1
+        bold = [sum("**" in r.split(" | ")[c] for r in rows) for c in range(1, columns + 1)]
+        assert all(count >= 1 for count in bold), grid  # the best of every column in bold
     table = at.dataframe[0].value
     assert "FPR95 ↓ (% OOD accepted at 95 % TPR)" in table.columns
     assert set(table["Method"]) == {"GAIA-Z", "GAIA-A", "MSP", "Energy"}
@@ -117,9 +148,35 @@ def test_evaluate_page_shows_metrics_and_charts():
     assert set(DEFAULT_METHODS) <= set(evaluation.methods)
     assert evaluation.config.max_samples == SAMPLES and evaluation.config.model_name == "demo"
 
+    roc = json.loads(charts["evaluate_roc"])
+    assert any(t["name"].startswith("GAIA-Z · AUROC ") for t in roc["data"])  # AUROC in the legend
+    msp_axis = json.loads(charts["evaluate_hist_msp"])["layout"]["xaxis"]["title"]["text"]
+    assert "negated" in msp_axis and "higher = more OOD" in msp_axis
+
     at.multiselect(key="w_methods").set_value(["gaia_z"])
     at.run()
     assert {chart.key for chart in at.get("plotly_chart")} == {"evaluate_hist_gaia_z", "evaluate_roc"}
+
+
+def test_histograms_one_set_at_a_time_on_a_log_count_scale_and_bootstrap_intervals():
+    at = open_app("evaluate")
+    widget(at, "selectbox", "w_ood::").set_value("letters").run()
+    at.radio(key="w_evaluate_hist_sets").set_value("one").run()
+    at.radio(key="w_evaluate_hist_scale").set_value("log").run()
+    assert not at.exception, at.exception
+    spec = json.loads(next(c for c in at.get("plotly_chart") if c.key == "evaluate_hist_gaia_z").proto.spec)
+    bars = [t for t in spec["data"] if t["type"] == "bar"]
+    assert [t["name"] for t in bars] == ["digits (ID)", "letters"]
+    assert spec["layout"]["yaxis"]["type"] == "log" and values(bars[0]["y"]).sum() == SAMPLES  # counts
+    assert at.session_state["selection"].histogram_sets == "one"
+    assert at.query_params.get("hist") == "one" and at.query_params.get("hist_scale") == "log"
+    at.checkbox(key="w_evaluate_bootstrap").check().run()
+    assert not at.exception, at.exception
+    intervals = at.dataframe[1].value  # after the long metrics table
+    assert len(intervals) == 4 * 5 and "AUROC (%) [95 % CI]" in intervals.columns
+    low, high = (float(v) for v in intervals["AUROC (%) [95 % CI]"].iloc[0].split("[")[1].rstrip("]").split(","))
+    point = float(intervals["AUROC (%) [95 % CI]"].iloc[0].split()[0])
+    assert low <= point <= high
 
 
 def test_every_chosen_method_is_plotted_after_its_run():
@@ -260,6 +317,22 @@ def test_threshold_slider_changes_the_numbers():
     assert len(at.get("image")) == 2 * 8  # the two galleries of hardest cases
 
 
+def test_hardest_cases_show_what_the_model_saw_and_open_on_inspect():
+    at = open_app("tune")
+    widget(at, "selectbox", "w_ood::").set_value("faces").run()
+    images = [img for element in at.get("image") for img in element.proto.imgs]
+    assert len(images) == 16 and all(img.caption.startswith("#") for img in images)
+    first = next(b for b in at.button if b.key and b.key.startswith("w_tune_inspect::"))
+    _, _, set_name, index = first.key.split("::")
+    assert set_name == "faces"
+    assert any("generated in memory" in c.value for c in at.caption)  # the demo sets have no files
+    first.click()
+    at = after_switch(at, "inspect")
+    assert at.session_state["selection"].image == ("faces", int(index))
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert f"faces #{index}, as the model sees it" in captions
+
+
 def test_threshold_page_other_method_and_set():
     at = open_app("tune")
     first = metric_values(at)
@@ -292,6 +365,14 @@ def test_layer_subset_changes_the_metrics():
     assert "1 layers" in " ".join(m.label for m in at.metric)
     assert after[~z_rows].equals(before[before["Method"] != "GAIA-Z"])  # GAIA-A keeps all its layers
     assert at.dataframe[1].value[z_rows].equals(before[before["Method"] == "GAIA-Z"])  # full set unchanged
+
+    from streamlit.proto.Metric_pb2 import Metric
+
+    colours = {m.label: m.proto.color for m in at.metric}
+    gaia_a = next(label for label in colours if label.startswith("GAIA-A AUROC"))
+    assert "+0.00 pts" in next(m.proto.delta for m in at.metric if m.label == gaia_a)
+    assert colours[gaia_a] == Metric.MetricColor.GRAY  # no change is not a green improvement
+    assert next(m.proto.direction for m in at.metric if m.label == gaia_a) == Metric.MetricDirection.NONE
 
     next(m for m in at.multiselect if m.key.endswith("::gaia_z")).set_value([]).run()  # nothing chosen
     assert not at.exception
@@ -474,7 +555,72 @@ def test_selection_query_round_trip_and_refusals():
                        ood_set="faces", image=("noise", 4))
     again, warnings = selection_from_query(view_query(chosen), list(ALL_METHODS))
     assert again == chosen and warnings == []
+    views = Selection(histogram_sets="one", histogram_scale="log", attribution="integrated_gradients", target=3,
+                      attribution_view="abs", map_color="agree", map_compare="energy")
+    views = (views.with_param("integrated_gradients", "n_steps", 64).with_param("integrated_gradients", "baseline", "blur")
+             .with_param("smoothgrad", "noise_level", 0.123456789).with_param("grad_cam", "layer", "conv2.1"))
+    again, warnings = selection_from_query(view_query(views), list(ALL_METHODS))
+    assert again == views and warnings == []
+    assert again.params_for("integrated_gradients") == {"n_steps": 64, "baseline": "blur"}
+    assert views.with_param("integrated_gradients", "n_steps", None).params_for("integrated_gradients") == {"baseline": "blur"}
+    _, warnings = selection_from_query({"hist": "some", "hist_scale": "sqrt", "attr_view": "x", "target": "-1",
+                                        "attribution": "lime", "map_color": "nope", "map_compare": "nope",
+                                        "attr_params": "integrated_gradients.n_steps:1,foo.bar:2,smoothgrad.nt_samples:4"},
+                                       list(ALL_METHODS))
+    assert len(warnings) == 9  # each bad value once; the good nt_samples is kept
+    assert selection_from_query({"attr_params": "smoothgrad.nt_samples:4"}, list(ALL_METHODS))[0].attribution_params \
+        == (("smoothgrad.nt_samples", 4),)
     score = Selection(threshold_mode="score", threshold=1.25)
     assert selection_from_query(view_query(score), list(ALL_METHODS))[0] == score
     _, warnings = selection_from_query({"tpr": "abc", "image": "noindex", "threshold": "nan"}, list(ALL_METHODS))
     assert len(warnings) == 2  # tpr and image; a threshold is ignored when a tpr is given
+
+
+# --------------------------------------------------------------------------- data map
+
+
+def test_data_map_plots_every_image_with_its_decision_and_opens_the_picked_one():
+    at = open_app("map", query={"image": "faces:3", "map_color": "agree", "map_compare": "msp"})
+    assert not at.exception, at.exception
+    assert not errors(at)
+    (chart,) = [c for c in at.get("plotly_chart") if c.key == "w_data_map"]
+    spec = json.loads(chart.proto.spec)
+    markers = [t for t in spec["data"] if t.get("customdata")]
+    assert sum(len(t["customdata"]) for t in markers) == SAMPLES * 6  # every scored image, once
+    categories = {t["name"].split(" (")[0] for t in markers}
+    assert categories <= {"both accept", "both flag", "only GAIA-Z flags", "only MSP flags"} and len(categories) >= 2
+    symbols = {s for t in markers for s in t["marker"]["symbol"]}
+    assert symbols <= {"circle", "x"} and len(symbols) == 2
+    assert spec["layout"]["xaxis"]["title"]["text"].startswith("PC 1 (")
+    assert "faces #3" in " ".join(m.value for m in at.markdown)
+    from gaia_viz.figures.data_map import picked_image
+
+    faces_point = next(p for t in markers for p in t["customdata"] if p[0] == "faces" and p[1] == 3)
+    assert picked_image({"points": [{"customdata": faces_point}]}) == ("faces", 3)
+    widget(at, "selectbox", "w_map_color::").set_value("gaia_a").run()
+    assert not at.exception, at.exception
+    score_spec = json.loads(next(c for c in at.get("plotly_chart") if c.key == "w_data_map").proto.spec)
+    assert "colorbar" in score_spec["data"][0]["marker"]
+    at.button(key="w_map_open").click()
+    at = after_switch(at, "inspect")
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert "faces #3, as the model sees it" in captions
+
+
+def test_pca_2d_is_deterministic_and_keeps_the_main_direction():
+    from gaia_viz.embedding import pca_2d
+    from gaia_viz.errors import MetricInputError
+
+    rng = np.random.default_rng(0)
+    features = np.outer(rng.normal(size=200), [3.0, 0.0, 4.0]) + 0.01 * rng.normal(size=(200, 3))
+    first, again = pca_2d(features), pca_2d(features)
+    np.testing.assert_array_equal(first.coords, again.coords)
+    np.testing.assert_allclose(np.abs(first.components[0]), [0.6, 0.0, 0.8], atol=1e-3)
+    assert first.explained[0] > 0.99 and first.explained.sum() <= 1 + 1e-12
+    np.testing.assert_allclose(first.transform(features), first.coords)
+    flat = pca_2d(np.ones((5, 4)))
+    assert not flat.coords.any() and not flat.explained.any()
+    with pytest.raises(MetricInputError):
+        pca_2d(np.ones((1, 4)))
+    with pytest.raises(MetricInputError):
+        pca_2d(np.array([[0.0, np.nan], [1.0, 2.0]]))

@@ -203,3 +203,68 @@ def test_top_k_predictions_are_sorted_probabilities(batch):
     assert [label for label, _ in top_k_predictions(model, batch[:1], k=2)][0] == str(expected)
     with pytest.raises(ValueError):
         top_k_predictions(model, batch, k=2)
+
+
+def test_baselines_black_in_pixel_space_mean_blur_and_seeded_noise():
+    from gaia_viz.attribution import baseline_image
+    from gaia_viz.data.presets import get_preset, make_transform
+    from PIL import Image
+
+    preset = get_preset("gaia-cifar10")
+    black_pixels = make_transform(preset)(Image.new("RGB", (32, 32)))[None]
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(baseline_image(x, "black", preset), black_pixels.expand_as(x))
+    assert baseline_image(x, "black").abs().sum() == 0  # no preset: x is in pixel units already
+    assert baseline_image(x, "mean").abs().sum() == 0  # zero after normalisation = the mean colour
+    noise = baseline_image(x, "noise", preset, seed=3)
+    torch.testing.assert_close(noise, baseline_image(x, "noise", preset, seed=3))
+    assert not torch.equal(noise, baseline_image(x, "noise", preset, seed=4))
+    pixels = noise * torch.tensor(preset.std).view(1, 3, 1, 1) + torch.tensor(preset.mean).view(1, 3, 1, 1)
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6  # uniform in pixel space
+    flat = torch.full((1, 3, 8, 8), 0.7)
+    torch.testing.assert_close(baseline_image(flat, "blur"), flat)  # blurring a flat image keeps it
+    smooth = baseline_image(x, "blur")
+    assert smooth.std() < x.std() / 2
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_image(x, "grey")
+    with pytest.raises(ValueError, match="channel"):
+        baseline_image(torch.zeros(1, 1, 4, 4), "black", preset)
+
+
+def test_integrated_gradients_from_black_gives_black_pixels_nothing():
+    """The point of the pixel-space black baseline: a digit's black background is not evidence."""
+    from gaia_viz.attribution import baseline_image
+
+    model = small_cnn()
+    preset = "gaia-cifar10"
+    x = torch.randn(1, 3, 12, 12)
+    black = baseline_image(x, "black", preset)
+    x[..., :4, :] = black[..., :4, :]  # the top rows are black pixels
+    attr = attribute(model, x, "integrated_gradients", n_steps=32, preset=preset)
+    assert attr[..., :4, :].abs().max() == 0
+    with torch.no_grad():
+        gap = model(x)[0, model(x).argmax()] - model(black)[0, model(x).argmax()]
+    assert attr.sum().item() == pytest.approx(gap.item(), rel=0.05, abs=2e-3)  # completeness from black
+    from_mean = attribute(model, x, "integrated_gradients", n_steps=32, baseline="mean")
+    assert from_mean[..., :4, :].abs().max() > 0  # the old zero baseline attributes to them
+    blurred = attribute(model, x, "integrated_gradients", n_steps=8, baseline="blur")
+    noisy = attribute(model, x, "integrated_gradients", n_steps=8, baseline="noise", preset=preset, seed=1)
+    assert torch.isfinite(blurred).all() and torch.isfinite(noisy).all()
+    occluded = attribute(model, x, "occlusion", window=4, stride=4, preset=preset)
+    assert occluded[..., :4, :].abs().max() < 1e-6  # replacing black by black changes nothing (up to rounding)
+
+
+def test_signed_heatmap_keeps_the_sign_and_is_symmetric():
+    attr = np.zeros((3, 4, 4))
+    attr[:, 0, 0] = 1.0  # +3 summed
+    attr[:, 1, 1] = -2.0  # -6 summed
+    signed = to_heatmap(torch.as_tensor(attr), percentile=100, signed=True)
+    assert signed[1, 1] == -1.0 and signed[0, 0] == pytest.approx(0.5) and signed[2, 2] == 0
+    magnitude = to_heatmap(torch.as_tensor(attr), percentile=100)
+    assert magnitude[1, 1] == 1.0 and magnitude[0, 0] == pytest.approx(0.5)
+    assert not to_heatmap(np.zeros((4, 4)), signed=True).any()
+
+
+def test_signed_flags_match_what_each_method_can_return():
+    assert {k for k, m in ATTRIBUTION_METHODS.items() if m.signed} == {
+        "integrated_gradients", "input_x_gradient", "guided_backprop", "occlusion"}

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from gaia_viz.errors import LayerError
-from gaia_viz.figures import channels, scores
+from gaia_viz.figures import channels, colors, scores
 from gaia_viz.metrics import confusion_at_threshold, roc_points
 
 
@@ -46,21 +46,48 @@ def test_score_histograms_one_bar_trace_per_set_at_bin_centres(score_sets):
 def test_threshold_histogram_draws_the_threshold_line(score_sets):
     edges, heights = scores.bin_score_sets({k: score_sets[k] for k in ("digits", "faces")})
     figure = scores.threshold_histogram(edges, heights, 1.25, id_name="digits")
-    assert len(figure.data) == 2
+    assert [t.type for t in figure.data] == ["bar", "bar", "scatter"]  # the line's legend entry
     lines = [s for s in figure.layout.shapes if s.type == "line"]
     assert len(lines) == 1 and lines[0].x0 == lines[0].x1 == 1.25
-    assert "1.25" in figure.layout.annotations[0].text
+    label = figure.layout.annotations[0]
+    assert "1.25" in label.text and figure.data[2].name == label.text
+    assert label.yref == "paper" and label.y == 1.0 and label.yanchor == "bottom"  # at the top, not on the bars
+
+
+def test_histogram_legend_below_palette_distinct_and_log_counts(score_sets):
+    six = {"digits": score_sets["digits"], **{f"set {k}": score_sets["faces"] + k for k in range(6)}}
+    edges, heights = scores.bin_score_sets(six, bins=20, normalize=False)
+    figure = scores.score_histograms(edges, heights, id_name="digits", normalized=False, log_y=True)
+    assert figure.layout.legend.orientation == "h" and figure.layout.legend.y < 0  # below the plot
+    assert figure.layout.yaxis.type == "log" and "log" in figure.layout.yaxis.title.text
+    hues = [t.marker.color for t in figure.data]
+    assert len(set(hues)) == len(hues)  # every set its own colour
+    assert hues[0] == colors.ID_COLOR and set(hues[1:]) <= set(colors.OOD_COLORS)
+
+
+def test_negated_scores_say_so_on_the_axis():
+    from gaia_viz.detectors import DETECTORS
+
+    assert set(scores.SCORE_MEANINGS) == set(DETECTORS)
+    for method, detector in DETECTORS.items():
+        doc = " ".join((detector.__doc__ or "").split())
+        negates = any(marker in doc for marker in ("score(x) = -", "score is ``-", "= -T * logsumexp"))
+        assert negates == (method in scores.NEGATED_METHODS), method
+        title = scores.score_axis_title(method, detector.label)
+        assert ("negated" in title) == negates and "higher = more OOD" in title
 
 
 def test_roc_curves_carry_the_roc_points(score_sets):
     fpr, tpr, _ = roc_points(score_sets["digits"], score_sets["faces"])
-    figure = scores.roc_curves({"GAIA-Z": (fpr, tpr), "MSP": (fpr[::2], tpr[::2])}, title="x")
-    assert [t.name for t in figure.data] == ["GAIA-Z", "MSP"]
+    figure = scores.roc_curves({"GAIA-Z": (fpr, tpr), "MSP": (fpr[::2], tpr[::2])}, title="x",
+                               aurocs={"GAIA-Z": 0.9123})
+    assert [t.name for t in figure.data] == ["GAIA-Z · AUROC 91.2 %", "MSP", "95 % TPR: FPR95 is read here", "chance"]
     np.testing.assert_allclose(figure.data[0].x, fpr)
     np.testing.assert_allclose(figure.data[0].y, tpr)
+    assert list(figure.data[2].y) == [0.95, 0.95]  # the FPR95 operating line, named in the legend
+    assert not figure.layout.annotations  # no text over the curves
     assert figure.layout.xaxis.title.text == scores.ROC_X_AXIS
     assert figure.layout.yaxis.title.text == scores.ROC_Y_AXIS
-    assert any(s.y0 == 0.95 for s in figure.layout.shapes)  # the FPR95 operating line
 
 
 def test_confusion_matrix_figure_rows_are_truth_columns_decisions():
@@ -68,10 +95,11 @@ def test_confusion_matrix_figure_rows_are_truth_columns_decisions():
     figure = scores.confusion_matrix_figure(confusion, "digits", "faces")
     heatmap = figure.data[0]
     assert list(heatmap.x) == ["accepted as ID", "flagged OOD"]
-    assert list(heatmap.y) == ["digits (truly ID)", "faces (truly OOD)"]
+    assert list(heatmap.y) == ["digits<br>(truly ID)", "faces<br>(truly OOD)"]
     np.testing.assert_allclose(heatmap.z, [[3 / 4, 1 / 4], [1 / 3, 2 / 3]])
     assert heatmap.text[0][0].startswith("3<br>75.0")
     assert figure.layout.yaxis.title.text == "truth"
+    assert figure.layout.xaxis.tickangle == 0 and heatmap.textfont.size >= 14 and figure.layout.height >= 320
 
 
 def test_metrics_display_table_in_percent_with_conventions_in_headers():
@@ -86,6 +114,28 @@ def test_metrics_display_table_in_percent_with_conventions_in_headers():
     assert table.iloc[0, 2] == 25.0 and table.iloc[1, 3] == 70.0
     grid = scores.metric_pivot(metrics, "auroc", {"gaia_z": "GAIA-Z"})
     assert grid.loc["GAIA-Z", "faces"] == 90.0
+
+
+def test_metric_grid_is_the_papers_table_with_average_and_best_per_column():
+    rows = []
+    for method, values in {"gaia_z": (0.10, 0.30, np.nan), "msp": (0.20, 0.30, 0.5), "energy": (0.40, 0.05, 0.6)}.items():
+        for ood, value in zip(("faces", "noise", "letters"), values):
+            rows.append(dict(method=method, ood_set=ood, fpr95=value, auroc=1 - value))
+    metrics = pd.DataFrame(rows)
+    metrics = pd.concat([metrics, pd.DataFrame([dict(method="msp", ood_set="average", fpr95=9.0, auroc=9.0)])])
+    grid = scores.metric_grid(metrics, "fpr95", {"gaia_z": "GAIA-Z"})
+    assert list(grid.columns) == ["faces", "noise", "letters", scores.AVERAGE_COLUMN]
+    assert list(grid.index) == ["GAIA-Z", "msp", "energy"]
+    assert grid.loc["msp", "Average"] == pytest.approx(100 * (0.2 + 0.3 + 0.5) / 3, abs=0.01)  # not the stored row
+    assert np.isnan(grid.loc["GAIA-Z", "Average"])  # undefined on one set: no average either
+    best = scores.best_in_column(grid, lower_is_better=True)
+    assert best["faces"].tolist() == [True, False, False]
+    assert best["noise"].tolist() == [False, False, True]
+    assert best["letters"].tolist() == [False, True, False]  # NaN is never best
+    assert best["Average"].tolist() == [False, True, False]
+    higher = scores.best_in_column(scores.metric_grid(metrics, "auroc"), lower_is_better=False)
+    assert higher["faces"].tolist() == [True, False, False]
+    assert scores.best_in_column(pd.DataFrame({"a": [1.0, 1.0]}), False)["a"].tolist() == [True, True]  # ties
 
 
 def test_per_layer_matrix_pads_ragged_layers_with_nan():

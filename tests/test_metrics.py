@@ -255,3 +255,25 @@ def test_fpr_consistent_with_definition(ids, ood):
     t = M.threshold_at_tpr(ids)
     assert M.evaluate_scores(ids, ood)["fpr95"] == pytest.approx(np.mean(np.asarray(ood) <= t))
     assert math.isclose(M.fpr_at_tpr(ids, ood), np.mean(np.asarray(ood) <= t))
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_are_seeded():
+    from gaia_viz.metrics import auroc, bootstrap_intervals, fpr_at_tpr
+
+    rng = np.random.default_rng(0)
+    ids, ood = rng.normal(0, 1, 400), rng.normal(1.5, 1, 300)
+    intervals = bootstrap_intervals(ids, ood, n_resamples=300, seed=7)
+    low, high = intervals["auroc"]
+    assert low < auroc(ids, ood) < high and high - low < 0.1
+    low, high = intervals["fpr95"]
+    assert low <= fpr_at_tpr(ids, ood) <= high
+    assert bootstrap_intervals(ids, ood, n_resamples=300, seed=7) == intervals
+    assert bootstrap_intervals(ids, ood, n_resamples=300, seed=8) != intervals
+    narrow = bootstrap_intervals(np.tile(ids, 10), np.tile(ood, 10), n_resamples=300, seed=7)["auroc"]
+    assert narrow[1] - narrow[0] < intervals["auroc"][1] - intervals["auroc"][0]  # more samples, tighter
+    separated = bootstrap_intervals([0.0, 0.1], [5.0, 6.0], n_resamples=20)
+    assert separated["auroc"] == (1.0, 1.0) and separated["fpr95"] == (0.0, 0.0)
+    with pytest.raises(MetricInputError):
+        bootstrap_intervals(ids, ood, n_resamples=1)
+    with pytest.raises(MetricInputError):
+        bootstrap_intervals(ids, ood, confidence=95)

@@ -12,8 +12,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from gaia_viz.app.paths import escape_markdown
 from gaia_viz.gaia.families import GAIA_FAMILIES, family
-from gaia_viz.metrics import auroc, metrics_rows
+from gaia_viz.metrics import DEFAULT_BOOTSTRAP_RESAMPLES, auroc, bootstrap_intervals, evaluate_scores, metrics_rows
+
+NEGLIGIBLE_DELTA_PTS = 0.005  # a change below this shows as "+0.00 pts": not a change
 
 METRIC_TABLE_COLUMNS = ["method", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out", "detection_error"]
 
@@ -99,3 +102,87 @@ def view_metrics(evaluation, layers: Mapping[str, Sequence[str] | None], tpr: fl
                              {ood: method_scores(evaluation, method, ood, chosen) for ood in evaluation.ood_names},
                              tpr=tpr)
     return pd.DataFrame(rows, columns=METRIC_TABLE_COLUMNS)
+
+
+def markdown_table(grid: pd.DataFrame, bold: pd.DataFrame, digits: int = 2) -> str:
+    """``grid`` (rows = methods, columns = OOD sets) as a Markdown table with the ``bold``
+    cells in bold, numbers right-aligned; NaN is written "n/a" (the score is undefined
+    there: :func:`view_metrics` keeps NaN rather than inventing a number)."""
+    corner = escape_markdown(grid.index.name or "")
+    header = "| " + " | ".join([corner, *(escape_markdown(c) for c in grid.columns)]) + " |"
+    rule = "| :-- | " + " | ".join("--:" for _ in grid.columns) + " |"
+    lines = [header, rule]
+    for label, row in grid.iterrows():
+        cells = []
+        for column, value in row.items():
+            text = "n/a" if not np.isfinite(value) else f"{value:.{digits}f}"
+            cells.append(f"**{text}**" if bool(bold.loc[label, column]) else text)
+        lines.append("| " + " | ".join([escape_markdown(label), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def delta_color(delta_pts: float) -> str:
+    """``st.metric``'s ``delta_color`` for a change in percentage points: ``"off"`` (grey)
+    when it is not a number or rounds to ±0.00, else ``"normal"`` (green up, red down)."""
+    return "normal" if np.isfinite(delta_pts) and abs(delta_pts) >= NEGLIGIBLE_DELTA_PTS else "off"
+
+
+def bootstrap_table(evaluation, layers: Mapping[str, Sequence[str] | None], labels: Mapping[str, str] | None = None,
+                    n_resamples: int = DEFAULT_BOOTSTRAP_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """AUROC and FPR95 (%) of every method and OOD set with percentile-bootstrap 95 %
+    intervals (:func:`gaia_viz.metrics.bootstrap_intervals`, ``seed`` fixed), GAIA on its
+    ``layers`` subset. A method whose scores are not finite on a set gets "n/a" and why."""
+    labels = labels or {}
+    rows = []
+    for method in evaluation.methods:
+        chosen = layers.get(method)
+        id_scores = method_scores(evaluation, method, evaluation.id_name, chosen)
+        for ood in evaluation.ood_names:
+            ood_scores = method_scores(evaluation, method, ood, chosen)
+            row = {"Method": labels.get(method, method), "OOD set": ood}
+            if not (np.isfinite(id_scores).all() and np.isfinite(ood_scores).all()):
+                row.update({"AUROC (%) [95 % CI]": "n/a (non-finite scores)", "FPR95 (%) [95 % CI]": "n/a (non-finite scores)"})
+            else:
+                point = evaluate_scores(id_scores, ood_scores)
+                ci = bootstrap_intervals(id_scores, ood_scores, n_resamples=n_resamples, seed=seed)
+                for key, header in (("auroc", "AUROC (%) [95 % CI]"), ("fpr95", "FPR95 (%) [95 % CI]")):
+                    low, high = ci[key]
+                    row[header] = f"{100 * point[key]:.2f} [{100 * low:.2f}, {100 * high:.2f}]"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def agreement_labels(first: str, second: str) -> dict[tuple[bool, bool], str]:
+    """The four ways two methods' decisions can combine (keys: (first flags, second flags))."""
+    return {(False, False): "both accept", (True, True): "both flag",
+            (True, False): f"only {first} flags", (False, True): f"only {second} flags"}
+
+
+def data_map_points(evaluation, coords: Mapping[str, np.ndarray], method: str, threshold: float,
+                    layers: Mapping[str, Sequence[str] | None], color: str = "set",
+                    compare: tuple[str, float] | None = None, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per image of the map: ``dataset``, ``index``, ``x``, ``y`` (its 2-D
+    coordinates, ``coords[dataset]`` row ``index``), ``score`` of ``method`` (GAIA on its
+    ``layers`` subset) and ``flagged`` (score > ``threshold``), plus ``color``: the score of
+    the method ``color`` names, or with ``color="agree"`` the :func:`agreement_labels`
+    category of ``method`` against ``compare = (method, threshold)``. Sets in evaluation
+    order, ID first."""
+    labels = labels or {}
+    frames = []
+    for name in dataset_names(evaluation):
+        points = np.asarray(coords[name], dtype=float)
+        scores = method_scores(evaluation, method, name, layers.get(method))
+        if len(scores) != len(points):
+            raise ValueError(f"{name}: {len(points)} feature vectors but {len(scores)} scores; the map and the "
+                             "evaluation must use the same images")
+        frame = pd.DataFrame({"dataset": name, "index": np.arange(len(points)), "x": points[:, 0], "y": points[:, 1],
+                              "score": scores, "flagged": scores > threshold})
+        if color == "agree":
+            other, other_threshold = compare
+            other_flagged = method_scores(evaluation, other, name, layers.get(other)) > other_threshold
+            names = agreement_labels(labels.get(method, method), labels.get(other, other))
+            frame["color"] = [names[(bool(a), bool(b))] for a, b in zip(frame["flagged"], other_flagged)]
+        elif color != "set":
+            frame["color"] = method_scores(evaluation, color, name, layers.get(color))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

@@ -1,13 +1,19 @@
-"""Thumbnail galleries of data-set images with their scores."""
+"""Thumbnail galleries of data-set images with their scores, each a way into Inspect."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
+from gaia_viz.app.paths import escape_markdown
+from gaia_viz.app.state import update_selection
+
 THUMBNAIL_SIZE = 96
+INSPECT_PAGE = "pages/1_Inspect.py"
 
 
 def thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE) -> Image.Image:
@@ -19,12 +25,49 @@ def thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE) -> Image.Image:
     return image.resize(new_size, resample)
 
 
-def show_gallery(image_set, indices: Sequence[int], captions: Sequence[str], per_row: int = 8) -> None:
-    """``image_set.raw_image(i)`` for each index as a row of thumbnails with captions."""
+def model_view(image_set, index: int, preset) -> Image.Image:
+    """Image ``index`` of ``image_set`` as the model saw it: after the set's preprocessing
+    (its size policy, e.g. the 32 x 32 centre crop, and normalisation undone for display)."""
+    from gaia_viz.app.inspect_helpers import model_view_pixels
+
+    return Image.fromarray(np.ascontiguousarray(model_view_pixels(image_set[int(index)][0], preset)))
+
+
+def file_caption(image_set, index: int) -> str:
+    """Where image ``index`` comes from: its file name (the full path on hover is in the
+    button's help) or that it has no file."""
+    path_of = getattr(image_set, "path", None)
+    path = path_of(int(index)) if callable(path_of) else None
+    return Path(path).name if path else "generated in memory, no file"
+
+
+def open_on_inspect(set_name: str, index: int) -> None:
+    """Make ``(set_name, index)`` the Selection's image and go to the Inspect page."""
+    update_selection(image=(set_name, int(index)))
+    st.switch_page(INSPECT_PAGE)
+
+
+def show_cases(image_set, indices: Sequence[int], captions: Sequence[str], preset, key: str,
+               per_row: int = 8) -> None:
+    """One card per index: the model's view of the image (:func:`model_view`), the caption,
+    the file name and an "Inspect" button that opens the image on the Inspect page."""
     if len(indices) == 0:
         st.caption("No images.")
         return
+    path_of = getattr(image_set, "path", None)
+    paths = {int(i): path_of(int(i)) if callable(path_of) else None for i in indices}
+    if not any(paths.values()):
+        st.caption(f"{escape_markdown(image_set.name)} is generated in memory: its images have no files.")
     for start in range(0, len(indices), per_row):
         row = st.columns(per_row)
         for column, i, caption in zip(row, indices[start:start + per_row], captions[start:start + per_row]):
-            column.image(thumbnail(image_set.raw_image(int(i))), caption=caption)
+            i = int(i)
+            column.image(thumbnail(model_view(image_set, i, preset)), caption=caption)
+            if paths[i]:
+                column.caption(escape_markdown(file_caption(image_set, i)))
+            if column.button("Inspect", key=f"{key}::{image_set.name}::{i}", width="stretch",
+                             help=f"Open {paths[i] or f'{image_set.name} #{i}'} on the Inspect page"):
+                open_on_inspect(image_set.name, i)
+
+
+__all__ = ["file_caption", "model_view", "open_on_inspect", "show_cases", "thumbnail"]

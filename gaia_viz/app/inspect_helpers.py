@@ -238,10 +238,67 @@ def latex_number(value: float, digits: int = 3) -> str:
     return rf"{mantissa} \times 10^{{{int(exponent)}}}"
 
 
-def most_different_channels(values: np.ndarray, reference: np.ndarray, count: int = 4) -> list[int]:
-    """The ``count`` channels where ``values`` differs most from ``reference`` (sorted by index)."""
-    order = np.argsort(-np.abs(np.asarray(values) - np.asarray(reference)), kind="stable")
-    return sorted(int(c) for c in order[:count])
+@dataclass(frozen=True)
+class IllustratingChannels:
+    """The channels that illustrate a layer's aggregate difference between two images, and
+    how they were chosen. The aggregate is what GAIA-Z averages at the layer, the mean of
+    r[l, c]^2 (``first_mean``, ``second_mean``); ``direction`` is +1 when it is higher for the
+    second image, -1 when lower, 0 when equal."""
+
+    channels: list[int]
+    direction: int
+    first_mean: float
+    second_mean: float
+
+    def describe(self, first: str = "the first image", second: str = "the second image") -> str:
+        """How the channels were chosen, in words."""
+        if self.direction == 0:
+            return (f"{first} and {second} have the same mean r² at this layer; the channels shown are those "
+                    "where their non-zero ratios differ most")
+        higher, lower = (second, first) if self.direction > 0 else (first, second)
+        high, low = max(self.first_mean, self.second_mean), min(self.first_mean, self.second_mean)
+        return (f"at this layer {higher} has the higher mean r² (what GAIA-Z averages: {high:.3f} vs. {low:.3f}); "
+                f"the channels shown are those where {higher} has the most more non-zero entries than {lower}, "
+                "so they agree with that average")
+
+
+def illustrating_channels(first_ratio: np.ndarray, second_ratio: np.ndarray, count: int = 8) -> IllustratingChannels:
+    """The ``count`` channels whose non-zero ratios differ most *in the direction of the
+    layer's aggregate* (the mean of r^2, what GAIA-Z averages; second - first), sorted by index.
+
+    A channel that goes against the aggregate (the second image has fewer non-zeros there
+    although its mean r^2 is higher) is never picked while an agreeing one is left; when
+    fewer than ``count`` channels agree, only those are returned."""
+    first, second = np.asarray(first_ratio, dtype=float), np.asarray(second_ratio, dtype=float)
+    difference = second - first
+    first_mean, second_mean = float(np.mean(first ** 2)), float(np.mean(second ** 2))
+    direction = int(np.sign(round(second_mean - first_mean, 12)))
+    if direction == 0:
+        order = np.argsort(-np.abs(difference), kind="stable")[:count]
+    else:
+        aligned = direction * difference
+        order = [c for c in np.argsort(-aligned, kind="stable") if aligned[c] > 0][:count]
+    return IllustratingChannels(sorted(int(c) for c in order), direction, first_mean, second_mean)
+
+
+def layer_shares(result: gaia.GaiaResult) -> tuple[list[float], list[float]]:
+    """Per GAIA-Z layer of ``result`` (first sample): the share of non-zero gradient entries
+    (mean over channels of r[l, c]) and the mean of r[l, c]^2 (what GAIA-Z averages)."""
+    ratios = [result.nonzero_ratio[name][0].double() for name in result.zero_layers]
+    return [float(r.mean()) for r in ratios], [float((r ** 2).mean()) for r in ratios]
+
+
+def set_layer_shares(evaluation, dataset: str) -> tuple[list[float], list[float]]:
+    """:func:`layer_shares` averaged over the images of ``dataset`` (from the evaluation's
+    cached r[l, c], no model run)."""
+    values = np.asarray(evaluation.arrays[dataset]["nonzero_ratio"], dtype=float)
+    shares, squares, start = [], [], 0
+    for count in evaluation.zero_channels:
+        block = values[:, start:start + int(count)]
+        shares.append(float(block.mean()))
+        squares.append(float((block ** 2).mean()))
+        start += int(count)
+    return shares, squares
 
 
 def demo_gaia_evaluation(progress=None):
@@ -259,9 +316,12 @@ def demo_gaia_evaluation(progress=None):
     return model, id_set, ood_sets, evaluation
 
 
-__all__ = ["Decision", "UPLOAD_TYPES", "Walkthrough", "analyze_like_evaluation", "channel_stats",
+__all__ = ["AttributionView", "Decision", "UPLOAD_TYPES", "all_attributions", "attribution_settings", "class_count",
+           "gradcam_layers", "predicted_class",
+           "image_verdicts", "parameter_defaults", "Walkthrough", "analyze_like_evaluation", "channel_stats",
            "current_threshold", "decide", "demo_gaia_evaluation", "image_channel_values", "image_from_upload",
-           "image_score", "latex_number", "layer_columns", "model_view_pixels", "most_different_channels",
+           "IllustratingChannels", "illustrating_channels", "image_score", "latex_number", "layer_columns", "layer_shares",
+           "model_view_pixels", "set_layer_shares",
            "ood_channel_mean", "upload_policy", "walkthrough"]
 
 
@@ -276,3 +336,103 @@ def glance_case(model: nn.Module, x: Tensor, preset: Preset | str, label: str, l
     return dict(label=label, layer=layer, pixels=model_view_pixels(batch[0], preset),
                 nonzero=maps["nonzero_fraction"][0].numpy(), gaia_z=float(result.gaia_z[0]),
                 gaia_a=float(result.gaia_a[0]), mean_nonzero=float(maps["nonzero_fraction"][0].mean()))
+
+
+# --------------------------------------------------------------------------- researcher controls
+
+
+def class_count(model: nn.Module, x: Tensor) -> int:
+    """How many classes the model scores (the length of its output for ``x``)."""
+    from gaia_viz.attribution import top_k_predictions
+
+    return len(top_k_predictions(model, x, k=10 ** 9))
+
+
+def predicted_class(model: nn.Module, x: Tensor) -> int:
+    """The model's predicted class index for one image (C, H, W)."""
+    from gaia_viz.attribution import predicted_classes
+
+    return int(predicted_classes(model, x)[0])
+
+
+def gradcam_layers(model: nn.Module, x: Tensor) -> tuple[list[str], str]:
+    """The layers Grad-CAM can explain (channels-first feature maps, in forward order) and
+    the default one: GAIA's head layer, the map the global pool reads."""
+    from gaia_viz.gaia.layout import model_layout
+
+    layout = model_layout(model, x.unsqueeze(0) if x.ndim == 3 else x)
+    names = [info.name for info in sorted(layout.feature_layers, key=lambda info: info.order) if info.channel_dim == 1]
+    return names, layout.default_head_layer()
+
+
+def parameter_defaults(method: str, model: nn.Module, x: Tensor) -> dict:
+    """What each researcher control of ``method`` (:data:`gaia_viz.attribution.CONTROLS`)
+    is when left alone, with the image's own numbers (occlusion window, Grad-CAM layer)."""
+    from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, occlusion_window
+
+    defaults = {c.param: ATTRIBUTION_METHODS[method].defaults.get(c.param) for c in CONTROLS.get(method, ())}
+    if method == "occlusion":
+        defaults["window"], defaults["stride"] = occlusion_window(x.shape[-2], x.shape[-1])
+    if method == "grad_cam":
+        defaults["layer"] = gradcam_layers(model, x)[1]
+    return defaults
+
+
+def attribution_settings(method: str, chosen_params: dict, preset) -> dict:
+    """The keyword arguments of :func:`gaia_viz.attribution.attribute` for ``method``: the
+    researcher's settings, plus the input's ``preset`` where a baseline needs it."""
+    from gaia_viz.attribution import ATTRIBUTION_METHODS
+
+    settings = dict(chosen_params)
+    if "preset" in ATTRIBUTION_METHODS[method].defaults:
+        settings["preset"] = preset
+    return settings
+
+
+@dataclass
+class AttributionView:
+    """One attribution of one image as drawn: the (H, W) map, whether it is signed, or why
+    the method failed (``error``)."""
+
+    label: str
+    heat: np.ndarray | None
+    signed: bool
+    error: str | None = None
+
+
+def all_attributions(model: nn.Module, x: Tensor, target: int | None, params: dict[str, dict], preset,
+                     signed_view: bool = True, methods: Sequence[str] | None = None,
+                     compute=None) -> dict[str, AttributionView]:
+    """Every attribution method (or ``methods``) on one image with the same target class
+    and each method's settings (``params[method]``): ``{method: AttributionView}``.
+
+    Signed methods keep their sign when ``signed_view`` (else |value|); a method that fails
+    for this model says why instead of taking the others down. ``compute(method, settings)``
+    replaces the call to :func:`gaia_viz.attribution.attribute` (the app passes a cached one).
+    """
+    from gaia_viz.attribution import ATTRIBUTION_METHODS, attribute, to_heatmap
+    from gaia_viz.errors import GaiaVizError
+
+    views = {}
+    for method in methods or list(ATTRIBUTION_METHODS):
+        info = ATTRIBUTION_METHODS[method]
+        settings = attribution_settings(method, params.get(method, {}), preset)
+        signed = info.signed and signed_view
+        try:
+            raw = compute(method, settings) if compute else attribute(model, x, method, target=target, **settings)
+            views[method] = AttributionView(info.label, to_heatmap(raw[0], signed=signed), signed)
+        except (GaiaVizError, RuntimeError) as exc:
+            views[method] = AttributionView(info.label, None, signed, (str(exc).splitlines() or [type(exc).__name__])[0])
+    return views
+
+
+def image_verdicts(model: nn.Module, images: dict[str, Tensor], evaluation, chosen, layers: dict,
+                   id_scores: dict) -> dict[str, dict[str, Decision]]:
+    """The GAIA verdict of each image (``{name: (C, H, W)}``) for each GAIA method of the
+    evaluation, on the Selection's layers and thresholds: ``{name: {method: Decision}}``."""
+    verdicts = {}
+    for name, x in images.items():
+        result = analyze_like_evaluation(model, x, evaluation)
+        verdicts[name] = {method: decide(image_score(result, method, layers[method]), method, id_scores[method], chosen)
+                          for method in id_scores}
+    return verdicts

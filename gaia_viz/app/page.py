@@ -17,6 +17,9 @@ from gaia_viz.app.state import SETUP, SETUP_ERRORS, selection, session_token
 from gaia_viz.errors import GaiaVizError
 from gaia_viz.gaia.families import GAIA_FAMILIES
 
+# A strut taller than a fraction: Streamlit's formula box hides what overflows it, and at
+# 1x device pixels it cut the top off every \frac numerator on How GAIA works.
+LATEX_STRUT = r"\rule[-0.7em]{0pt}{2.1em}"
 AUTO_RUN = "link_auto_run"  # session key: the session was opened with a link to a view
 CANCELLED = "cancelled_runs"  # session key: set-up score keys this session cancelled
 
@@ -29,6 +32,11 @@ def user_errors(context: str = ""):
         yield
     except GaiaVizError as exc:
         st.error(escape_markdown(f"{context}{exc}"))
+
+
+def formula(tex: str) -> None:
+    """``st.latex(tex)`` with :data:`LATEX_STRUT`, so fractions are drawn whole."""
+    st.latex(tex + LATEX_STRUT)
 
 
 def require_setup() -> Setup:
@@ -184,5 +192,5 @@ def effective_layers(evaluation, method: str) -> list[str] | None:
     return list(chosen) if chosen is not None else None
 
 
-__all__ = ["effective_layers", "layers_caption", "warn_about_numbers", "render_status", "require_scores", "require_setup", "scores",
-           "start_run", "user_errors"]
+__all__ = ["LATEX_STRUT", "effective_layers", "formula", "layers_caption", "render_status", "require_scores", "require_setup", "scores",
+           "start_run", "user_errors", "warn_about_numbers"]

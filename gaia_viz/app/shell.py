@@ -26,6 +26,7 @@ PAGES = (
     ("pages/4_Channels_and_layers.py", "Channels and layers", ":material/grid_on:"),
     ("pages/5_How_GAIA_works.py", "How GAIA works", ":material/school:"),
     ("pages/6_Real_data_report.py", "Real-data report", ":material/table_chart:"),
+    ("pages/7_Data_map.py", "Data map", ":material/scatter_plot:"),
 )
 _ACTIVE = threading.local()  # set while run_app runs in this script-runner thread
 
@@ -39,6 +40,15 @@ def _start_up() -> None:
 
     retain_freed_memory()
     hide_error_details_when_served()
+
+
+def _request_names_a_page() -> bool:
+    """True when this run's request names a page (a URL path like /Evaluate, or a page's
+    hash after a click): Streamlit then finds that page among the navigation's pages."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    manager = getattr(get_script_run_ctx(), "pages_manager", None)
+    return bool(manager is not None and (manager.intended_page_name or manager.intended_page_script_hash))
 
 
 def page_path(name: str) -> Path:
@@ -62,7 +72,10 @@ def run_app(current_page: str | None = None) -> None:
         if link is not None:
             sidebar_module.seed_from_query(link.setup_params, lambda message: state.warn_link(message, draw=False))
             st.session_state[AUTO_RUN] = link.had_view
-        current = Path(current_page).resolve() if current_page else None
+        # The page to show is the default only when the request names none: the default
+        # page's URL is "/", so a request for /Evaluate would find no page of that name and
+        # Streamlit would show "Page not found" over the right page.
+        current = Path(current_page).resolve() if current_page and not _request_names_a_page() else None
         pages = [st.Page(str(page_path(path)), title=title, icon=icon,
                          default=(page_path(path).resolve() == current) if current else index == 0)
                  for index, (path, title, icon) in enumerate(PAGES)]

@@ -28,7 +28,12 @@ reads a link back (bad values become warnings and fall back). Parameters:
 ``methods`` (comma list of method ids), ``layers`` / ``inner_layers`` (GAIA-Z layers / GAIA-A
 inner layers, names as in ``named_modules()``), ``method`` (the thresholded one), ``tpr``
 (0-1) or ``threshold``, ``ood`` (the OOD set a page compares with), ``image`` (``set:index``),
-plus the set-up (see :data:`gaia_viz.app.sidebar.SETUP_QUERY_KEYS`).
+``hist`` (``one``: one OOD set at a time) and ``hist_scale`` (``count`` or ``log``) of the score
+histograms, Inspect's ``attribution`` (method id), ``target`` (class index), ``attr_view``
+(``abs``: |value| of a signed method) and ``attr_params`` (``method.param:value``, comma
+separated, see :data:`gaia_viz.attribution.CONTROLS`), the data map's ``map_color`` (``set``, a
+method id or ``agree``) and ``map_compare`` (the method ``agree`` compares the thresholded one
+with), plus the set-up (see :data:`gaia_viz.app.sidebar.SETUP_QUERY_KEYS`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ SELECTION = "selection"
 SESSION_TOKEN = "session_token"
 LINK_WARNINGS = "link_warnings"
 TPR_RANGE = (0.5, 1.0)
+HISTOGRAM_SETS = ("all", "one")
+HISTOGRAM_SCALES = ("fraction", "count", "log")
+ATTRIBUTION_VIEWS = ("signed", "abs")
+MAP_AGREEMENT = "agree"
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,15 @@ class Selection:
     GAIA number; ``method``: the method Tune threshold thresholds; ``tpr`` (fraction of ID
     accepted) or ``threshold`` (a score) sets its operating point, by ``threshold_mode``
     (``"tpr"`` or ``"score"``); ``ood_set``: the OOD set a page compares the ID set with (None =
-    the first); ``image``: ``(data set, index)`` on Inspect; ``attribution``: Inspect's
-    attribution method.
+    the first); ``image``: ``(data set, index)`` on Inspect (also chosen on Tune threshold's
+    hardest cases and the data map); ``attribution``: Inspect's attribution method,
+    ``target`` the class it explains (None = the predicted class), ``attribution_view``
+    ``"signed"`` or ``"abs"`` (|value|) for signed methods, ``attribution_params`` the
+    researcher's settings as sorted ``("method.param", value)`` pairs;
+    ``histogram_sets`` (``"all"`` OOD sets or ``"one"``: ``ood_set`` alone) and
+    ``histogram_scale`` (``"fraction"``, ``"count"``, ``"log"`` count) of the score
+    histograms; ``map_color``: what colours the data map (``"set"``, a method id, or
+    ``"agree"``: where ``method`` and ``map_compare`` decide differently).
     """
 
     methods: tuple[str, ...] = ("gaia_z", "gaia_a", "msp", "energy")
@@ -71,10 +87,29 @@ class Selection:
     ood_set: str | None = None
     image: tuple[str, int] | None = None
     attribution: str = "saliency"
+    target: int | None = None
+    attribution_view: str = "signed"
+    attribution_params: tuple[tuple[str, object], ...] = ()
+    histogram_sets: str = "all"
+    histogram_scale: str = "fraction"
+    map_color: str = "set"
+    map_compare: str = "msp"
 
     def layers_for(self, method: str) -> tuple[str, ...] | None:
         """The layer subset of a GAIA method (None: all layers, or not a GAIA method)."""
         return {"gaia_z": self.zero_layers, "gaia_a": self.inner_layers}.get(method)
+
+    def params_for(self, attribution: str) -> dict:
+        """The researcher's settings of one attribution method: ``{param: value}``."""
+        prefix = f"{attribution}."
+        return {key[len(prefix):]: value for key, value in self.attribution_params if key.startswith(prefix)}
+
+    def with_param(self, attribution: str, param: str, value) -> "Selection":
+        """This Selection with ``attribution``'s ``param`` set (None: back to its default)."""
+        kept = {key: v for key, v in self.attribution_params if key != f"{attribution}.{param}"}
+        if value is not None:
+            kept[f"{attribution}.{param}"] = value
+        return replace(self, attribution_params=tuple(sorted(kept.items())))
 
 
 def selection() -> Selection:
@@ -182,7 +217,57 @@ def selection_from_query(params: Mapping[str, str], known_methods: Sequence[str]
             changes["image"] = (name, int(index))
         else:
             warnings.append(f"image={params['image']!r} in the link is not <data set>:<index>")
+    for key, attr, allowed in (("hist", "histogram_sets", HISTOGRAM_SETS), ("hist_scale", "histogram_scale", HISTOGRAM_SCALES),
+                               ("attr_view", "attribution_view", ATTRIBUTION_VIEWS)):
+        if key in params:
+            if params[key] in allowed:
+                changes[attr] = params[key]
+            else:
+                warnings.append(f"{key}={params[key]!r} in the link is not one of {', '.join(allowed)}")
+    changes.update(_attribution_from_query(params, warnings))
+    if "map_color" in params:
+        if params["map_color"] in ("set", MAP_AGREEMENT, *known_methods):
+            changes["map_color"] = params["map_color"]
+        else:
+            warnings.append(f"map_color={params['map_color']!r} in the link is not 'set', 'agree' or a method")
+    if "map_compare" in params:
+        if params["map_compare"] in known_methods:
+            changes["map_compare"] = params["map_compare"]
+        else:
+            warnings.append(f"map_compare={params['map_compare']!r} in the link is not a method")
     return replace(chosen, **changes), warnings
+
+
+def _attribution_from_query(params: Mapping[str, str], warnings: list[str]) -> dict:
+    """Inspect's attribution choices in a link (see the module docstring)."""
+    from gaia_viz.attribution import ATTRIBUTION_METHODS, control
+    from gaia_viz.errors import GaiaVizError
+
+    changes: dict = {}
+    if "attribution" in params:
+        if params["attribution"] in ATTRIBUTION_METHODS:
+            changes["attribution"] = params["attribution"]
+        else:
+            warnings.append(f"attribution={params['attribution']!r} in the link is not one of "
+                            f"{', '.join(ATTRIBUTION_METHODS)}")
+    if "target" in params:
+        if params["target"].isdigit():
+            changes["target"] = int(params["target"])
+        else:
+            warnings.append(f"target={params['target']!r} in the link is not a class index")
+    if "attr_params" in params:
+        pairs = {}
+        for item in _split(params["attr_params"]):
+            key, sep, text = item.partition(":")
+            method, dot, param = key.partition(".")
+            try:
+                if not (sep and dot):
+                    raise GaiaVizError(f"{item!r} is not method.param:value")
+                pairs[key] = control(method, param).parse(text)
+            except GaiaVizError as exc:
+                warnings.append(f"attr_params in the link: {exc}; left at its default")
+        changes["attribution_params"] = tuple(sorted(pairs.items()))
+    return changes
 
 
 def view_query(chosen: Selection) -> dict[str, str]:
@@ -205,6 +290,15 @@ def view_query(chosen: Selection) -> dict[str, str]:
         query["ood"] = chosen.ood_set
     if chosen.image is not None:
         query["image"] = f"{chosen.image[0]}:{chosen.image[1]}"
+    for key, attr in (("hist", "histogram_sets"), ("hist_scale", "histogram_scale"), ("attribution", "attribution"),
+                      ("attr_view", "attribution_view"), ("map_color", "map_color"), ("map_compare", "map_compare")):
+        if getattr(chosen, attr) != getattr(default, attr):
+            query[key] = str(getattr(chosen, attr))
+    if chosen.target is not None:
+        query["target"] = str(chosen.target)
+    if chosen.attribution_params:
+        query["attr_params"] = ",".join(f"{key}:{value!r}" if isinstance(value, float) else f"{key}:{value}"
+                                        for key, value in chosen.attribution_params)
     return query
 
 
@@ -276,11 +370,11 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     st.session_state[SELECTION] = chosen
     for message in warnings:
         warn_link(message, draw=False)
-    view_keys = {"methods", "layers", "inner_layers", "method", "tpr", "threshold", "image"}
+    view_keys = {"methods", "layers", "inner_layers", "method", "tpr", "threshold", "image", "map_color"}
     return LinkState(chosen, {k: v for k, v in params.items() if k in setup_keys},
                      had_view=bool(view_keys & set(params)))
 
 
-__all__ = ["LINK_WARNINGS", "LinkState", "SELECTION", "SESSION_TOKEN", "SETUP", "SETUP_ERRORS", "Selection",
+__all__ = ["ATTRIBUTION_VIEWS", "HISTOGRAM_SCALES", "HISTOGRAM_SETS", "LINK_WARNINGS", "LinkState", "MAP_AGREEMENT", "SELECTION", "SESSION_TOKEN", "SETUP", "SETUP_ERRORS", "Selection",
            "bound_widget", "checked_layers", "selection", "selection_from_query", "session_token",
            "show_link_warnings", "start_session", "update_selection", "view_query", "warn_link", "write_query"]

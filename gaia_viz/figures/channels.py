@@ -13,8 +13,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gaia_viz.errors import LayerError
+from gaia_viz.figures import colors
 
-BAR_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+BAR_COLORS = colors.SET_COLORS
 
 
 def per_layer_matrix(flat_values: np.ndarray, channel_counts: Sequence[int]) -> np.ndarray:
@@ -40,7 +41,8 @@ def layer_channel_heatmap(matrix: np.ndarray, layer_names: Sequence[str], title:
     """
     matrix = np.asarray(matrix, dtype=float)
     finite = matrix[np.isfinite(matrix)]
-    scale = dict(colorscale="RdBu_r", zmid=0.0) if diverging else dict(colorscale="Viridis")
+    scale = (dict(colorscale=colors.colorscale(colors.SIGNED_SCALE), zmid=0.0) if diverging
+             else dict(colorscale=colors.colorscale(colors.SEQUENTIAL_SCALE)))
     if diverging and finite.size:
         bound = float(np.abs(finite).max()) or 1.0
         scale.update(zmin=-bound, zmax=bound)
@@ -66,7 +68,7 @@ def layer_auroc_bars(families: Mapping[str, tuple[Sequence[str], Sequence[float]
             marker_color=BAR_COLORS[k % len(BAR_COLORS)],
             hovertemplate=f"{family}<br>layer %{{x}}<br>AUROC %{{y:.2f}} %<extra></extra>",
         ))
-    figure.add_hline(y=50, line=dict(dash="dash", color="grey", width=1),
+    figure.add_hline(y=50, line=dict(dash="dash", color=colors.GRID_GREY, width=1),
                      annotation_text="chance", annotation_position="bottom right")
     figure.update_layout(barmode="group", title=title, height=340, legend_title_text="score",
                          margin=dict(l=10, r=10, t=40 if title else 10, b=10))

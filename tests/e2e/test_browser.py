@@ -6,8 +6,10 @@ Evaluate with five methods (the whole app answers it, scores and plots those fiv
 switches to Tune threshold and back (nothing is run again, the methods hold), opens a link to
 Tune threshold with a layer subset and a TPR (that exact operating point, exported as shown;
 moving the slider updates the link), inspects an uploaded PNG (the verdict uses the tuned
-threshold on the chosen layers) and ends on the home page. Every wait is for a real element
-with a bound; there are no fixed sleeps. Screenshots of four pages go to docs/screenshots/
+threshold on the chosen layers; the attribution's colours are Plotly's as specified, read
+from the browser), opens the data map from a link, clicks a point and opens it on Inspect,
+walks through How GAIA works and ends on the home page. Every wait is for a real element
+with a bound; there are no fixed sleeps. Screenshots of six pages go to docs/screenshots/
 (the README shows them).
 
 Needs Debian's ``/usr/bin/chromium`` (``apt-get install chromium``; ``.ci/run`` installs it);
@@ -172,15 +174,22 @@ def _nav(page):
     return page.get_by_test_id("stSidebarNav")
 
 
-def _metrics_table(page):
-    # the data grid draws on a canvas; its cells are mirrored in an accessibility <table>
-    # (glide-data-grid), which is hidden from role queries, so CSS selects them
-    return page.get_by_test_id("stDataFrame").filter(has=page.locator("th", has_text="FPR95"))
+def _metric_grid(page, title: str):
+    """The paper-style Markdown table (method x OOD set + Average) under the bold ``title``."""
+    return page.get_by_test_id("stMarkdown").filter(has=page.locator("th", has_text="Average")).locator("table").nth(
+        {"FPR95": 0, "AUROC": 1}[title])
 
 
 def _table_methods(page) -> set[str]:
-    cells = _metrics_table(page).locator("tbody tr td:nth-child(2)").all_text_contents()
+    cells = _metric_grid(page, "FPR95").locator("tbody tr td:nth-child(1)").all_text_contents()
     return {text.strip() for text in cells if text.strip()}
+
+
+def _grid_average(page, title: str, method: str) -> float:
+    row = _metric_grid(page, title).locator("tbody tr").filter(
+        has=page.locator("td:nth-child(1)", has_text=re.compile(f"^{re.escape(method)}$")))
+    expect(row).to_have_count(1)
+    return float(row.locator("td").last.inner_text())
 
 
 def _check_first_request_is_a_link_to_evaluate(page, url):
@@ -189,18 +198,15 @@ def _check_first_request_is_a_link_to_evaluate(page, url):
     expect(page.get_by_role("heading", name="Evaluate", exact=True)).to_be_visible(timeout=UI_MS)
     expect(_nav(page).get_by_role("link", name="Home")).to_be_visible()  # the app's navigation
     expect(_nav(page).get_by_role("link", name="app")).to_have_count(0)  # not Streamlit's file list
-    table = _metrics_table(page)
-    expect(table).to_be_visible(timeout=SLOW_MS)
+    grid = _metric_grid(page, "FPR95")
+    expect(grid).to_be_visible(timeout=SLOW_MS)
     _wait_idle(page)
     assert _table_methods(page) == set(FIVE_LABELS), _table_methods(page)
-    average_row = (table.locator("tr")
-                   .filter(has=page.locator("td", has_text=re.compile(r"^GAIA-Z$")))
-                   .filter(has=page.locator("td", has_text=re.compile(r"^average$"))))
-    expect(average_row).to_have_count(1)
-    cells = [text.strip() for text in average_row.locator("td").all_text_contents()]
-    fpr95, auroc = float(cells[2]), float(cells[3])
-    assert 0 <= fpr95 <= 100, cells
-    assert 50 < auroc <= 100, f"GAIA-Z should beat chance on the demo sets: {cells}"
+    fpr95, auroc = _grid_average(page, "FPR95", "GAIA-Z"), _grid_average(page, "AUROC", "GAIA-Z")
+    assert 0 <= fpr95 <= 100, fpr95
+    assert 50 < auroc <= 100, f"GAIA-Z should beat chance on the demo sets: {auroc}"
+    columns = grid.locator("thead th").count() - 1
+    assert grid.locator("tbody td strong").count() >= columns  # the best of every column in bold
     expect(_metric_value(page, "Images scored")).to_have_text("2,000")
     charts = page.locator(".js-plotly-plot")
     expect(charts.first).to_be_visible(timeout=UI_MS)
@@ -219,7 +225,7 @@ def _check_pages_keep_their_state(page):
     _wait_idle(page)
     _nav(page).get_by_role("link", name="Evaluate").click()
     expect(page.get_by_role("heading", name="Evaluate", exact=True)).to_be_visible()
-    expect(_metrics_table(page)).to_be_visible(timeout=UI_MS)
+    expect(_metric_grid(page, "FPR95")).to_be_visible(timeout=UI_MS)
     _wait_idle(page)
     assert _table_methods(page) == set(FIVE_LABELS)
     assert page.get_by_test_id("stProgress").count() == 0  # nothing was run again
@@ -275,7 +281,52 @@ def _check_inspect(page, image_path: Path):
     expect(page.locator(".js-plotly-plot .main-svg").first).to_be_attached()
     _wait_idle(page)
     assert page.get_by_test_id("stException").count() == 0
+    _check_colours_as_specified(page)
     _screenshot(page, "inspect.png")
+
+
+def _check_colours_as_specified(page):
+    """The attribution heatmap's colour scale as Plotly holds it in the browser, after
+    Streamlit's placeholder substitution: "0 = none" is Inferno's black, not a theme colour."""
+    heatmap = page.locator(".st-key-inspect_attribution_heatmap .js-plotly-plot")
+    expect(heatmap).to_have_count(1)
+    stops = heatmap.evaluate("plot => plot.data[0].colorscale")
+    assert stops[0][1] == "rgb(0, 0, 4)" and stops[-1][1] == "rgb(252, 255, 164)", stops
+
+
+def _check_data_map(page, url):
+    """A link to the data map coloured by where GAIA-Z and MSP disagree; a click on a point
+    selects its image, which opens on Inspect."""
+    page.goto(f"{url}Data_map?map_color=agree&map_compare=msp", wait_until="domcontentloaded")
+    expect(page.get_by_role("heading", name="Data map", exact=True)).to_be_visible(timeout=UI_MS)
+    chart = page.locator(".st-key-w_data_map .js-plotly-plot")
+    expect(chart).to_be_visible(timeout=SLOW_MS)
+    _wait_idle(page)
+    expect(chart.locator(".legendtext", has_text="only GAIA-Z flags")).to_have_count(1)
+    expect(chart.locator(".legendtext", has_text="x: flagged OOD by GAIA-Z")).to_have_count(1)
+    points = chart.locator(".scatterlayer .trace .points path")
+    assert points.count() > 1000, points.count()
+    points.nth(points.count() // 2).click(force=True)
+    expect(page.get_by_role("button", name="Open on Inspect")).to_be_visible(timeout=UI_MS)
+    _wait_idle(page)
+    picked = page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r" #\d+")).filter(has_text="score").first
+    expect(picked).to_be_visible()
+    _screenshot(page, "data_map.png")
+    page.get_by_role("button", name="Open on Inspect").click()
+    expect(page.get_by_role("heading", name="Inspect one image", exact=True)).to_be_visible(timeout=UI_MS)
+    expect(page.get_by_text(re.compile(r"#\d+, as the model sees it"))).to_be_visible(timeout=SLOW_MS)
+    _wait_idle(page)
+
+
+def _check_how_gaia(page):
+    _nav(page).get_by_role("link", name="How GAIA works").click()
+    expect(page.get_by_role("heading", name="How GAIA works", exact=True)).to_be_visible()
+    expect(page.locator(".st-key-how_layer_shares .js-plotly-plot")).to_be_visible(timeout=SLOW_MS)
+    _wait_idle(page)
+    expect(page.get_by_text("a classifier always answers")).to_have_count(1)
+    expect(page.get_by_text("agree with that average")).to_have_count(1)
+    assert page.locator(".katex-display").count() >= 10
+    _screenshot(page, "how_gaia.png")
 
 
 def _check_home(page):
@@ -295,6 +346,8 @@ def test_demo_in_a_real_browser(app_url, page, tmp_path):
         _check_pages_keep_their_state(page)
         _check_tune_link(page, url)
         _check_inspect(page, image_path)
+        _check_data_map(page, url)
+        _check_how_gaia(page)
         _check_home(page)
         errors = page.get_by_test_id("stException")
         assert errors.count() == 0, errors.all_inner_texts()
