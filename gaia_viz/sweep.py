@@ -431,6 +431,275 @@ def _read_shared_chunk(store: ChunkStore, start: int, end: int, deadline: float)
         time.sleep(0.5)
 
 
+class _Sweep:
+    """One call of :func:`evaluate`, cut along its steps: what is scored and with which
+    detectors (checked before anything runs), the cache entries, the plan of missing
+    chunks, the fit pass, this rank's scoring, and the merge into an :class:`Evaluation`."""
+
+    def __init__(self, model: nn.Module, id_set, ood_sets: Mapping[str, object], settings: SweepSettings,
+                 fit_set, device, cache_dir, use_cache: bool, context: DistributedContext):
+        if not ood_sets:
+            raise DataError("choose at least one OOD set to compare the ID set with")
+        if context.active and not use_cache:
+            raise DataError("a distributed evaluation hands the scored chunks between its ranks through the run "
+                            "cache; drop --no-cache (use_cache=False)")
+        self.model, self.settings, self.context, self.use_cache = model, settings, context, use_cache
+        self.datasets = _named_datasets(id_set, ood_sets)
+        self.id_name = next(iter(self.datasets))
+        self.device = torch.device(device) if device is not None else model_device(model)
+        if model_device(model).type != self.device.type:
+            raise ModelError(f"the model is on {model_device(model)}; move it to {self.device} first")
+
+        sample = id_set[0][0]
+        detectors = build_detectors(model, settings, getattr(id_set, "preset", None))
+        self.left_out = unusable_methods(model, sample, detectors)
+        if len(self.left_out) == len(detectors):
+            raise ModelError("no chosen method can run on this model: "
+                             + "; ".join(f"{m}: {reason}" for m, reason in self.left_out.items()))
+        if self.left_out:
+            warnings.warn("left out of the evaluation, as this model cannot feed them: "
+                          + "; ".join(f"{m}: {reason}" for m, reason in self.left_out.items()), stacklevel=3)
+        self.methods = [m for m in settings.methods if m not in self.left_out]
+        self.detectors = {m: detectors[m] for m in self.methods}
+        self.needs_fit = [m for m, d in self.detectors.items() if d.needs_fit]
+        if self.needs_fit and fit_set is None:
+            raise DataError(f"{', '.join(self.needs_fit)} must be fitted on ID training data: give a fit set")
+        self.fit_set = fit_set
+        self.layers = resolve_layers(model, sample, merge_needs(d.needs() for d in self.detectors.values()))
+        self.own_layers = {m: resolve_layers(model, sample, d.needs()).as_dict() for m, d in self.detectors.items()}
+
+        self.model_fp = model_fingerprint(model)
+        self.fit_fp = dataset_fingerprint(fit_set) if self.needs_fit else None
+        self.method_params = {m: {k: v for k, v in d.params().items()
+                                  if k not in ("layers", "inner_layers", "head_layer")}
+                              for m, d in self.detectors.items()}
+        self.data_fps = {name: dataset_fingerprint(ds) for name, ds in self.datasets.items()}  # stats every file once
+        self.root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.entries = [OUTPUTS, *self.methods]
+        self.stores = {name: {e: ChunkStore(self.root, self.entry_key(e, self.data_fps[name]),
+                                            meta=dict(entry=e, dataset=self.data_fps[name], model=self.model_fp))
+                              for e in self.entries}
+                       for name in self.datasets} if use_cache else {}
+        # name -> chunk start -> entry -> arrays: what the cache held or this run computed
+        self.found: dict[str, dict[int, dict[str, dict]]] = {name: {} for name in self.datasets}
+        self.total = sum(len(ds) for ds in self.datasets.values())
+        self.pin_memory = self.device.type == "cuda"
+
+    def fitted_key(self, method: str) -> str:
+        return stable_hash(dict(format=SCORES_FORMAT, model=self.model_fp, entry=method, fitted=True,
+                                params=self.method_params[method], fit_set=self.fit_fp))
+
+    def entry_key(self, method: str, data_fp: dict) -> str:
+        facts = dict(format=SCORES_FORMAT, model=self.model_fp, dataset=data_fp, entry=method)
+        if method != OUTPUTS:
+            facts.update(params=self.method_params[method], layers=self.own_layers[method],
+                         fit_set=self.fit_fp if self.detectors[method].needs_fit else None)
+        return stable_hash(facts)
+
+    def plan(self) -> list[ChunkTask]:
+        """Every chunk the cache lacks. Rank 0 reads the cache and shares the plan, so all
+        ranks agree on it even while chunks are being written."""
+        tasks: list[ChunkTask] | None = None
+        if self.context.is_main:
+            tasks = []
+            for name, ds in self.datasets.items():
+                for start, end in chunk_ranges(len(ds), self.settings.chunk_size):
+                    cached = ({e: self.stores[name][e].read(start, end) for e in self.entries}
+                              if self.use_cache else {})
+                    self.found[name][start] = {e: arrays for e, arrays in cached.items() if arrays is not None}
+                    missing = tuple(e for e in self.entries if e not in self.found[name][start])
+                    if missing:
+                        tasks.append(ChunkTask(name, start, end, missing))
+        return broadcast_object(tasks, self.context)
+
+    def fit(self, tasks: Sequence[ChunkTask], tracker: _Progress, cached_images: int) -> tuple[dict, float]:
+        """Fit the fitted methods some task must score: once, on rank 0, from one pass over
+        the fit set; the other ranks receive the fitted tensors bit for bit, so every rank
+        scores with the same state. The state is kept in the cache too, for exports (a
+        threshold file never refits). Returns ``({method: state}, seconds)``."""
+        if not self.fitting(tasks):
+            return {}, 0.0
+        started = time.perf_counter()
+        fit_set, context = self.fit_set, self.context
+        if context.is_main:
+            ranges = [(0, s, e) for s, e in batch_ranges(0, len(fit_set), self.settings.batch_size)]
+            fit_loader = BatchLoader([fit_set], ranges, self.settings.workers, self.pin_memory)
+            fit_name = getattr(fit_set, "name", "the fit set")
+
+            def fit_progress(fraction: float, message: str):
+                tracker.done = cached_images + round(fraction * len(fit_set))
+                tracker.say(f"fitting {', '.join(self.needs_fit)} on {fit_name}: {message.split(': ', 1)[-1]}")
+
+            outputs = collect_outputs(self.model, ((b.images, b.labels) for b in fit_loader),
+                                      progress=fit_progress, total=len(fit_set))
+            for method in self.needs_fit:
+                self.detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
+        states = {}
+        for method in self.needs_fit:
+            state = broadcast_tensors(self.detectors[method].fitted_state() if context.is_main else None, context)
+            if not context.is_main:
+                self.detectors[method].load_fitted_state(state)
+            elif self.use_cache:
+                write_fitted_state(self.root, self.fitted_key(method), state)
+            states[method] = state
+        return states, time.perf_counter() - started
+
+    def fitting(self, tasks: Sequence[ChunkTask]) -> bool:
+        return any(self.detectors[m].needs_fit for t in tasks for m in t.missing if m != OUTPUTS)
+
+    def score(self, mine: Sequence[ChunkTask], tracker: _Progress, cancel: Callable[[], bool] | None) -> dict:
+        """Score this rank's chunks: one loader for the whole share, its batches never
+        crossing a chunk; every chunk is written to the cache as it finishes. Returns this
+        rank's timing."""
+        settings = self.settings
+        index_of = {name: i for i, name in enumerate(self.datasets)}
+        plan = [(index_of[t.dataset], s, e) for t in mine for s, e in batch_ranges(t.start, t.end, settings.batch_size)]
+        loader = BatchLoader(list(self.datasets.values()), plan, settings.workers, self.pin_memory)
+        batches = iter(loader)
+        score_seconds, scored_images = 0.0, 0
+        tracker.start_scoring()
+        try:
+            for task in mine:
+                if cancel is not None and cancel():
+                    raise EvaluationCancelled(f"cancelled before samples {task.start}-{task.end} of {task.dataset}; "
+                                              "finished chunks are cached")
+                wanted = {m: self.detectors[m] for m in task.missing if m != OUTPUTS}
+                chunk_batches = itertools.islice(batches, len(batch_ranges(task.start, task.end, settings.batch_size)))
+                waited, began = loader.wait_seconds, time.perf_counter()
+                computed = _score_range(self.model, self.datasets[task.dataset], task.start, task.end, wanted,
+                                        merge_needs(d.needs() for d in wanted.values()), settings.batch_size,
+                                        self.device, chunk_batches)
+                for _ in chunk_batches:  # a scorer that stopped early must not shift the next chunk's batches
+                    pass
+                score_seconds += time.perf_counter() - began - (loader.wait_seconds - waited)
+                scored_images += task.end - task.start
+                for e in task.missing:
+                    if self.use_cache:
+                        self.stores[task.dataset][e].write(task.start, task.end, computed[e])
+                    if self.context.is_main:
+                        self.found[task.dataset][task.start][e] = computed[e]
+                tracker.advance(task.end - task.start, task.dataset, loader.load_rate(),
+                                _rate(scored_images, score_seconds))
+        finally:
+            batches.close()  # stops the loader's workers
+        return dict(
+            rank=self.context.rank, device=str(self.device), chunks=len(mine),
+            loading=dict(images=loader.images, seconds=loader.load_seconds, processes=loader.processes,
+                         wait_seconds=loader.wait_seconds, images_per_s=loader.load_rate()),
+            scoring=dict(images=scored_images, seconds=score_seconds, images_per_s=_rate(scored_images, score_seconds)),
+        )
+
+    def read_other_ranks(self, tasks: Sequence[ChunkTask]) -> None:
+        """On rank 0: the chunks the other ranks scored, from the run cache."""
+        deadline = time.monotonic() + SHARED_CACHE_WAIT_S
+        for number, task in enumerate(tasks):
+            for e in task.missing:
+                if e in self.found[task.dataset][task.start]:
+                    continue
+                arrays = _read_shared_chunk(self.stores[task.dataset][e], task.start, task.end, deadline)
+                if arrays is None:
+                    raise DataError(
+                        f"rank {number % self.context.world_size} scored samples {task.start}-{task.end} of "
+                        f"{task.dataset} into the run cache {self.root}, but rank 0 cannot read them there; with "
+                        "several nodes the run cache (--cache-dir or GAIA_VIZ_CACHE_DIR) must be one folder on a "
+                        "filesystem all nodes share")
+                self.found[task.dataset][task.start][e] = arrays
+
+    def results(self) -> dict[str, dict[str, np.ndarray]]:
+        """``{data set: {array name: per-sample array}}``, the chunks joined in order."""
+        results = {}
+        for name, ds in self.datasets.items():
+            parts = [{k: v for e in self.entries for k, v in self.found[name][start][e].items()}
+                     for start, _ in chunk_ranges(len(ds), self.settings.chunk_size)]
+            results[name] = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return results
+
+    def fitted_states(self, fitted_now: dict) -> dict:
+        """What every fitted method fitted: this run's states, else the cached ones."""
+        states = dict(fitted_now)
+        for method in self.needs_fit:
+            if method not in states and self.use_cache:
+                state = read_fitted_state(self.root, self.fitted_key(method))
+                if state is not None:
+                    states[method] = state
+        return states
+
+    def evaluation(self, results: Mapping[str, dict], run: RunConfig | None, timing: dict,
+                   fitted_states: dict, cache_hits: int, started: float) -> Evaluation:
+        frames = []
+        for name, ds in self.datasets.items():
+            arrays = results[name]
+            n = len(arrays["label"])
+            path_of = getattr(ds, "path", None)
+            frame = pd.DataFrame({
+                "dataset": name, "index": np.arange(n),
+                "path": [path_of(i) for i in range(n)] if callable(path_of) else [None] * n,
+                "label": arrays["label"], "prediction": arrays["prediction"],
+            })
+            for method in self.methods:
+                frame[method] = arrays[method]
+            frames.append(frame)
+        ood_names = [n for n in self.datasets if n != self.id_name]
+        layers = self.layers
+        config = replace(
+            run or RunConfig(),
+            model=self.model_fp, methods=list(self.methods), method_params=self.method_params,
+            left_out=self.left_out, layers=layers.as_dict(), fit_set=self.fit_fp, datasets=self.data_fps,
+            id_set=self.id_name, ood_sets=ood_names,
+            notes=[*(run.notes if run else []), *_exact_zero_notes(self.model, results, layers)],
+            ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in self.datasets.items()},
+            batch_size=self.settings.batch_size, chunk_size=self.settings.chunk_size, device=str(self.device),
+            world_size=self.context.world_size, workers=self.settings.workers, timing=timing,
+            skipped={n: [list(item) for item in getattr(ds, "skipped", [])] for n, ds in self.datasets.items()
+                     if getattr(ds, "skipped", None)},
+        )
+        id_set = self.datasets[self.id_name]
+        if config.preset is None and getattr(id_set, "preset_name", None):
+            config.preset = id_set.preset_name
+        per_sample = {OUTPUTS, "label", "prediction", *self.methods}
+        return Evaluation(
+            scores=pd.concat(frames, ignore_index=True), id_name=self.id_name, ood_names=ood_names,
+            methods=list(self.methods), zero_layers=layers.zero, zero_channels=layers.zero_channels,
+            inner_layers=layers.inner, inner_channels=layers.inner_channels, head_layer=layers.head,
+            arrays={name: {k: v for k, v in arrays.items() if k not in per_sample} for name, arrays in results.items()},
+            config=config, seconds=time.perf_counter() - started, cache_hits=cache_hits, fitted_states=fitted_states,
+        )
+
+
+def _named_datasets(id_set, ood_sets: Mapping[str, object]) -> dict[str, object]:
+    """``{name: data set}``, the ID set first; DataError for a repeated name or an empty set."""
+    datasets = {getattr(id_set, "name", "id"): id_set}
+    for name, ds in ood_sets.items():
+        if name in datasets:
+            raise DataError(f"two datasets are both named {name!r}; give them distinct names")
+        datasets[name] = ds
+    for name, ds in datasets.items():
+        if len(ds) == 0:
+            raise DataError(f"dataset {name!r} has no samples")
+    return datasets
+
+
+def _run_timing(started: float, cached_images: int, fit_images: int, fit_seconds: float, reports: list[dict],
+                context: DistributedContext) -> dict:
+    """The run record's ``timing``: fit, loading and scoring summed over the ranks."""
+    def summed(part: str, key: str) -> float:
+        return sum(r[part][key] or 0 for r in reports)
+
+    timing = dict(
+        total_seconds=time.perf_counter() - started, cached_images=cached_images,
+        fit=dict(images=fit_images, seconds=fit_seconds) if fit_images else None,
+        loading=dict(images=summed("loading", "images"), seconds=summed("loading", "seconds"),
+                     wait_seconds=summed("loading", "wait_seconds"),
+                     processes_per_rank=reports[0]["loading"]["processes"],
+                     images_per_s=summed("loading", "images_per_s") or None),
+        scoring=dict(images=summed("scoring", "images"), seconds=summed("scoring", "seconds"),
+                     images_per_s=summed("scoring", "images_per_s") or None),
+    )
+    if context.active:
+        timing["ranks"] = reports
+    return timing
+
+
 def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
              settings: SweepSettings | None = None, fit_set=None, device=None,
              cache_dir: str | Path | None = None, use_cache: bool = True,
@@ -455,237 +724,30 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     :class:`Evaluation`; the other ranks return None.
     """
     started = time.perf_counter()
-    settings = settings or SweepSettings()
     context = distributed or SINGLE
-    if not ood_sets:
-        raise DataError("choose at least one OOD set to compare the ID set with")
-    if context.active and not use_cache:
-        raise DataError("a distributed evaluation hands the scored chunks between its ranks through the run "
-                        "cache; drop --no-cache (use_cache=False)")
-    datasets = {getattr(id_set, "name", "id"): id_set}
-    for name, ds in ood_sets.items():
-        if name in datasets:
-            raise DataError(f"two datasets are both named {name!r}; give them distinct names")
-        datasets[name] = ds
-    for name, ds in datasets.items():
-        if len(ds) == 0:
-            raise DataError(f"dataset {name!r} has no samples")
-    id_name = next(iter(datasets))
-    device = torch.device(device) if device is not None else model_device(model)
-    if model_device(model).type != device.type:
-        raise ModelError(f"the model is on {model_device(model)}; move it to {device} first")
-
-    detectors = build_detectors(model, settings, getattr(id_set, "preset", None))
-    sample = id_set[0][0]
-    left_out = unusable_methods(model, sample, detectors)
-    if len(left_out) == len(detectors):
-        raise ModelError("no chosen method can run on this model: "
-                         + "; ".join(f"{m}: {reason}" for m, reason in left_out.items()))
-    if left_out:
-        warnings.warn("left out of the evaluation, as this model cannot feed them: "
-                      + "; ".join(f"{m}: {reason}" for m, reason in left_out.items()), stacklevel=2)
-    methods = [m for m in settings.methods if m not in left_out]
-    detectors = {m: detectors[m] for m in methods}
-    needs_fit = [m for m, d in detectors.items() if d.needs_fit]
-    if needs_fit and fit_set is None:
-        raise DataError(f"{', '.join(needs_fit)} must be fitted on ID training data: give a fit set")
-    layers = resolve_layers(model, sample, merge_needs(d.needs() for d in detectors.values()))
-    own_layers = {m: resolve_layers(model, sample, d.needs()).as_dict() for m, d in detectors.items()}
-
-    model_fp = model_fingerprint(model)
-    fit_fp = dataset_fingerprint(fit_set) if needs_fit else None
-    method_params = {m: {k: v for k, v in d.params().items() if k not in ("layers", "inner_layers", "head_layer")}
-                     for m, d in detectors.items()}
-    data_fps = {name: dataset_fingerprint(ds) for name, ds in datasets.items()}  # stats every file once
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    total = sum(len(ds) for ds in datasets.values())
-    pin_memory = device.type == "cuda"
-
-    def fitted_key(method: str) -> str:
-        return stable_hash(dict(format=SCORES_FORMAT, model=model_fp, entry=method, fitted=True,
-                                params=method_params[method], fit_set=fit_fp))
-
-    def entry_key(method: str, data_fp: dict) -> str:
-        facts = dict(format=SCORES_FORMAT, model=model_fp, dataset=data_fp, entry=method)
-        if method != OUTPUTS:
-            facts.update(params=method_params[method], layers=own_layers[method],
-                         fit_set=fit_fp if detectors[method].needs_fit else None)
-        return stable_hash(facts)
-
-    entries = [OUTPUTS, *methods]
-    stores = {name: {e: ChunkStore(root, entry_key(e, data_fps[name]),
-                                   meta=dict(entry=e, dataset=data_fps[name], model=model_fp)) for e in entries}
-              for name in datasets} if use_cache else {}
-
-    # The plan: every chunk the cache lacks. Rank 0 reads the cache and shares the plan, so
-    # all ranks agree on it even while chunks are being written.
-    found: dict[str, dict[int, dict[str, dict]]] = {name: {} for name in datasets}  # name -> start -> entry
-    tasks: list[ChunkTask] | None = None
-    if context.is_main:
-        tasks = []
-        for name, ds in datasets.items():
-            for start, end in chunk_ranges(len(ds), settings.chunk_size):
-                cached = {e: stores[name][e].read(start, end) for e in entries} if use_cache else {}
-                found[name][start] = {e: arrays for e, arrays in cached.items() if arrays is not None}
-                missing = tuple(e for e in entries if e not in found[name][start])
-                if missing:
-                    tasks.append(ChunkTask(name, start, end, missing))
-    tasks = broadcast_object(tasks, context)
+    sweep = _Sweep(model, id_set, ood_sets, settings or SweepSettings(), fit_set, device, cache_dir, use_cache,
+                   context)
+    tasks = sweep.plan()
     mine = share(tasks, context)
     mine_images = sum(t.end - t.start for t in mine)
-    cached_images = total - sum(t.end - t.start for t in tasks)
-    fitting = any(detectors[m].needs_fit for t in tasks for m in t.missing if m != OUTPUTS)
-    fit_images = len(fit_set) if fitting and context.is_main else 0
-    tracker = _Progress(fit_images + mine_images + (cached_images if context.is_main else 0),
-                        cached_images if context.is_main else 0, progress)
+    cached_images = sweep.total - sum(t.end - t.start for t in tasks)
+    fit_images = len(fit_set) if sweep.fitting(tasks) else 0
+    counted_here = cached_images if context.is_main else 0
+    tracker = _Progress((fit_images if context.is_main else 0) + mine_images + counted_here, counted_here, progress)
 
-    # Fitted methods fit once, on rank 0, from one pass over the fit set; the other ranks
-    # receive the fitted tensors bit for bit, so every rank scores with the same state. The
-    # state is kept in the cache too, for exports (a threshold file never refits).
-    fit_seconds = 0.0
-    fitted_states: dict[str, dict] = {}
-    if fitting:
-        fit_started = time.perf_counter()
-        if context.is_main:
-            fit_loader = BatchLoader([fit_set], [(0, s, e) for s, e in batch_ranges(0, len(fit_set), settings.batch_size)],
-                                     settings.workers, pin_memory)
-            fit_name = getattr(fit_set, "name", "the fit set")
-
-            def fit_progress(fraction: float, message: str):
-                tracker.done = cached_images + round(fraction * len(fit_set))
-                tracker.say(f"fitting {', '.join(needs_fit)} on {fit_name}: {message.split(': ', 1)[-1]}")
-
-            outputs = collect_outputs(model, ((b.images, b.labels) for b in fit_loader),
-                                      progress=fit_progress, total=len(fit_set))
-            for method in needs_fit:
-                detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
-        for method in needs_fit:
-            state = broadcast_tensors(detectors[method].fitted_state() if context.is_main else None, context)
-            if not context.is_main:
-                detectors[method].load_fitted_state(state)
-            elif use_cache:
-                write_fitted_state(root, fitted_key(method), state)
-            fitted_states[method] = state
-        fit_seconds = time.perf_counter() - fit_started
-
-    # Scoring: one loader for this rank's whole share, its batches never crossing a chunk.
-    index_of = {name: i for i, name in enumerate(datasets)}
-    plan = [(index_of[t.dataset], s, e) for t in mine for s, e in batch_ranges(t.start, t.end, settings.batch_size)]
-    loader = BatchLoader(list(datasets.values()), plan, settings.workers, pin_memory)
-    batches = iter(loader)
-    score_seconds, scored_images = 0.0, 0
-    tracker.start_scoring()
-    try:
-        for task in mine:
-            if cancel is not None and cancel():
-                raise EvaluationCancelled(f"cancelled before samples {task.start}-{task.end} of {task.dataset}; "
-                                          "finished chunks are cached")
-            wanted = {m: detectors[m] for m in task.missing if m != OUTPUTS}
-            chunk_batches = itertools.islice(batches, len(batch_ranges(task.start, task.end, settings.batch_size)))
-            waited, began = loader.wait_seconds, time.perf_counter()
-            computed = _score_range(model, datasets[task.dataset], task.start, task.end, wanted,
-                                    merge_needs(d.needs() for d in wanted.values()), settings.batch_size,
-                                    device, chunk_batches)
-            for _ in chunk_batches:  # a scorer that stopped early must not shift the next chunk's batches
-                pass
-            score_seconds += time.perf_counter() - began - (loader.wait_seconds - waited)
-            scored_images += task.end - task.start
-            for e in task.missing:
-                if use_cache:
-                    stores[task.dataset][e].write(task.start, task.end, computed[e])
-                if context.is_main:
-                    found[task.dataset][task.start][e] = computed[e]
-            tracker.advance(task.end - task.start, task.dataset, loader.load_rate(), _rate(scored_images, score_seconds))
-    finally:
-        batches.close()  # stops the loader's workers
-
-    rank_timing = dict(
-        rank=context.rank, device=str(device), chunks=len(mine),
-        loading=dict(images=loader.images, seconds=loader.load_seconds, processes=loader.processes,
-                     wait_seconds=loader.wait_seconds, images_per_s=loader.load_rate()),
-        scoring=dict(images=mine_images, seconds=score_seconds, images_per_s=_rate(mine_images, score_seconds)),
-    )
+    fitted_now, fit_seconds = sweep.fit(tasks, tracker, cached_images)
+    rank_timing = sweep.score(mine, tracker, cancel)
     reports = gather_to_main(rank_timing, context)  # returns on rank 0 once every rank is done
     if not context.is_main:
         return None
-    deadline = time.monotonic() + SHARED_CACHE_WAIT_S
-    for number, task in enumerate(tasks):
-        for e in task.missing:
-            if e in found[task.dataset][task.start]:
-                continue
-            arrays = _read_shared_chunk(stores[task.dataset][e], task.start, task.end, deadline)
-            if arrays is None:
-                raise DataError(
-                    f"rank {number % context.world_size} scored samples {task.start}-{task.end} of {task.dataset} "
-                    f"into the run cache {root}, but rank 0 cannot read them there; with several nodes the run "
-                    "cache (--cache-dir or GAIA_VIZ_CACHE_DIR) must be one folder on a filesystem all nodes share")
-            found[task.dataset][task.start][e] = arrays
-    results: dict[str, dict[str, np.ndarray]] = {}
-    for name, ds in datasets.items():
-        parts = [{k: v for e in entries for k, v in found[name][start][e].items()}
-                 for start, _ in chunk_ranges(len(ds), settings.chunk_size)]
-        results[name] = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    sweep.read_other_ranks(tasks)
     planned = {t.dataset for t in tasks}
-    cache_hits = sum(name not in planned for name in datasets)
-    timing = dict(
-        total_seconds=time.perf_counter() - started, cached_images=cached_images,
-        fit=dict(images=len(fit_set), seconds=fit_seconds) if fitting else None,
-        loading=dict(images=sum(r["loading"]["images"] for r in reports),
-                     seconds=sum(r["loading"]["seconds"] for r in reports),
-                     wait_seconds=sum(r["loading"]["wait_seconds"] for r in reports),
-                     processes_per_rank=loader.processes,
-                     images_per_s=sum(r["loading"]["images_per_s"] or 0.0 for r in reports) or None),
-        scoring=dict(images=sum(r["scoring"]["images"] for r in reports),
-                     seconds=sum(r["scoring"]["seconds"] for r in reports),
-                     images_per_s=sum(r["scoring"]["images_per_s"] or 0.0 for r in reports) or None),
-    )
-    if context.active:
-        timing["ranks"] = reports
-
-    frames = []
-    for name, ds in datasets.items():
-        arrays = results[name]
-        n = len(arrays["label"])
-        path_of = getattr(ds, "path", None)
-        frame = pd.DataFrame({
-            "dataset": name, "index": np.arange(n),
-            "path": [path_of(i) for i in range(n)] if callable(path_of) else [None] * n,
-            "label": arrays["label"], "prediction": arrays["prediction"],
-        })
-        for method in methods:
-            frame[method] = arrays[method]
-        frames.append(frame)
-    for method in needs_fit:
-        if method not in fitted_states and use_cache:
-            state = read_fitted_state(root, fitted_key(method))
-            if state is not None:
-                fitted_states[method] = state
-    per_sample = {OUTPUTS, "label", "prediction", *methods}
-    config = replace(
-        run or RunConfig(),
-        model=model_fp, methods=list(methods), method_params=method_params, left_out=left_out,
-        layers=layers.as_dict(), fit_set=fit_fp, datasets=data_fps, id_set=id_name,
-        ood_sets=[n for n in datasets if n != id_name],
-        notes=[*(run.notes if run else []), *_exact_zero_notes(model, results, layers)],
-        ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in datasets.items()},
-        batch_size=settings.batch_size, chunk_size=settings.chunk_size, device=str(device),
-        world_size=context.world_size, workers=settings.workers, timing=timing,
-        skipped={n: [list(item) for item in getattr(ds, "skipped", [])] for n, ds in datasets.items()
-                 if getattr(ds, "skipped", None)},
-    )
-    if config.preset is None and getattr(id_set, "preset_name", None):
-        config.preset = id_set.preset_name
-    evaluation = Evaluation(
-        scores=pd.concat(frames, ignore_index=True), id_name=id_name,
-        ood_names=[n for n in datasets if n != id_name], methods=list(methods),
-        zero_layers=layers.zero, zero_channels=layers.zero_channels,
-        inner_layers=layers.inner, inner_channels=layers.inner_channels, head_layer=layers.head,
-        arrays={name: {k: v for k, v in arrays.items() if k not in per_sample} for name, arrays in results.items()},
-        config=config, seconds=time.perf_counter() - started, cache_hits=cache_hits,
-        fitted_states=fitted_states,
-    )
+    evaluation = sweep.evaluation(
+        sweep.results(), run, _run_timing(started, cached_images, fit_images, fit_seconds, reports, context),
+        sweep.fitted_states(fitted_now), cache_hits=sum(name not in planned for name in sweep.datasets),
+        started=started)
     if progress:
-        progress(1.0, f"done: {total:,} images in {evaluation.seconds:.1f} s")
+        progress(1.0, f"done: {sweep.total:,} images in {evaluation.seconds:.1f} s")
     return evaluation
 
 

@@ -41,8 +41,16 @@ SCORE_MEANINGS = {
     "react": "free energy of clipped features, −logsumexp (negated)",
     "knn": "distance to the k-th nearest ID feature",
     "mahalanobis": "squared Mahalanobis distance to the closest class",
+    "ash": "free energy of the shaped features, −logsumexp (negated)",
+    "scale": "free energy of the scaled features, −logsumexp (negated)",
+    "vim": "virtual logit minus energy, α‖(h−u)R‖ − logsumexp f",
+    "gen": "generalised entropy of the top-M softmax probabilities",
+    "fdbd": "negated mean distance to the decision boundaries / ‖h − μ‖",
+    "nnguide": "negated nearest-neighbour guided energy",
+    "dice": "free energy of the sparsified head, −logsumexp (negated)",
 }
-NEGATED_METHODS = ("msp", "maxlogit", "energy", "odin", "gradnorm", "react")
+NEGATED_METHODS = ("msp", "maxlogit", "energy", "odin", "gradnorm", "react", "ash", "scale", "fdbd", "nnguide",
+                   "dice")
 
 METRIC_COLUMNS = {
     "fpr95": "FPR95 ↓ (% OOD accepted at 95 % TPR)",

@@ -31,7 +31,8 @@ Engineering guarantees of every public function here:
   frozen for the call, so no parameter gradient is ever computed);
 - the backward pass stops at the earliest hooked layer (its output becomes the graph's leaf),
   reduces every other layer's gradient the moment it is produced, and takes eval-mode batch
-  norms (with the convolution before them) in one cheaper step (:class:`_EvalNormBackward`);
+  norms (with the convolution before them) in one cheaper step
+  (:class:`~gaia_viz.gaia.autograd.EvalNormBackward`);
 - hooks removed, ``requires_grad`` flags and train/eval modes restored, also on exceptions;
 - batched: no Python loop over samples; a sample's scores do not depend on its batch.
 
