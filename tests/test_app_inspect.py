@@ -98,7 +98,7 @@ def test_channel_stats_are_per_channel_mean_and_std_of_that_layer():
 def test_threshold_from_tune_page_only_for_its_method():
     id_scores = np.arange(1, 101, dtype=float)  # 95 % of ID accepted at 95
     tuned = Selection(method="gaia_z", ood_set="faces", threshold_mode="score", threshold=42.0)
-    assert helpers.current_threshold(tuned, "gaia_z", id_scores) == (42.0, "set on the Tune threshold page")
+    assert helpers.current_threshold(tuned, "gaia_z", id_scores) == (42.0, "as on the Tune threshold page")
     by_tpr = Selection(method="gaia_z", threshold_mode="tpr", tpr=0.5)
     assert helpers.current_threshold(by_tpr, "gaia_z", id_scores)[0] == 50.0
     threshold, source = helpers.current_threshold(tuned, "gaia_a", id_scores)

@@ -146,14 +146,16 @@ def current_threshold(chosen, method: str, id_scores, tpr: float = 0.95) -> tupl
 
     ``chosen``: the session's :class:`gaia_viz.app.state.Selection`; when its thresholded
     method is ``method``, its operating point (a TPR on ``id_scores`` or a score) is used, as
-    set on the Tune threshold page or in the link. Otherwise the ``tpr`` quantile of the ID
-    scores (``tpr`` of ID images accepted).
+    set on the Tune threshold page or in the link, or that page's default (95 % TPR) until
+    either changes it: the source says "as on the Tune threshold page" either way. Otherwise
+    the ``tpr`` quantile of the ID scores (``tpr`` of ID images accepted).
     """
     if chosen is not None and getattr(chosen, "method", None) == method:
         if chosen.threshold_mode == "score" and chosen.threshold is not None and np.isfinite(chosen.threshold):
-            return float(chosen.threshold), "set on the Tune threshold page"
+            return float(chosen.threshold), "as on the Tune threshold page"
         if chosen.threshold_mode == "tpr":
-            return threshold_at_tpr(id_scores, chosen.tpr), f"{chosen.tpr:.1%} of ID accepted, set on the Tune threshold page"
+            source = f"{chosen.tpr:.1%} of ID accepted, as on the Tune threshold page"
+            return threshold_at_tpr(id_scores, chosen.tpr), source
     return threshold_at_tpr(id_scores, tpr), f"{tpr:.0%} of ID images accepted"
 
 

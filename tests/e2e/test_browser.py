@@ -275,7 +275,7 @@ def _check_inspect(page, image_path: Path):
     verdicts = page.get_by_test_id("stAlert").filter(has_text=re.compile(r"\b(ID|OOD) at threshold -?\d"))
     expect(verdicts.first).to_be_visible(timeout=UI_MS)
     # GAIA-Z was tuned on the previous page, on two layers: its verdict uses that threshold
-    expect(verdicts.filter(has_text="GAIA-Z").filter(has_text="set on the Tune threshold page")).to_have_count(1)
+    expect(verdicts.filter(has_text="GAIA-Z").filter(has_text="as on the Tune threshold page")).to_have_count(1)
     expect(page.get_by_text("GAIA-Z on 2 of 3 layers: bn2, bn3").first).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=SLOW_MS)
     expect(page.locator(".js-plotly-plot .main-svg").first).to_be_attached()
