@@ -12,7 +12,14 @@ from gaia_viz.app import analysis  # noqa: E402
 from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
 from gaia_viz.app.features import setup_features  # noqa: E402
 from gaia_viz.app.gallery import file_caption, model_view, open_on_inspect, thumbnail  # noqa: E402
-from gaia_viz.app.page import effective_layers, layers_caption, require_scores, require_setup, user_errors  # noqa: E402
+from gaia_viz.app.page import (  # noqa: E402
+    effective_layers,
+    layers_caption,
+    require_scores,
+    require_setup,
+    user_errors,
+    warn_about_numbers,
+)
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
 from gaia_viz.app.state import MAP_AGREEMENT, bound_widget, selection, update_selection  # noqa: E402
 from gaia_viz.embedding import pca_2d  # noqa: E402
@@ -110,6 +117,8 @@ for name in (method, compare_method, color):
     if name in GAIA_FAMILIES:
         caption += " " + layers_caption(evaluation, name) + "."
 st.caption(escape_markdown(caption))
+warn_about_numbers(evaluation, [name for name in dict.fromkeys((method, compare_method, color))
+                                if name in evaluation.methods])
 if color == MAP_AGREEMENT:
     counts = points["color"].value_counts()
     st.markdown(" · ".join(f"**{escape_markdown(c)}**: {int(counts.get(c, 0)):,}" for c in categories))

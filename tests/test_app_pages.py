@@ -597,7 +597,7 @@ def test_data_map_plots_every_image_with_its_decision_and_opens_the_picked_one()
 
     faces_point = next(p for t in markers for p in t["customdata"] if p[0] == "faces" and p[1] == 3)
     assert picked_image({"points": [{"customdata": faces_point}]}) == ("faces", 3)
-    widget(at, "selectbox", "w_map_color::").set_value("gaia_a").run()
+    at = settle(widget(at, "selectbox", "w_map_color::").set_value("gaia_a").run())  # GAIA-A may be scored now
     assert not at.exception, at.exception
     score_spec = json.loads(next(c for c in at.get("plotly_chart") if c.key == "w_data_map").proto.spec)
     assert "colorbar" in score_spec["data"][0]["marker"]
