@@ -607,6 +607,20 @@ def test_data_map_plots_every_image_with_its_decision_and_opens_the_picked_one()
     assert "faces #3, as the model sees it" in captions
 
 
+def test_gaia_z_without_exact_zeros_is_said_next_to_its_numbers_on_every_page():
+    """A smooth model (timm's SiLU test EfficientNet, random weights): every page that shows
+    GAIA-Z numbers says, next to them, that its gradients hold no exact zeros."""
+    at = open_app("evaluate", samples=12, sb_model_kind="timm", sb_timm_name="test_efficientnet",
+                  **{"sb_random_weights::timm": True})
+    at.button[0].click().run()
+    at = settle(at)
+    for page in ("evaluate", "tune", "channels", "inspect", "map"):
+        at = go(at, page)
+        assert not at.exception, (page, at.exception)
+        notes = [w.value for w in at.warning if "almost no exact zeros" in w.value]
+        assert len(notes) == 1 and "SiLU" in notes[0], (page, [w.value for w in at.warning])
+
+
 def test_pca_2d_is_deterministic_and_keeps_the_main_direction():
     from gaia_viz.embedding import pca_2d
     from gaia_viz.errors import MetricInputError
