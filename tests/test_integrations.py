@@ -345,3 +345,18 @@ def test_core_imports_without_pytorch_ood_or_captum_and_the_integrations_say_wha
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("ImportError: gaia_viz.integrations.") for line in lines)
     assert "not installed" in lines[0] and "gaia_viz itself does not need it" in lines[0]
+
+
+def test_the_import_error_tells_a_missing_package_from_a_broken_one():
+    from gaia_viz.integrations import missing_package_error
+
+    missing = missing_package_error("gaia_viz.integrations.pytorch_ood", "pytorch-ood",
+                                    "pip install pytorch-ood==0.4.0 --no-deps",
+                                    ImportError("No module named 'pytorch_ood'", name="pytorch_ood"))
+    assert "is not installed" in str(missing) and "pip install pytorch-ood==0.4.0 --no-deps" in str(missing)
+    assert missing.name == "pytorch_ood"
+    # pytorch-ood present, one of its own imports failing: say so, with that import's error
+    broken = missing_package_error("gaia_viz.integrations.pytorch_ood", "pytorch-ood",
+                                   "pip install pytorch-ood==0.4.0 --no-deps",
+                                   ImportError("No module named 'scipy'", name="scipy"))
+    assert "installed but fails to import" in str(broken) and "'scipy'" in str(broken)
