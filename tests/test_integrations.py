@@ -102,6 +102,7 @@ def resnet20_sweep_and_loader():
     return model, evaluation, batches
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("method, detector_class", [("gaia_z", GAIAZ), ("gaia_a", GAIAA)])
 def test_oodmetrics_over_the_detector_equal_the_sweep(resnet20_sweep_and_loader, method, detector_class):
     model, evaluation, batches = resnet20_sweep_and_loader
