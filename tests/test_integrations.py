@@ -238,6 +238,8 @@ def test_gaia_maps_follow_captums_convention(demo):
     assert isinstance(out, list) and [m.shape for m in out] == [(8, 32, 28, 28), (8, 96, 7, 7)]
     by_module = GaiaMaps(model, [model.bn1, model.bn3]).attribute((x,))  # modules, 1-tuple input
     assert all(torch.equal(a, b) for a, b in zip(out, by_module))
+    from_module_list = GaiaMaps(model, nn.ModuleList([model.bn1, model.bn3])).attribute(x)
+    assert all(torch.equal(a, b) for a, b in zip(out, from_module_list))
     single = GaiaMaps(model, "bn3").attribute(x)
     assert isinstance(single, torch.Tensor) and torch.equal(single, out[1])
     # the maps are GAIA's: what GAIA-Z counts

@@ -78,7 +78,7 @@ class GaiaMaps(LayerAttribution):
             raise ModelError(f"GaiaMaps needs the model as an nn.Module, got {type(model).__name__}")
         if objective not in OBJECTIVES:
             raise ModelError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
-        self.single_layer = isinstance(layers, (str, nn.Module))
+        self.single_layer = isinstance(layers, (str, nn.Module)) and not isinstance(layers, nn.ModuleList)
         chosen = [layers] if self.single_layer else list(layers)
         if not chosen:
             raise LayerError("no layer given: pass a layer or a list of layers")
