@@ -65,3 +65,60 @@ def test_npz_within_the_budget_loads_and_a_header_claiming_more_data_is_refused(
     lying = npy_bytes(np.zeros(4, dtype=np.float32)).replace(b"(4,)", b"(4000000000000,)")
     with pytest.raises(CheckpointError, match="claims 16,000,000,000,000 bytes of data but holds"):
         load_state_dict_file(zip_bytes({"a.npy": lying}))
+
+
+# --------------------------------------------------------------------------- swapped cache chunks
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 6, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+class TensorSet(torch.utils.data.Dataset):
+    def __init__(self, name, n, seed, shift=0.0):
+        g = torch.Generator().manual_seed(seed)
+        self.name, self.x = name, torch.randn(n, 1, 6, 6, generator=g) + shift
+        self.y = torch.randint(0, 3, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def entry_dir(cache, entry: str, dataset: str):
+    import json
+
+    return next(meta.parent for meta in cache.glob("*/meta.json")
+                if json.loads(meta.read_text())["entry"] == entry
+                and json.loads(meta.read_text())["dataset"]["name"] == dataset)
+
+
+def test_a_chunk_copied_over_another_range_or_into_another_entry_is_recomputed(tmp_path):
+    """Was: the checksum did not cover the entry key and sample range, so a chunk copied over
+    another range's file changed MSP's FPR95, and an MSP chunk in the energy entry gave a
+    ``KeyError: 'energy'`` traceback on every rerun."""
+    from gaia_viz import sweep
+
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    id_set, ood = TensorSet("id", 30, 1), {"far": TensorSet("far", 20, 2, shift=1.5)}
+    settings = sweep.SweepSettings(methods=["msp", "energy"], batch_size=10, chunk_size=10)
+    cache = tmp_path / "cache"
+    first = sweep.evaluate(model, id_set, ood, settings, cache_dir=cache)
+    name = "chunk-{:09d}-{:09d}.npz".format
+    msp, energy, outputs = (entry_dir(cache, e, "id") for e in ("msp", "energy", sweep.OUTPUTS))
+    (msp / name(10, 20)).write_bytes((msp / name(20, 30)).read_bytes())  # another range's chunk
+    (energy / name(0, 10)).write_bytes((msp / name(0, 10)).read_bytes())  # another entry's chunk
+    (outputs / name(20, 30)).write_bytes((outputs / name(0, 10)).read_bytes())
+    again = sweep.evaluate(model, id_set, ood, settings, cache_dir=cache)
+    assert again.scores.equals(first.scores)
+    assert again.metrics_table().equals(first.metrics_table())
