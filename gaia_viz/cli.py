@@ -87,10 +87,13 @@ def parse_methods(text: str | None) -> list[str]:
 
 
 def write_outputs(evaluation, out: Path) -> None:
-    """``metrics.json`` (CLI schema) and ``scores.csv`` (one row per sample)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(evaluation.metrics_json(), indent=2, default=str))
-    evaluation.scores.to_csv(out / "scores.csv", index=False)
+    """``metrics.json`` (CLI schema) and ``scores.csv`` (one row per sample), renamed into
+    ``out`` together once both are written: a failure leaves the previous pair intact."""
+    from gaia_viz.outputs import staged_outputs
+
+    with staged_outputs(out) as stage:
+        (stage / "metrics.json").write_text(json.dumps(evaluation.metrics_json(), indent=2, default=str))
+        evaluation.scores.to_csv(stage / "scores.csv", index=False)
 
 
 def format_table(evaluation) -> str:

@@ -122,3 +122,40 @@ def test_a_chunk_copied_over_another_range_or_into_another_entry_is_recomputed(t
     again = sweep.evaluate(model, id_set, ood, settings, cache_dir=cache)
     assert again.scores.equals(first.scores)
     assert again.metrics_table().equals(first.metrics_table())
+
+
+# --------------------------------------------------------------------------- outputs on a full disk
+
+
+def test_outputs_on_a_full_disk_leave_the_previous_outputs_intact(tmp_path, monkeypatch, capsys):
+    """Was: with --out on a nearly full disk a new metrics.json stood next to a scores.csv cut
+    mid-line, and the previous good outputs were gone."""
+    import errno
+
+    import pandas as pd
+
+    from gaia_viz.cli import main
+
+    out = tmp_path / "out"
+    args = ["evaluate", "--demo", "--max-samples", "12", "--methods", "msp", "--workers", "0", "--quiet",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    assert main(args) == 0
+    before = {name: (out / name).read_bytes() for name in ("metrics.json", "scores.csv")}
+    real = pd.DataFrame.to_csv
+
+    def disk_full(frame, path, *a, **k):
+        real(frame.head(3), path, *a, **k)
+        with open(path, "a") as handle:
+            handle.write("demo:digits,3,0.12")  # cut mid-line
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    capsys.readouterr()
+    assert main([*args[:3], "13", *args[4:]]) == 2  # another evaluation: new numbers
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "scores.csv"]  # no staging left
+    monkeypatch.setattr(pd.DataFrame, "to_csv", real)
+    assert main([*args[:3], "13", *args[4:]]) == 0
+    assert (out / "scores.csv").read_bytes() != before["scores.csv"]
