@@ -60,15 +60,29 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 
 # C0 and C1 control characters, DEL, and the Unicode line and paragraph separators
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# what os.fsdecode makes of file-name bytes that are not UTF-8 (surrogateescape)
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 # --------------------------------------------------------------------------- user text
 
 
+def printable(text: object) -> str:
+    """``text`` (a str, a path, or a name as bytes) as text that can be shown and written as
+    UTF-8: bytes of a file name that are not UTF-8 (which Python holds as lone surrogates,
+    ``\\udcff``) written as ``\\xff``, as the file system holds them."""
+    if isinstance(text, (bytes, bytearray)):
+        text = os.fsdecode(bytes(text))
+    elif isinstance(text, os.PathLike):
+        text = os.fsdecode(os.fspath(text))
+    return _UNDECODABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", str(text))
+
+
 def echo(text: object, limit: int = ECHO_LIMIT) -> str:
     """``text`` as a message may show it: control characters written as escapes (``\\x00``,
-    ``\\n``), at most ``limit`` characters (the rest replaced by ``…``)."""
-    shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    ``\\n``), bytes that are not UTF-8 as ``\\xff`` (:func:`printable`), at most ``limit``
+    characters (the rest replaced by ``…``)."""
+    shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), printable(text))
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
@@ -347,4 +361,4 @@ def walk_files(root: str | os.PathLike, want: Callable[[str], bool] = lambda nam
 
 __all__ = ["DEFAULT_MAX_DIRS", "DEFAULT_MAX_FILES", "ECHO_LIMIT", "HIDDEN", "LOCAL_ADDRESS", "LOOPBACK_NAMES",
            "OUTSIDE", "PathPolicy", "allowed_roots", "app_server_address", "check_allowed", "check_path_text",
-           "check_text", "echo", "is_loopback", "path_policy", "restriction_active", "served", "walk_files"]
+           "check_text", "echo", "is_loopback", "path_policy", "printable", "restriction_active", "served", "walk_files"]

@@ -89,3 +89,29 @@ def test_a_run_replaced_by_one_over_more_methods_says_it_restarted(gate):
     gate.set()
     assert replacement.wait(TIMEOUT) and replacement.status == "done"
     assert set(table(first.run())["Method"]) >= {"MSP", "Energy"}
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_shown_escaped(tmp_path):
+    """Was: a file named with byte \\xff in an OOD folder failed the whole evaluation with a
+    misleading "check the preprocessing preset" (a UnicodeEncodeError in the fingerprint)."""
+    import os
+
+    from PIL import Image
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name in (b"\xffodd.png", b"plain.png"):
+        Image.new("L", (28, 28), 90).save(os.path.join(os.fsencode(folder), name), format="PNG")
+    at = open_evaluate(samples=12)
+    at.sidebar.selectbox(key="sb_data_kind").set_value("custom").run()
+    at.sidebar.text_input(key="sb_custom_id").input("demo:digits").run()
+    at.sidebar.text_area(key="sb_custom_ood").input(f"odd = {folder}").run()
+    next(b for b in at.button if b.key and b.key.startswith("run::")).click().run()
+    jobs.wait_for_jobs(TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert table(at) is not None
+    evaluation = jobs.STORE.get(at.session_state["setup"].score_key)
+    shown = [p for p in evaluation.scores["path"] if p and "odd.png" in p]
+    assert shown == [os.path.join(str(folder), "\\xffodd.png")]

@@ -159,3 +159,31 @@ def test_outputs_on_a_full_disk_leave_the_previous_outputs_intact(tmp_path, monk
     monkeypatch.setattr(pd.DataFrame, "to_csv", real)
     assert main([*args[:3], "13", *args[4:]]) == 0
     assert (out / "scores.csv").read_bytes() != before["scores.csv"]
+
+
+# --------------------------------------------------------------------------- names that are not UTF-8
+
+
+def test_a_file_name_that_is_not_utf8_is_fingerprinted_and_shown_escaped(tmp_path):
+    """Was: a UnicodeEncodeError traceback in sweep.dataset_fingerprint (exit 1)."""
+    import os
+
+    from PIL import Image
+
+    from gaia_viz import sweep
+    from gaia_viz.data.sources import open_source
+    from gaia_viz.paths import echo, printable
+
+    folder = tmp_path / "ood"
+    folder.mkdir()
+    for name in (b"\xffodd.png", b"plain.png"):
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(os.path.join(os.fsencode(folder), name), format="PNG")
+    images = open_source(f"folder:{folder}", preset="gaia-cifar10", name="ood")
+    fingerprint = sweep.dataset_fingerprint(images)
+    assert fingerprint["files"]
+    (folder / "plain.png").touch()
+    os.utime(folder / "plain.png", ns=(1, 1))
+    assert sweep.dataset_fingerprint(images)["files"] != fingerprint["files"]
+    odd = next(images.path(i) for i in range(len(images)) if "odd" in images.path(i))
+    assert printable(odd).endswith("/\\xffodd.png") and echo(odd, limit=1000).endswith("/\\xffodd.png")
+    assert printable(os.fsencode(odd)) == printable(odd)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.paths import echo
 
 MAX_STORED = 8
 LOG = logging.getLogger(__name__)
@@ -194,6 +195,9 @@ class JobRegistry:
             job.status, job.error = "cancelled", str(exc)
         except GaiaVizError as exc:
             job.status, job.error = "failed", str(exc)
+        except UnicodeError as exc:  # a ValueError, but not the model's: a name that is not text
+            job.status = "failed"
+            job.error = f"a file or folder name could not be handled as text ({echo(exc)})"
         except (RuntimeError, OSError, ValueError) as exc:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             job.status = "failed"
