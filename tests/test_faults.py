@@ -187,3 +187,29 @@ def test_a_file_name_that_is_not_utf8_is_fingerprinted_and_shown_escaped(tmp_pat
     odd = next(images.path(i) for i in range(len(images)) if "odd" in images.path(i))
     assert printable(odd).endswith("/\\xffodd.png") and echo(odd, limit=1000).endswith("/\\xffodd.png")
     assert printable(os.fsencode(odd)) == printable(odd)
+
+
+# --------------------------------------------------------------------------- default weights and the path check
+
+
+def test_default_cifar_weights_behind_a_link_out_of_the_data_root_are_refused_unread(tmp_path, monkeypatch):
+    """Was: ``<data root>/models/cifar10_resnet{depth}.th`` was read without check_allowed, so a
+    ``models`` link out of the root was followed and the error showed the outside file's keys."""
+    from gaia_viz.errors import GaiaVizError
+    from gaia_viz.models import load_model
+
+    outside = tmp_path / "outside" / "models"
+    outside.mkdir(parents=True)
+    torch.save({"secret_key_of_the_outside_file": torch.zeros(2)}, outside / "cifar10_resnet20.th")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "models").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(root))
+    monkeypatch.setenv("GAIA_VIZ_ALLOWED_ROOTS", str(root))
+    read = []
+    monkeypatch.setattr("gaia_viz.models.zoo.load_state_dict_file", lambda source: read.append(source))
+    with pytest.raises(GaiaVizError) as refused:
+        load_model("cifar_resnet20")
+    message = str(refused.value)
+    assert "outside the allowed data roots" in message and str(root / "models" / "cifar10_resnet20.th") in message
+    assert "secret" not in message and str(outside) not in message and not read
