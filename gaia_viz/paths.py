@@ -268,6 +268,37 @@ def check_allowed(path: str | os.PathLike, what: str = "path", policy: PathPolic
     return resolved
 
 
+# --------------------------------------------------------------------------- capped reads
+
+
+def size_refusal(cap: int, kind: str, setting: str) -> str:
+    """"more than the 256 MB limit for an image file; ..." (``setting``: the environment
+    variable that raises the cap), to follow a file's name and size in a message."""
+    return (f"more than the {megabytes(cap)} limit for {kind}; use a smaller file, or set {setting} "
+            "(megabytes) on the server to raise the limit")
+
+
+def megabytes(size: int) -> str:
+    """``4,295 MB``; three digits under one megabyte (``0.001 MB``)."""
+    return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e6:.3g} MB"
+
+
+def read_capped(path: str | os.PathLike, cap: int, *, what: str, kind: str, setting: str,
+                error: type[Exception] = DataError) -> bytes:
+    """The bytes of the file ``path``, refused with ``error`` when it holds more than ``cap``:
+    a regular file by its size before reading, anything else (a pipe, a device, a file that
+    grows) after ``cap`` bytes, so at most ``cap + 1`` bytes are ever held. An ``OSError``
+    while opening or reading is raised as it is; ``what`` names the file in messages."""
+    with open(path, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_size > cap:
+            raise error(f"{what} is {megabytes(info.st_size)}, {size_refusal(cap, kind, setting)}")
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise error(f"{what} holds {size_refusal(cap, kind, setting)}")
+    return data
+
+
 # --------------------------------------------------------------------------- folder walks
 
 
@@ -361,4 +392,5 @@ def walk_files(root: str | os.PathLike, want: Callable[[str], bool] = lambda nam
 
 __all__ = ["DEFAULT_MAX_DIRS", "DEFAULT_MAX_FILES", "ECHO_LIMIT", "HIDDEN", "LOCAL_ADDRESS", "LOOPBACK_NAMES",
            "OUTSIDE", "PathPolicy", "allowed_roots", "app_server_address", "check_allowed", "check_path_text",
-           "check_text", "echo", "is_loopback", "path_policy", "printable", "restriction_active", "served", "walk_files"]
+           "check_text", "echo", "is_loopback", "megabytes", "path_policy", "printable", "read_capped", "restriction_active",
+           "served", "size_refusal", "walk_files"]

@@ -213,3 +213,55 @@ def test_default_cifar_weights_behind_a_link_out_of_the_data_root_are_refused_un
     message = str(refused.value)
     assert "outside the allowed data roots" in message and str(root / "models" / "cifar10_resnet20.th") in message
     assert "secret" not in message and str(outside) not in message and not read
+
+
+# --------------------------------------------------------------------------- size caps on server paths
+
+
+def sparse_copy(source_bytes: bytes, path, size: int):
+    """``source_bytes`` padded to ``size`` bytes without using the disk (a sparse file)."""
+    path.write_bytes(source_bytes)
+    os_truncate = __import__("os").truncate
+    os_truncate(path, size)
+    return path
+
+
+def test_a_png_padded_to_4_gib_is_refused_by_its_size_and_the_rest_of_the_folder_is_scored(tmp_path):
+    """Was: a 32x32 PNG padded to 4 GiB passed the header probe and was read whole (+4.7 GB)."""
+    from PIL import Image
+
+    from gaia_viz.data.images import load_image, probe_image
+    from gaia_viz.data.sources import open_source
+    from gaia_viz.errors import ImageLoadError
+
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), (9, 99, 199)).save(png, format="PNG")
+    folder = tmp_path / "ood"
+    folder.mkdir()
+    (folder / "small.png").write_bytes(png.getvalue())
+    huge = sparse_copy(png.getvalue(), folder / "huge.png", 4 << 30)
+    assert "4,295 MB, more than the 256 MB limit for an image file" in probe_image(huge)
+    with pytest.raises(ImageLoadError, match="GAIA_VIZ_MAX_IMAGE_MB") as refused:
+        load_image(huge)
+    assert "4,295 MB, more than the 256 MB limit for an image file" in str(refused.value)
+    images = open_source(f"folder:{folder}", preset="gaia-cifar10", name="ood")
+    assert len(images) == 1 and [p.endswith("huge.png") for p, _ in images.skipped] == [True]
+
+
+def test_a_checkpoint_over_the_cap_is_refused_before_reading(tmp_path, monkeypatch):
+    from gaia_viz.models import load_model
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    sparse_copy(path.read_bytes(), path, 4 << 30)
+    with pytest.raises(CheckpointError, match="is 4,295 MB, more than the 2,048 MB limit for a checkpoint") as refused:
+        load_state_dict_file(path)
+    assert "GAIA_VIZ_MAX_CHECKPOINT_MB" in str(refused.value)
+    monkeypatch.setenv("GAIA_VIZ_MAX_CHECKPOINT_MB", "0.001")  # 1 kB: a real checkpoint is over it
+    small = tmp_path / "small.pt"
+    torch.save(load_model("cifar_resnet20", pretrained=False).state_dict(), small)
+    with pytest.raises(CheckpointError, match="more than the 0.001 MB limit"):
+        load_model("cifar_resnet20", checkpoint=small)
+    monkeypatch.setenv("GAIA_VIZ_MAX_CHECKPOINT_MB", "lots")
+    with pytest.raises(Exception, match="GAIA_VIZ_MAX_CHECKPOINT_MB='lots' is not a positive number"):
+        load_state_dict_file(small)

@@ -2,7 +2,9 @@
 
 Policy, in order:
 
-1. Read the bytes (path, ``bytes`` or a binary file-like object); an empty input is refused.
+1. Read the bytes (path, ``bytes`` or a binary file-like object); an empty input is refused,
+   and so is a path holding more than ``$GAIA_VIZ_MAX_IMAGE_MB`` (default 256 MB), before
+   it is read (:func:`gaia_viz.paths.read_capped`).
 2. ``Image.open`` reads only the header. The pixel count ``width * height`` is checked against
    ``max_pixels`` *before* any decoding, so a decompression bomb (a tiny file claiming
    50000x50000 pixels) costs nothing. Pillow's own bomb guard (``DecompressionBombError``, and
@@ -34,6 +36,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gaia_viz.errors import ImageLoadError
+from gaia_viz.paths import megabytes, read_capped, size_refusal
+from gaia_viz.settings import MAX_IMAGE_ENV, max_image_bytes
 
 DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -65,8 +69,9 @@ def describe_source(source: ImageSource) -> str:
 
 def _read_bytes(source: ImageSource, label: str) -> bytes:
     try:
-        if isinstance(source, (str, os.PathLike)):
-            return Path(source).read_bytes()
+        if isinstance(source, (str, os.PathLike)):  # a server path: at most GAIA_VIZ_MAX_IMAGE_MB
+            return read_capped(source, max_image_bytes(), what=label, kind="an image file",
+                               setting=MAX_IMAGE_ENV, error=ImageLoadError)
         if isinstance(source, (bytes, bytearray, memoryview)):
             return bytes(source)
         if hasattr(source, "read"):
@@ -163,8 +168,11 @@ def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -
     """
     label = str(path)
     try:
-        if os.path.getsize(path) == 0:
+        size = os.path.getsize(path)
+        if size == 0:
             return "empty file (0 bytes)"
+        if size > max_image_bytes():
+            return f"{megabytes(size)}, {size_refusal(max_image_bytes(), 'an image file', MAX_IMAGE_ENV)}"
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..paths import echo
+from ..paths import echo, read_capped
 from ..settings import MAX_CHECKPOINT_ENV, max_checkpoint_bytes
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -209,8 +209,11 @@ def load_state_dict_file(source: str | Path | bytes) -> dict[str, torch.Tensor]:
     else:
         path = Path(source).expanduser()
         origin = f"checkpoint {echo(path)}"
-        try:
-            data = path.read_bytes()
+        try:  # at most GAIA_VIZ_MAX_CHECKPOINT_MB, refused before reading
+            data = read_capped(path, max_checkpoint_bytes(), what=origin, kind="a checkpoint",
+                               setting=MAX_CHECKPOINT_ENV, error=CheckpointError)
+        except CheckpointError:
+            raise
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
             raise CheckpointError(f"cannot read {origin}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not data:
