@@ -279,8 +279,10 @@ def size_refusal(cap: int, kind: str, setting: str) -> str:
 
 
 def megabytes(size: int) -> str:
-    """``4,295 MB``; three digits under one megabyte (``0.001 MB``)."""
-    return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e6:.3g} MB"
+    """``4,295 MB``; ``1.2 MB`` under ten megabytes, ``0.001 MB`` under one."""
+    if size >= 1e7:
+        return f"{size / 1e6:,.0f} MB"
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e6:.3g} MB"
 
 
 def read_capped(path: str | os.PathLike, cap: int, *, what: str, kind: str, setting: str,

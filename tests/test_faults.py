@@ -38,6 +38,13 @@ def test_a_zip_bomb_checkpoint_is_refused_before_anything_is_unpacked(monkeypatc
     monkeypatch.setenv("GAIA_VIZ_MAX_CHECKPOINT_MB", "1")
     bomb = zip_bytes({"weight.npy": npy_bytes(np.zeros(2_000_000, dtype=np.float32))})  # 8 MB unpacked
     assert len(bomb) < 100_000
+    saved = io.BytesIO()  # PyTorch's own zip format is budgeted too, its members deflated here
+    torch.save({"w": torch.zeros(300_000)}, saved)
+    with zipfile.ZipFile(saved) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    torch_zip = tmp_path / "model.pt"
+    torch_zip.write_bytes(zip_bytes(members))
+    assert torch_zip.stat().st_size < 100_000
 
     def unpacked(*args, **kwargs):
         raise AssertionError("a member was opened: the archive was decompressed")
@@ -46,15 +53,13 @@ def test_a_zip_bomb_checkpoint_is_refused_before_anything_is_unpacked(monkeypatc
     with pytest.raises(CheckpointError) as refused:
         load_state_dict_file(bomb)  # an upload: bytes, whatever its name
     message = str(refused.value)
-    assert "the uploaded checkpoint would unpack to 8 MB" in message
-    assert "limit of 1 MB" in message and "GAIA_VIZ_MAX_CHECKPOINT_MB" in message
+    assert "the uploaded checkpoint would unpack to 8.0 MB" in message
+    assert "limit of 1.0 MB" in message and "GAIA_VIZ_MAX_CHECKPOINT_MB" in message
     path = tmp_path / "model.safetensors"
     path.write_bytes(bomb)
-    with pytest.raises(CheckpointError, match="would unpack to 8 MB"):
+    with pytest.raises(CheckpointError, match="would unpack to 8.0 MB"):
         load_state_dict_file(path)
-    torch_zip = tmp_path / "model.pt"  # PyTorch's own zip format is budgeted too
-    torch.save({"w": torch.zeros(300_000)}, torch_zip)
-    with pytest.raises(CheckpointError, match="would unpack to 1 MB, more than the limit of 1 MB"):
+    with pytest.raises(CheckpointError, match="would unpack to 1.2 MB, more than the limit of 1.0 MB"):
         load_state_dict_file(torch_zip)
 
 
@@ -265,3 +270,96 @@ def test_a_checkpoint_over_the_cap_is_refused_before_reading(tmp_path, monkeypat
     monkeypatch.setenv("GAIA_VIZ_MAX_CHECKPOINT_MB", "lots")
     with pytest.raises(Exception, match="GAIA_VIZ_MAX_CHECKPOINT_MB='lots' is not a positive number"):
         load_state_dict_file(small)
+
+
+# --------------------------------------------------------------------------- small ones
+
+
+def test_messages_name_folders_and_checkpoints_as_typed_with_the_tilde(tmp_path, monkeypatch):
+    """Was: ``~`` was expanded in folder messages (they showed the server user's home)."""
+    from gaia_viz.data.sources import open_source
+    from gaia_viz.errors import DataError
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home-of-the-server-user"))
+    with pytest.raises(DataError) as missing:
+        open_source("folder:~/no-such-folder", preset="gaia-cifar10")
+    assert "~/no-such-folder does not exist" in str(missing.value) and "home-of-the" not in str(missing.value)
+    with pytest.raises(CheckpointError) as unreadable:
+        load_state_dict_file("~/no-such.pt")
+    assert "checkpoint ~/no-such.pt" in str(unreadable.value) and "home-of-the" not in str(unreadable.value)
+
+
+def cli(args, capsys) -> tuple[int, str]:
+    from gaia_viz.cli import main
+
+    capsys.readouterr()
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing", "fifo", "file"])
+def test_a_data_root_that_is_no_folder_is_a_one_line_error(case, tmp_path, capsys):
+    """Was: ``--data-root /nonexistent`` and a FIFO as data root were accepted silently."""
+    import os
+
+    root = tmp_path / "root"
+    if case == "fifo":
+        os.mkfifo(root)
+    elif case == "file":
+        root.write_text("x")
+    code, err = cli(["evaluate", "--demo", "--data-root", str(root), "--out", str(tmp_path / "out")], capsys)
+    state = "does not exist" if case == "missing" else "is not a folder"
+    assert code == 2 and err.count("\n") == 1 and f"--data-root {root} {state}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_num_classes_zero_is_refused(tmp_path, capsys):
+    """Was: ``--num-classes 0`` was ignored (the model got 10 classes)."""
+    from gaia_viz.errors import ModelError
+    from gaia_viz.models import load_model
+
+    code, err = cli(["evaluate", "--model", "cifar_resnet20", "--num-classes", "0", "--id", "demo:digits",
+                     "--ood", "n=demo:noise", "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--num-classes must be at least 1 (got 0)" in err
+    with pytest.raises(ModelError, match="num_classes must be a whole number of at least 1, not 0"):
+        load_model("cifar_resnet20", pretrained=False, num_classes=0)
+
+
+def test_the_bomb_refusal_quotes_the_apps_pixel_limit_not_pillows():
+    """Was: a 144 MP image was refused with Pillow's own text (its 89 M limit) while the app's
+    limit reads 40 MP."""
+    from PIL import Image
+
+    from gaia_viz.data.images import load_image
+    from gaia_viz.errors import ImageLoadError
+
+    png = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(png, format="PNG")
+    with pytest.raises(ImageLoadError) as refused:
+        load_image(png.getvalue())
+    assert "144,000,000 pixels exceeds the limit of 40,000,000 pixels (40 MP)" in str(refused.value)
+    assert "89478485" not in str(refused.value) and "DOS" not in str(refused.value)
+    assert load_image(png.getvalue(), max_pixels=150_000_000).size == (12_000, 12_000)  # the limit set here decides
+
+
+def test_one_truncated_jpeg_is_skipped_and_reported_and_the_run_goes_on(tmp_path, capsys):
+    """Was: one truncated JPEG in a folder stopped the whole run."""
+    from PIL import Image
+
+    folder = tmp_path / "ood"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
+    whole = (folder / "1.jpg").read_bytes()
+    (folder / "1.jpg").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    code, err = cli(["evaluate", "--model", "demo", "--id", "demo:digits", "--ood", f"photos=folder:{folder}",
+                     "--methods", "msp", "--max-samples", "10", "--workers", "0", "--quiet",
+                     "--cache-dir", str(tmp_path / "cache"), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "warning: 1 unreadable file(s) skipped in photos" in err and "1.jpg: truncated" in err
+    import json
+
+    skipped = json.loads((out / "metrics.json").read_text())["config"]["skipped"]["photos"]
+    assert [path.endswith("1.jpg") for path, _ in skipped] == [True]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..paths import echo, read_capped
+from ..paths import echo, megabytes, read_capped
 from ..settings import MAX_CHECKPOINT_ENV, max_checkpoint_bytes
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -63,7 +63,7 @@ def _looks_like_npz(data: bytes) -> bool:
 
 def _too_big(origin: str, size: str, budget: int) -> CheckpointError:
     return CheckpointError(
-        f"{origin} {size}, more than the limit of {budget / 1e6:,.0f} MB for a checkpoint; refusing to "
+        f"{origin} {size}, more than the limit of {megabytes(budget)} for a checkpoint; refusing to "
         f"unpack it (a zip bomb?). Set {MAX_CHECKPOINT_ENV} (megabytes) on the server to allow larger ones")
 
 
@@ -78,7 +78,7 @@ def check_archive_budget(data: bytes, origin: str, budget: int | None = None) ->
         return  # the reader that follows says it is corrupt
     unpacked = sum(member.file_size for member in members)
     if unpacked > budget:
-        raise _too_big(origin, f"would unpack to {unpacked / 1e6:,.0f} MB", budget)
+        raise _too_big(origin, f"would unpack to {megabytes(unpacked)}", budget)
 
 
 def _read_member(member, left: int, origin: str, budget: int) -> bytes:
@@ -208,7 +208,7 @@ def load_state_dict_file(source: str | Path | bytes) -> dict[str, torch.Tensor]:
         data, origin = bytes(source), "the uploaded checkpoint"
     else:
         path = Path(source).expanduser()
-        origin = f"checkpoint {echo(path)}"
+        origin = f"checkpoint {echo(source)}"  # as typed (``~`` kept)
         try:  # at most GAIA_VIZ_MAX_CHECKPOINT_MB, refused before reading
             data = read_capped(path, max_checkpoint_bytes(), what=origin, kind="a checkpoint",
                                setting=MAX_CHECKPOINT_ENV, error=CheckpointError)

@@ -194,6 +194,9 @@ def load_model(
     ``allow_download``. Raises :class:`ModelError` / :class:`CheckpointError`.
     """
     name = name.strip()
+    if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) != num_classes
+                                    or num_classes < 1):
+        raise ModelError(f"num_classes must be a whole number of at least 1, not {num_classes!r}")
     if name == "demo":
         if checkpoint is not None or num_classes not in (None, 10):
             raise ModelError("the demo model has fixed weights; it takes no checkpoint or num_classes")
