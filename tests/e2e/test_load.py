@@ -36,7 +36,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
                                "(pip install -r requirements-dev.txt)")
 
 LOADS = tuple(int(n) for n in os.environ.get("GAIA_VIZ_LOADS", "1,3,6").split(","))
-SAMPLES = 12  # per demo set: 6 sets, 72 images a cold run
+SAMPLES = 6  # per demo set: 6 sets, 36 images a cold run
 METHODS = "gaia_z,msp"
 TABLE_S = 120.0  # bound per load; on a loaded 2-core machine a cold run takes 10-60 s
 
