@@ -152,8 +152,6 @@ class JobRegistry:
                 current.cancel_event.set()
             job = Job(key=key, methods=tuple(wanted), label=_label(setup), sessions=sessions,
                       waiting=set(sessions), restarted=current is not None and current.running)
-            if job.restarted:
-                job.message = "restarted over the methods asked for since it began (finished chunks are reused)"
             job.thread = threading.Thread(target=self._run, args=(job, setup, current), daemon=True,
                                           name=f"gaia-viz evaluation {key[:8]}")
             self._jobs[key] = job

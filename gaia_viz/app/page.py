@@ -139,7 +139,8 @@ def render_status() -> None:
                 left, right = st.columns([6, 1])
                 joined = (f" (joined the run in progress, started {time.monotonic() - job.started:.0f} s ago)"
                           if token in job.joined else "")
-                left.progress(job.fraction, text=escape_markdown(f"{job.label}: {job.message}{joined}"))
+                restarted = " (restarted to add methods; finished chunks are reused)" if job.restarted else ""
+                left.progress(job.fraction, text=escape_markdown(f"{job.label}: {job.message}{joined}{restarted}"))
                 right.button("Cancel", key=f"cancel::{id(job)}", on_click=_cancel, args=(job,),
                              help="Stops after the current chunk; finished chunks are kept, so the next run resumes.")
                 continue
