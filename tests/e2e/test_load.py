@@ -179,3 +179,28 @@ def test_sessions_opening_the_same_page_during_a_cold_evaluation_all_reach_the_t
     if os.environ.get("GAIA_VIZ_LOAD_FIGURES"):
         Path(os.environ["GAIA_VIZ_LOAD_FIGURES"]).write_text(report)
     assert "Traceback" not in _log_tail(log_path, 100_000)
+
+
+def test_a_reload_mid_run_reattaches_to_the_running_evaluation(server, tmp_path):
+    """Issue 22: a reload mid-run must reattach to the running job (or say it restarted)."""
+    url, _, _ = server
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            user_data_dir=str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT, accept_downloads=False)
+        try:
+            context.set_default_timeout(TABLE_S * 1000)
+            page = context.new_page()
+            page.goto(f"{url}Evaluate?samples={SAMPLES + len(LOADS) + 1}&methods={METHODS}",
+                      wait_until="domcontentloaded")
+            page.get_by_test_id("stProgress").first.wait_for(state="visible")
+            page.reload(wait_until="domcontentloaded")
+            progress = page.get_by_test_id("stProgress").filter(has_text="joined the run in progress")
+            table = _grid(page)
+            progress.or_(table).first.wait_for(state="visible")  # reattached (or already done)
+            reattached = progress.count() > 0
+            table.wait_for(state="visible")
+            print(f"\nreload mid-run: {'reattached to the running job' if reattached else 'the run had ended'}")
+            assert "samples=" in page.url and "methods=" in page.url  # the same set-up, not the demo default
+        finally:
+            context.close()
