@@ -3,8 +3,9 @@
 Why chunks: an interrupted evaluation (exception, cancel, killed process) keeps every chunk
 already written, and the next run computes only what is missing. Each chunk is written to a
 temporary file and renamed into place, so a killed process never leaves a half-written
-chunk under its final name; each chunk carries a checksum of its arrays, so a corrupted file
-is detected, deleted and recomputed, never trusted.
+chunk under its final name; each chunk carries a checksum of its arrays *and of the entry key
+and sample range it was written for*, so a corrupted file, or a chunk copied under another
+range's or another entry's name, is detected, deleted and recomputed, never trusted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the checksum covers the entry key and the sample range
 
 def stable_hash(obj) -> str:
     """Hex digest of a JSON-serialisable object (key order independent)."""
@@ -28,8 +29,10 @@ def stable_hash(obj) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
+def _checksum(arrays: dict[str, np.ndarray], identity: str) -> str:
+    """Digest of ``identity`` (entry key and sample range) and every array (name, dtype, shape, bytes)."""
     digest = hashlib.blake2b(digest_size=16)
+    digest.update(identity.encode())
     for key in sorted(arrays):
         array = np.ascontiguousarray(arrays[key])
         digest.update(key.encode())
@@ -59,6 +62,7 @@ class ChunkStore:
     """Chunks of per-sample arrays for one cache key, covering sample ranges [start, end)."""
 
     def __init__(self, root: Path | str, key: str, meta: dict | None = None):
+        self.key = key
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
         if meta is not None:
@@ -69,17 +73,21 @@ class ChunkStore:
     def _path(self, start: int, end: int) -> Path:
         return self.dir / f"chunk-{start:09d}-{end:09d}.npz"
 
+    def _identity(self, start: int, end: int) -> str:
+        return f"{self.key}:{int(start)}-{int(end)}"
+
     def write(self, start: int, end: int, arrays: dict[str, np.ndarray]) -> None:
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         payload = dict(arrays)
-        payload["__checksum__"] = np.array(_checksum(arrays))
+        payload["__checksum__"] = np.array(_checksum(arrays, self._identity(start, end)))
         payload["__version__"] = np.array(FORMAT_VERSION)
         buffer = io.BytesIO()
         np.savez(buffer, **payload)
         atomic_write_bytes(self._path(start, end), buffer.getvalue())
 
     def read(self, start: int, end: int) -> dict[str, np.ndarray] | None:
-        """The chunk's arrays, or None when it is absent or fails its checksum (then deleted)."""
+        """The chunk's arrays, or None when it is absent or fails its checksum (then deleted): a
+        chunk written for another entry or another sample range fails it too."""
         path = self._path(start, end)
         if not path.exists():
             return None
@@ -88,7 +96,7 @@ class ChunkStore:
                 arrays = {k: data[k] for k in data.files}
             checksum = str(arrays.pop("__checksum__"))
             version = int(arrays.pop("__version__"))
-            if version != FORMAT_VERSION or checksum != _checksum(arrays):
+            if version != FORMAT_VERSION or checksum != _checksum(arrays, self._identity(start, end)):
                 raise ValueError("checksum mismatch")
             return arrays
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):

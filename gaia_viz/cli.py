@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,10 +88,13 @@ def parse_methods(text: str | None) -> list[str]:
 
 
 def write_outputs(evaluation, out: Path) -> None:
-    """``metrics.json`` (CLI schema) and ``scores.csv`` (one row per sample)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(evaluation.metrics_json(), indent=2, default=str))
-    evaluation.scores.to_csv(out / "scores.csv", index=False)
+    """``metrics.json`` (CLI schema) and ``scores.csv`` (one row per sample), renamed into
+    ``out`` together once both are written: a failure leaves the previous pair intact."""
+    from gaia_viz.outputs import staged_outputs
+
+    with staged_outputs(out) as stage:
+        (stage / "metrics.json").write_text(json.dumps(evaluation.metrics_json(), indent=2, default=str))
+        evaluation.scores.to_csv(stage / "scores.csv", index=False)
 
 
 def format_table(evaluation) -> str:
@@ -184,8 +188,12 @@ def check_path_arguments(args) -> None:
     for flag in ("out", "cache_dir"):
         if getattr(args, flag, None):
             check_path_text(getattr(args, flag), f"--{flag.replace('_', '-')}")
-    if args.data_root:
-        check_allowed(args.data_root, "--data-root")
+    if args.data_root:  # a missing path, a file or a pipe is no data root: said at once
+        resolved = check_allowed(args.data_root, "--data-root")
+        if not resolved.is_dir():
+            state = "is not a folder" if os.path.lexists(resolved) else "does not exist"
+            raise GaiaVizError(f"--data-root {echo(args.data_root)} {state}; give the folder that holds "
+                               "the data sets (cifar10/, textures/, models/, torchvision sets)")
 
 
 def run_evaluate(args) -> int:
@@ -200,6 +208,10 @@ def run_evaluate(args) -> int:
         raise GaiaVizError("--workers must be 0 (load in this process) or more")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise GaiaVizError("--chunk-size must be at least 1")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise GaiaVizError(f"--num-classes must be at least 1 (got {args.num_classes})")
+    if args.demo and args.num_classes not in (None, 10):
+        raise GaiaVizError("--demo scores the 10-class demo model; drop --num-classes")
     context, device = distributed.start(device)
     try:
         return _evaluate_on_rank(args, device, context)

@@ -60,15 +60,29 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 
 # C0 and C1 control characters, DEL, and the Unicode line and paragraph separators
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# what os.fsdecode makes of file-name bytes that are not UTF-8 (surrogateescape)
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 # --------------------------------------------------------------------------- user text
 
 
+def printable(text: object) -> str:
+    """``text`` (a str, a path, or a name as bytes) as text that can be shown and written as
+    UTF-8: bytes of a file name that are not UTF-8 (which Python holds as lone surrogates,
+    ``\\udcff``) written as ``\\xff``, as the file system holds them."""
+    if isinstance(text, (bytes, bytearray)):
+        text = os.fsdecode(bytes(text))
+    elif isinstance(text, os.PathLike):
+        text = os.fsdecode(os.fspath(text))
+    return _UNDECODABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", str(text))
+
+
 def echo(text: object, limit: int = ECHO_LIMIT) -> str:
     """``text`` as a message may show it: control characters written as escapes (``\\x00``,
-    ``\\n``), at most ``limit`` characters (the rest replaced by ``…``)."""
-    shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    ``\\n``), bytes that are not UTF-8 as ``\\xff`` (:func:`printable`), at most ``limit``
+    characters (the rest replaced by ``…``)."""
+    shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), printable(text))
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
@@ -254,6 +268,39 @@ def check_allowed(path: str | os.PathLike, what: str = "path", policy: PathPolic
     return resolved
 
 
+# --------------------------------------------------------------------------- capped reads
+
+
+def size_refusal(cap: int, kind: str, setting: str) -> str:
+    """"more than the 256 MB limit for an image file; ..." (``setting``: the environment
+    variable that raises the cap), to follow a file's name and size in a message."""
+    return (f"more than the {megabytes(cap)} limit for {kind}; use a smaller file, or set {setting} "
+            "(megabytes) on the server to raise the limit")
+
+
+def megabytes(size: int) -> str:
+    """``4,295 MB``; ``1.2 MB`` under ten megabytes, ``0.001 MB`` under one."""
+    if size >= 1e7:
+        return f"{size / 1e6:,.0f} MB"
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e6:.3g} MB"
+
+
+def read_capped(path: str | os.PathLike, cap: int, *, what: str, kind: str, setting: str,
+                error: type[Exception] = DataError) -> bytes:
+    """The bytes of the file ``path``, refused with ``error`` when it holds more than ``cap``:
+    a regular file by its size before reading, anything else (a pipe, a device, a file that
+    grows) after ``cap`` bytes, so at most ``cap + 1`` bytes are ever held. An ``OSError``
+    while opening or reading is raised as it is; ``what`` names the file in messages."""
+    with open(path, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_size > cap:
+            raise error(f"{what} is {megabytes(info.st_size)}, {size_refusal(cap, kind, setting)}")
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise error(f"{what} holds {size_refusal(cap, kind, setting)}")
+    return data
+
+
 # --------------------------------------------------------------------------- folder walks
 
 
@@ -347,4 +394,5 @@ def walk_files(root: str | os.PathLike, want: Callable[[str], bool] = lambda nam
 
 __all__ = ["DEFAULT_MAX_DIRS", "DEFAULT_MAX_FILES", "ECHO_LIMIT", "HIDDEN", "LOCAL_ADDRESS", "LOOPBACK_NAMES",
            "OUTSIDE", "PathPolicy", "allowed_roots", "app_server_address", "check_allowed", "check_path_text",
-           "check_text", "echo", "is_loopback", "path_policy", "restriction_active", "served", "walk_files"]
+           "check_text", "echo", "is_loopback", "megabytes", "path_policy", "printable", "read_capped", "restriction_active",
+           "served", "size_refusal", "walk_files"]

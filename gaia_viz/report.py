@@ -293,15 +293,17 @@ def write_report(result: BenchmarkResult, out: Path, command: str) -> None:
     out, with the reason; only when there are any) and the PNG figures."""
     import pandas as pd
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result.summary, indent=2, default=str))
-    (out / "report.md").write_text(render_report(result.summary, command))
-    frames, skipped = [], []
-    for name, evaluation in result.evaluations.items():
-        frames.append(evaluation.scores.assign(model=name))
-        skipped += [dict(model=name, dataset=dataset, path=path, reason=reason)
-                    for dataset, items in evaluation.config.skipped.items() for path, reason in items]
-        save_figures(evaluation, out, name)
-    pd.concat(frames, ignore_index=True).to_csv(out / "scores.csv", index=False)
-    if skipped:
-        pd.DataFrame(skipped).to_csv(out / "skipped.csv", index=False)
+    from gaia_viz.outputs import staged_outputs
+
+    with staged_outputs(out) as stage:  # all renamed into out once all are written
+        (stage / "metrics.json").write_text(json.dumps(result.summary, indent=2, default=str))
+        (stage / "report.md").write_text(render_report(result.summary, command))
+        frames, skipped = [], []
+        for name, evaluation in result.evaluations.items():
+            frames.append(evaluation.scores.assign(model=name))
+            skipped += [dict(model=name, dataset=dataset, path=path, reason=reason)
+                        for dataset, items in evaluation.config.skipped.items() for path, reason in items]
+            save_figures(evaluation, stage, name)
+        pd.concat(frames, ignore_index=True).to_csv(stage / "scores.csv", index=False)
+        if skipped:
+            pd.DataFrame(skipped).to_csv(stage / "skipped.csv", index=False)

@@ -10,6 +10,9 @@ Environment variables:
 * ``GAIA_VIZ_ALLOWED_ROOTS``: ``os.pathsep``-separated folders a served app may read, besides
   the data root; ``GAIA_VIZ_ALLOW_HIDDEN=1`` lets it read hidden files and folders there too
   (see :mod:`gaia_viz.paths`).
+* ``GAIA_VIZ_MAX_CHECKPOINT_MB`` (default 2048): the largest checkpoint read, on disk and,
+  for a zip archive (``.npz``, PyTorch's zip), unpacked.
+* ``GAIA_VIZ_MAX_IMAGE_MB`` (default 256): the largest image file read from a server path.
 """
 
 from __future__ import annotations
@@ -26,6 +29,37 @@ ALLOWED_HIDDEN_ENV = "GAIA_VIZ_ALLOW_HIDDEN"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+MAX_CHECKPOINT_ENV = "GAIA_VIZ_MAX_CHECKPOINT_MB"
+MAX_IMAGE_ENV = "GAIA_VIZ_MAX_IMAGE_MB"
+DEFAULT_MAX_CHECKPOINT_MB = 2048  # ViT-L/16 (1.2 GB) and ConvNeXt-XL (1.4 GB) fit
+DEFAULT_MAX_IMAGE_MB = 256  # a 40 MP 16-bit RGB TIFF (240 MB) fits
+
+
+def _megabytes(env: str, default: int) -> int:
+    """``$env`` (megabytes, a positive number) in bytes; ``default`` when unset; GaiaVizError
+    when it is not a positive number."""
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return default * 1_000_000
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise GaiaVizError(f"{env}={text[:40]!r} is not a positive number of megabytes")
+    return int(value * 1_000_000)
+
+
+def max_checkpoint_bytes() -> int:
+    """The largest checkpoint read (file size, and unpacked size of an archive):
+    ``$GAIA_VIZ_MAX_CHECKPOINT_MB`` megabytes, default :data:`DEFAULT_MAX_CHECKPOINT_MB`."""
+    return _megabytes(MAX_CHECKPOINT_ENV, DEFAULT_MAX_CHECKPOINT_MB)
+
+
+def max_image_bytes() -> int:
+    """The largest image file read from a server path: ``$GAIA_VIZ_MAX_IMAGE_MB`` megabytes,
+    default :data:`DEFAULT_MAX_IMAGE_MB`."""
+    return _megabytes(MAX_IMAGE_ENV, DEFAULT_MAX_IMAGE_MB)
 
 
 def data_root() -> Path | None:
@@ -66,5 +100,7 @@ def default_workers() -> int:
     return max(0, min(4, cores - 1))
 
 
-__all__ = ["ALLOWED_HIDDEN_ENV", "ALLOWED_ROOTS_ENV", "CACHE_ENV", "DATA_ROOT_ENV", "DEVICE_CHOICES", "SHARED_DATA_ROOT",
-           "REPO_ROOT", "cache_dir", "data_root", "default_workers", "resolve_device"]
+__all__ = ["ALLOWED_HIDDEN_ENV", "ALLOWED_ROOTS_ENV", "CACHE_ENV", "DATA_ROOT_ENV", "DEFAULT_MAX_CHECKPOINT_MB",
+           "DEFAULT_MAX_IMAGE_MB", "DEVICE_CHOICES", "MAX_CHECKPOINT_ENV", "MAX_IMAGE_ENV", "SHARED_DATA_ROOT",
+           "REPO_ROOT", "cache_dir", "data_root", "default_workers", "max_checkpoint_bytes", "max_image_bytes",
+           "resolve_device"]

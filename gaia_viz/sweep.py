@@ -47,6 +47,7 @@ from gaia_viz.forward import ForwardNeeds, collect_outputs, merge_needs, shared_
 from gaia_viz.loader import BatchLoader, LoadedBatch, batch_ranges
 from gaia_viz.metrics import metrics_rows
 from gaia_viz.model_state import model_device
+from gaia_viz.paths import printable
 from gaia_viz.run_config import RunConfig
 from gaia_viz.settings import cache_dir as default_cache_dir
 from gaia_viz.settings import default_workers
@@ -97,7 +98,8 @@ def dataset_fingerprint(dataset) -> dict:
     if all(paths):
         for path in paths:
             stat = os.stat(path)
-            digest.update(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            # the name as the file system's bytes: a name that is not UTF-8 (a byte \xff) is hashed too
+            digest.update(os.fsencode(os.path.realpath(path)) + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
         info["files"] = digest.hexdigest()
     else:
         for i in sorted({0, n // 2, n - 1} if n else set()):
@@ -633,7 +635,8 @@ class _Sweep:
             path_of = getattr(ds, "path", None)
             frame = pd.DataFrame({
                 "dataset": name, "index": np.arange(n),
-                "path": [path_of(i) for i in range(n)] if callable(path_of) else [None] * n,
+                # as text that can be shown and written: a name's bytes that are not UTF-8 as \xff
+                "path": [printable(path_of(i)) for i in range(n)] if callable(path_of) else [None] * n,
                 "label": arrays["label"], "prediction": arrays["prediction"],
             })
             for method in self.methods:

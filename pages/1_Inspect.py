@@ -25,6 +25,7 @@ from gaia_viz.errors import GaiaVizError  # noqa: E402
 from gaia_viz.figures import images as figures  # noqa: E402
 from gaia_viz.figures.scores import score_axis_title  # noqa: E402
 from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
+from gaia_viz.paths import printable  # noqa: E402
 from gaia_viz.sweep import GAIA_METHODS  # noqa: E402
 
 UPLOAD = "upload"
@@ -85,7 +86,7 @@ else:
     image_x = image_set[index][0]
     image_caption, image_key = f"{escape_markdown(source)} #{index}", f"{source}:{index}"
     path = image_set.path(index) if callable(getattr(image_set, "path", None)) else None
-    st.caption(f"File: {escape_markdown(path)}" if path else "No file: this set is generated in memory.")
+    st.caption(f"File: {escape_markdown(printable(path))}" if path else "No file: this set is generated in memory.")
 if image_x is None:
     st.stop()
 

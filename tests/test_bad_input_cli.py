@@ -79,11 +79,12 @@ def cifar20_state(num_classes=10):
 
 
 def make_ood_folder_with_truncated_jpeg(tmp):
+    """A JPEG cut short is skipped and reported (a warning line), not the end of the run."""
     folder = tmp / "ood"
     for i in range(3):
         png(folder / f"{i}.png", 40 * i)
     truncated_jpeg(folder / "cut.jpg")
-    return ["--model", "demo", "--id", "demo:digits", "--ood", f"mine={folder}"], "cut.jpg"
+    return ["--model", "demo", "--id", "demo:digits", "--ood", f"mine={folder}"], {"mine": 3}
 
 
 def make_ood_folder_of_unreadable_files(tmp):
@@ -143,7 +144,6 @@ def _safetensors_int_weights() -> bytes:
 MARKER = "code_ran_marker"
 
 BAD_CASES = {
-    "truncated JPEG in --ood folder": make_ood_folder_with_truncated_jpeg,
     "--ood folder of unreadable files only": make_ood_folder_of_unreadable_files,
     "empty ImageFolder tree as --id": make_empty_id_tree,
     "text file given as --ood image": make_text_file_as_ood,
@@ -210,6 +210,7 @@ GOOD_CASES = {
     "one-class --ood folder": make_one_class_folder,
     "folder mixing odd images with other files": make_mixed_folder,
     "single-image OOD set": make_single_sample,
+    "truncated JPEG in --ood folder": make_ood_folder_with_truncated_jpeg,
 }
 
 

@@ -270,15 +270,15 @@ def test_folder_mixing_images_and_other_files(tmp_path):
 
     images = open_source(f"folder:{tmp_path}", "gaia-cifar10", "center-crop")
     names = [Path(images.path(i)).name for i in range(len(images))]
-    assert names == ["a.png", "b.JPG", "trunc.jpg"]
-    assert sorted(Path(p).name for p, _ in images.skipped) == ["broken.png", "empty.jpg"]
-    assert list(images.labels) == [-1, -1, -1] and images.class_names is None
+    assert names == ["a.png", "b.JPG"]
+    # a JPEG cut short lacks its end marker: skipped up front, not a failure mid-run
+    assert sorted(Path(p).name for p, _ in images.skipped) == ["broken.png", "empty.jpg", "trunc.jpg"]
+    assert "truncated" in dict((Path(p).name, r) for p, r in images.skipped)["trunc.jpg"]
+    assert list(images.labels) == [-1, -1] and images.class_names is None
     assert images.preset_name == "gaia-cifar10" and images.ood_policy == "center-crop"
     x, label = images[0]
     assert x.shape == (3, 32, 32) and label == -1
     assert images.raw_image(1).mode == "RGB" and images.raw_image(1).size == (40, 30)
-    with pytest.raises(ImageLoadError, match="trunc.jpg"):
-        images[2]
 
 
 def test_folder_without_validation_fails_on_read_naming_the_file(tmp_path):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.paths import echo
 
 MAX_STORED = 8
 LOG = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class Job:
     waiting: set = field(default_factory=set)  # those that still want it (it stops without any)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    joined: set = field(default_factory=set)  # sessions that joined it mid-run (another's run, or a reload)
+    restarted: bool = False  # it replaced a running job of the same set-up (over more methods)
 
     @property
     def running(self) -> bool:
@@ -109,6 +112,25 @@ class JobRegistry:
         with self._lock:
             return self._jobs.get(key)
 
+    def join(self, key: str, methods: Sequence[str], session: str, wait: bool = True) -> tuple[Job | None, bool]:
+        """Join the running job of set-up ``key`` when it covers ``methods``.
+
+        Returns the job (None when there is none to join) and whether ``session`` was new to
+        it: a session that joins mid-run must rerun its page once, because the page's status
+        (:func:`gaia_viz.app.page.render_status`) was drawn before it joined, and so draws no
+        progress and polls nothing."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or not job.running or not job.covers(methods):
+                return None, False
+            new = session not in job.sessions
+            if new:
+                job.joined.add(session)
+            job.sessions.add(session)
+            if wait:
+                job.waiting.add(session)
+            return job, new
+
     def submit(self, setup, methods: Sequence[str], session: str) -> Job:
         """Start (or join) the evaluation of ``methods`` for ``setup``.
 
@@ -129,7 +151,7 @@ class JobRegistry:
                 sessions |= current.sessions
                 current.cancel_event.set()
             job = Job(key=key, methods=tuple(wanted), label=_label(setup), sessions=sessions,
-                      waiting=set(sessions))
+                      waiting=set(sessions), restarted=current is not None and current.running)
             job.thread = threading.Thread(target=self._run, args=(job, setup, current), daemon=True,
                                           name=f"gaia-viz evaluation {key[:8]}")
             self._jobs[key] = job
@@ -171,6 +193,9 @@ class JobRegistry:
             job.status, job.error = "cancelled", str(exc)
         except GaiaVizError as exc:
             job.status, job.error = "failed", str(exc)
+        except UnicodeError as exc:  # a ValueError, but not the model's: a name that is not text
+            job.status = "failed"
+            job.error = f"a file or folder name could not be handled as text ({echo(exc)})"
         except (RuntimeError, OSError, ValueError) as exc:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             job.status = "failed"

@@ -5,6 +5,7 @@ with the layer subset they use."""
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Sequence
 
 import streamlit as st
@@ -78,12 +79,12 @@ def scores(setup: Setup, methods: Sequence[str], auto: bool | None = None):
     missing = [m for m in methods if (evaluation is None or m not in evaluation.methods) and m not in left_out]
     if not missing:
         return evaluation, []
-    job = jobs.JOBS.job(setup.score_key)
-    if job is not None and job.running and job.covers(missing):
-        job.sessions.add(session_token())
-        if not _cancelled(setup):
-            job.waiting.add(session_token())
+    joined, new = jobs.JOBS.join(setup.score_key, missing, session_token(), wait=not _cancelled(setup))
+    if joined is not None:
+        if new:  # joined mid-run (another session's run, or this one before a reload): rerun so
+            st.rerun()  # the status at the top shows its progress and polls until it ends
         return evaluation, missing
+    job = jobs.JOBS.job(setup.score_key)
     if job is not None and job.status == "failed" and job.covers(missing):
         st.error(escape_markdown(f"The last run failed: {job.error}."))
     if auto is None:
@@ -136,7 +137,10 @@ def render_status() -> None:
                 continue
             if job.running:
                 left, right = st.columns([6, 1])
-                left.progress(job.fraction, text=escape_markdown(f"{job.label}: {job.message}"))
+                joined = (f" (joined the run in progress, started {time.monotonic() - job.started:.0f} s ago)"
+                          if token in job.joined else "")
+                restarted = " (restarted to add methods; finished chunks are reused)" if job.restarted else ""
+                left.progress(job.fraction, text=escape_markdown(f"{job.label}: {job.message}{joined}{restarted}"))
                 right.button("Cancel", key=f"cancel::{id(job)}", on_click=_cancel, args=(job,),
                              help="Stops after the current chunk; finished chunks are kept, so the next run resumes.")
                 continue

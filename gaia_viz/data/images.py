@@ -2,11 +2,14 @@
 
 Policy, in order:
 
-1. Read the bytes (path, ``bytes`` or a binary file-like object); an empty input is refused.
+1. Read the bytes (path, ``bytes`` or a binary file-like object); an empty input is refused,
+   and so is a path holding more than ``$GAIA_VIZ_MAX_IMAGE_MB`` (default 256 MB), before
+   it is read (:func:`gaia_viz.paths.read_capped`).
 2. ``Image.open`` reads only the header. The pixel count ``width * height`` is checked against
    ``max_pixels`` *before* any decoding, so a decompression bomb (a tiny file claiming
-   50000x50000 pixels) costs nothing. Pillow's own bomb guard (``DecompressionBombError``, and
-   its warning, turned into an error here) is also caught.
+   50000x50000 pixels) costs nothing. Pillow's own hard stop (``DecompressionBombError``, at
+   twice ``Image.MAX_IMAGE_PIXELS``) is also caught, its message given with this limit; its
+   warning is silenced, as this check decides.
 3. ``img.load()`` forces the full decode of the first frame inside the same ``try``, so
    truncated or corrupt files fail here and not later in a model.
 4. EXIF orientation is applied (``ImageOps.exif_transpose``); a damaged EXIF block is ignored.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -34,6 +38,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gaia_viz.errors import ImageLoadError
+from gaia_viz.paths import megabytes, read_capped, size_refusal
+from gaia_viz.settings import MAX_IMAGE_ENV, max_image_bytes
 
 DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -65,8 +71,9 @@ def describe_source(source: ImageSource) -> str:
 
 def _read_bytes(source: ImageSource, label: str) -> bytes:
     try:
-        if isinstance(source, (str, os.PathLike)):
-            return Path(source).read_bytes()
+        if isinstance(source, (str, os.PathLike)):  # a server path: at most GAIA_VIZ_MAX_IMAGE_MB
+            return read_capped(source, max_image_bytes(), what=label, kind="an image file",
+                               setting=MAX_IMAGE_ENV, error=ImageLoadError)
         if isinstance(source, (bytes, bytearray, memoryview)):
             return bytes(source)
         if hasattr(source, "read"):
@@ -80,6 +87,19 @@ def _read_bytes(source: ImageSource, label: str) -> bytes:
                          "pass a path, bytes or a binary file object")
 
 
+def _bomb_message(label: str, exc: Exception, max_pixels: int) -> str:
+    """Pillow's own bomb guard fired (it checks at open, before ours can): the message gives
+    gaia-viz's limit, the one a user can change, with the pixel count Pillow read."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    count = int(found.group(1)) if found else None
+    pixels = f"{count:,} pixels ({count / 1e6:,.0f} MP)" if count is not None else "too many pixels"
+    if count is not None and count <= max_pixels:  # within ours, past Pillow's hard stop
+        return (f"{label}: {pixels} exceeds Pillow's own limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
+                f"below the limit of {max_pixels / 1e6:g} MP set here; refusing to decode it. Downscale the image.")
+    return (f"{label}: {pixels} exceeds the limit of {max_pixels:,} pixels ({max_pixels / 1e6:g} MP); "
+            "refusing to decode it (possible decompression bomb). Downscale the image or raise max_pixels.")
+
+
 def check_pixel_count(size: tuple[int, int], max_pixels: int, label: str) -> None:
     """ImageLoadError when width * height exceeds ``max_pixels`` (a decompression-bomb guard)."""
     width, height = size
@@ -88,7 +108,7 @@ def check_pixel_count(size: tuple[int, int], max_pixels: int, label: str) -> Non
     if width * height > max_pixels:
         raise ImageLoadError(
             f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
-            f"{max_pixels:,}; refusing to decode it (possible decompression bomb). "
+            f"{max_pixels:,} pixels ({max_pixels / 1e6:g} MP); refusing to decode it (possible decompression bomb). "
             "Downscale the image or raise max_pixels.")
 
 
@@ -131,7 +151,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *,
         raise ImageLoadError(f"{label} is empty (0 bytes); choose an image file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check follows
             img = Image.open(io.BytesIO(data))
             check_pixel_count(img.size, max_pixels, label)
             img.load()
@@ -141,7 +161,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *,
         raise ImageLoadError(f"{label} is not a recognised image format "
                              "(use PNG, JPEG, WebP, BMP, TIFF or GIF)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+        raise ImageLoadError(_bomb_message(label, exc, max_pixels)) from None
     except _DECODE_ERRORS as exc:
         raise ImageLoadError(f"{label} is corrupt or truncated and cannot be decoded ({exc}); "
                              "re-export or re-download the file") from None
@@ -155,24 +175,52 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *,
         raise ImageLoadError(f"{label}: cannot convert mode {img.mode!r} to RGB ({exc})") from None
 
 
-def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
-    """Cheap header check (no decoding): None when ``path`` looks like a usable image, else why not.
+# The bytes a whole JPEG or PNG ends with: a file cut short (an interrupted copy or download)
+# lacks them. Looked for in the last TAIL_BYTES; some cameras append data after a JPEG's end,
+# so a file without the marker there is decoded once to be sure before it is skipped.
+END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+TAIL_BYTES = 4096
 
-    Catches empty files, non-images, unreadable headers and bombs; truncated pixel data is only
-    found by :func:`load_image`.
+
+def _ends_whole(path: str | os.PathLike, size: int, image_format: str | None) -> bool:
+    marker = END_MARKERS.get(image_format or "")
+    if marker is None:
+        return True
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - TAIL_BYTES))
+        return marker in handle.read()
+
+
+def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Cheap check (the header, and the last bytes of a JPEG or PNG): None when ``path`` looks
+    like a usable image, else why not.
+
+    Catches empty files, files over the size cap, non-images, unreadable headers, bombs, and
+    JPEGs and PNGs cut short (no end marker, and a decode fails); other damaged pixel data is
+    only found by :func:`load_image`.
     """
     label = str(path)
     try:
-        if os.path.getsize(path) == 0:
+        size = os.path.getsize(path)
+        if size == 0:
             return "empty file (0 bytes)"
+        if size > max_image_bytes():
+            return f"{megabytes(size)}, {size_refusal(max_image_bytes(), 'an image file', MAX_IMAGE_ENV)}"
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check follows
             with Image.open(path) as img:
                 check_pixel_count(img.size, max_pixels, label)
+                if not _ends_whole(path, size, img.format):
+                    try:
+                        img.load()
+                    except _DECODE_ERRORS as exc:
+                        return f"truncated: the file ends before the image does ({exc})"
     except ImageLoadError as exc:
         return str(exc)
     except UnidentifiedImageError:
         return "not a recognised image format"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _bomb_message(label, exc, max_pixels)
     except _DECODE_ERRORS as exc:
         return f"unreadable header ({exc})"
     return None

@@ -68,8 +68,8 @@ def list_image_files(root: str | os.PathLike, max_files: int = DEFAULT_MAX_FILES
     path below ``root``. The walk is :func:`gaia_viz.paths.walk_files`: each folder once (symlink
     loops end), at most ``max_files`` files and ``max_dirs`` folders, and, when paths are
     restricted, no link followed to a place that may not be read (a DataError)."""
-    root = Path(root).expanduser()
-    found = list(walk_files(root, is_image_path, max_files=max_files, max_dirs=max_dirs))
+    typed, root = root, Path(root).expanduser()  # messages name the folder as typed (``~`` kept)
+    found = list(walk_files(typed, is_image_path, max_files=max_files, max_dirs=max_dirs))
     if os.sep != "/":
         return sorted(found, key=lambda p: p.relative_to(root).as_posix())
     # every path found starts with root + "/" (pathlib drops a leading "./")

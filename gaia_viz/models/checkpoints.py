@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..paths import echo
+from ..paths import echo, megabytes, read_capped
+from ..settings import MAX_CHECKPOINT_ENV, max_checkpoint_bytes
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 STRIPPABLE_PREFIXES = ("module.", "model.")
@@ -60,10 +61,68 @@ def _looks_like_npz(data: bytes) -> bool:
     return bool(names) and all(name.endswith(".npy") for name in names)
 
 
-def _read_npz(data: bytes, origin: str) -> dict[str, torch.Tensor]:
+def _too_big(origin: str, size: str, budget: int) -> CheckpointError:
+    return CheckpointError(
+        f"{origin} {size}, more than the limit of {megabytes(budget)} for a checkpoint; refusing to "
+        f"unpack it (a zip bomb?). Set {MAX_CHECKPOINT_ENV} (megabytes) on the server to allow larger ones")
+
+
+def check_archive_budget(data: bytes, origin: str, budget: int | None = None) -> None:
+    """CheckpointError when the zip archive ``data`` declares members that unpack to more than
+    ``budget`` bytes (default :func:`gaia_viz.settings.max_checkpoint_bytes`), read from its
+    central directory before anything is decompressed. Not a zip: nothing to check."""
+    budget = max_checkpoint_bytes() if budget is None else budget
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # the reader that follows says it is corrupt
+    unpacked = sum(member.file_size for member in members)
+    if unpacked > budget:
+        raise _too_big(origin, f"would unpack to {megabytes(unpacked)}", budget)
+
+
+def _read_member(member, left: int, origin: str, budget: int) -> bytes:
+    """The member's bytes, read in pieces and refused as soon as they pass ``left`` bytes: its
+    declared size is checked before, this holds whatever the archive's headers claim."""
+    pieces, total = [], 0
+    while True:
+        piece = member.read(1 << 20)
+        if not piece:
+            return b"".join(pieces)
+        total += len(piece)
+        if total > left:
+            raise _too_big(origin, "unpacks to more than it declares", budget)
+        pieces.append(piece)
+
+
+def _npy_array(raw: bytes, name: str, origin: str) -> np.ndarray:
+    """One ``.npy`` member as an array; its header's shape must fit the bytes that follow (so
+    no array is allocated for data that is not there)."""
+    stream = io.BytesIO(raw)
+    version = np.lib.format.read_magic(stream)
+    header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)
+    shape, _fortran, dtype = header(stream)
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if not dtype.hasobject and needed > len(raw) - stream.tell():
+        raise CheckpointError(f"{origin}: member {echo(name)} claims {needed:,} bytes of data but holds "
+                              f"{len(raw) - stream.tell():,}; the file is corrupt or truncated")
+    stream.seek(0)
+    return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _read_npz(data: bytes, origin: str) -> dict[str, torch.Tensor]:
+    budget = max_checkpoint_bytes()
+    check_archive_budget(data, origin, budget)
+    arrays, left = {}, budget
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    raw = _read_member(member, left, origin, budget)
+                left -= len(raw)
+                arrays[info.filename[: -len(".npy")]] = _npy_array(raw, info.filename, origin)
+    except CheckpointError:
+        raise
     except ValueError as exc:  # "Object arrays cannot be loaded when allow_pickle=False"
         if "allow_pickle" in str(exc):
             raise CheckpointError(f"{origin}: {REFUSED_PICKLE_MESSAGE}") from exc
@@ -149,9 +208,12 @@ def load_state_dict_file(source: str | Path | bytes) -> dict[str, torch.Tensor]:
         data, origin = bytes(source), "the uploaded checkpoint"
     else:
         path = Path(source).expanduser()
-        origin = f"checkpoint {echo(path)}"
-        try:
-            data = path.read_bytes()
+        origin = f"checkpoint {echo(source)}"  # as typed (``~`` kept)
+        try:  # at most GAIA_VIZ_MAX_CHECKPOINT_MB, refused before reading
+            data = read_capped(path, max_checkpoint_bytes(), what=origin, kind="a checkpoint",
+                               setting=MAX_CHECKPOINT_ENV, error=CheckpointError)
+        except CheckpointError:
+            raise
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
             raise CheckpointError(f"cannot read {origin}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not data:
@@ -160,6 +222,8 @@ def load_state_dict_file(source: str | Path | bytes) -> dict[str, torch.Tensor]:
         return _unwrap(_read_safetensors(data, origin), origin)
     if _looks_like_npz(data):
         return _unwrap(_read_npz(data, origin), origin)
+    if data[:4] == b"PK\x03\x04":  # PyTorch's zip format: its members may be deflated too
+        check_archive_budget(data, origin)
     return _unwrap(_read_torch(data, origin), origin)
 
 

@@ -29,6 +29,7 @@ import torchvision
 from torch import nn
 
 from ..errors import CheckpointError, ModelError
+from ..paths import check_allowed
 from ..settings import SHARED_DATA_ROOT, data_root
 from .bit import BIT_NAMES, bit_model, bit_num_classes, bit_state_dict
 from .checkpoints import infer_num_classes, load_checkpoint_into, load_state_dict_file
@@ -168,7 +169,8 @@ def _shared_cifar_checkpoint(depth: int) -> Path:
             f"{sorted(SHARED_CIFAR_CHECKPOINTS)}); pass a checkpoint or pretrained=False."
         )
     path = shared_data_root() / "models" / filename
-    if not path.is_file():
+    # a server path like any other: a models/ link out of the data root is refused unread
+    if not check_allowed(path, "pretrained weights").is_file():
         raise ModelError(
             f"pretrained cifar_resnet{depth} weights not found: looked for {path}. "
             "Set GAIA_VIZ_DATA_ROOT, pass a checkpoint, or use pretrained=False."
@@ -192,6 +194,9 @@ def load_model(
     ``allow_download``. Raises :class:`ModelError` / :class:`CheckpointError`.
     """
     name = name.strip()
+    if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) != num_classes
+                                    or num_classes < 1):
+        raise ModelError(f"num_classes must be a whole number of at least 1, not {num_classes!r}")
     if name == "demo":
         if checkpoint is not None or num_classes not in (None, 10):
             raise ModelError("the demo model has fixed weights; it takes no checkpoint or num_classes")
