@@ -84,13 +84,20 @@ st.subheader("Metrics")
 metrics = None
 with user_errors("No metrics: "):
     metrics = analysis.view_metrics(view, layers)
+tuned = analysis.subset_layers(layers)
+row_labels = analysis.row_labels(layers, METHOD_LABELS, view)
 if metrics is not None:
     for metric, title in (("fpr95", "FPR95 (%) ↓: share of OOD images accepted at the threshold that accepts "
                                     "95 % of the ID images"),
                           ("auroc", "AUROC (%) ↑")):
-        grid = figures.metric_grid(metrics, metric, METHOD_LABELS)
+        grid = figures.metric_grid(metrics, metric, row_labels)
         st.markdown(f"**{title}**")
         st.markdown(analysis.markdown_table(grid, figures.best_in_column(grid, figures.LOWER_IS_BETTER[metric])))
+    if tuned:
+        st.caption(escape_markdown(
+            f"{', '.join(row_labels[m] for m in tuned)}: the layer subset was chosen on this evaluation's own OOD "
+            f"sets, so its numbers (and any bold best among them) are {analysis.TUNED_ON_TEST}, not a held-out "
+            "comparison with the other methods."))
     st.caption("As in the GAIA paper's tables: one row per method, one column per OOD set, the best value of each "
                "column in **bold**, and the average over the OOD sets. FPR95: lower is better; AUROC: higher is "
                "better.")
@@ -153,13 +160,19 @@ st.caption("Choose the OOD set above. ID is the positive class: TPR = share of I
 # ---------------------------------------------------------------- downloads
 st.subheader("Downloads")
 left, middle, right = st.columns(3)
-middle.download_button("scores.csv", view.scores.to_csv(index=False), file_name="scores.csv",
-                       mime="text/csv", help="One row per image: dataset, index, path, label, prediction, "
-                                             "one column of OOD scores per shown method (all layers)")
+subsets_text = "; ".join(f"{METHOD_LABELS.get(m, m)} on {', '.join(v)}" for m, v in tuned.items())
+middle.download_button("scores.csv", analysis.view_scores_table(view, layers).to_csv(index=False),
+                       file_name="scores.csv", mime="text/csv",
+                       help="One row per image: dataset, index, path, label, prediction, one column of OOD scores "
+                            "per shown method, as shown here" + (f" ({subsets_text}; the `<method>_layers` column "
+                                                                 "names the subset)" if tuned else " (all layers)"))
 if metrics is not None:
-    left.download_button("metrics.json", json.dumps(view.metrics_json(), indent=2, default=str),
+    left.download_button("metrics.json", json.dumps(analysis.view_metrics_json(view, metrics, layers), indent=2,
+                                                    default=str),
                          file_name="metrics.json", mime="application/json",
-                         help="All layers, same schema as `python -m gaia_viz evaluate`: {methods: {method: {ood set: "
-                              "{fpr95, auroc, aupr_in, aupr_out, detection_error}}}, config}")
+                         help="As shown here" + (f" ({subsets_text}, named under `layer_subsets`)" if tuned else
+                                                 " (all layers)") +
+                              ", same schema as `python -m gaia_viz evaluate`: {methods: {method: {ood set: "
+                              "{fpr95, auroc, aupr_in, aupr_out, detection_error}}}, layer_subsets, config}")
     right.download_button("metrics.csv", metrics.to_csv(index=False), file_name="metrics.csv",
                           mime="text/csv", help="The metrics table as fractions (not %), GAIA on the chosen layers")
