@@ -56,6 +56,10 @@ ALL_METHODS = tuple(DETECTORS)
 DEFAULT_METHODS = ("gaia_z", "gaia_a", "msp", "energy")
 DEFAULT_CHUNK_SIZE = 256
 OUTPUTS = "outputs"  # the cache entry holding labels and predictions
+# The cache entry holding the pooled penultimate features (the classifier head's input) of every
+# image: the shared forward computes them anyway (feature methods, GAIA-A's head), and keeping
+# them makes the app's Data map free after an evaluation (no second pass over the images).
+FEATURES = "features"
 # what the cached arrays mean; part of every cache key, so a change starts fresh entries
 # (2: GAIA-Z ratios and partial sums in float64; 3: one entry per method, fixed chunks;
 # 4: a norm fused with its activation is hooked before the activation)
@@ -235,6 +239,8 @@ def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeed
     ``{OUTPUTS: {"prediction": ...}}``."""
     outputs = shared_forward(model, x, needs, warn_without_zeros=False)  # judged per data set
     entries = {OUTPUTS: {"prediction": outputs.logits.argmax(1).numpy()}}
+    if outputs.features is not None:
+        entries[FEATURES] = {FEATURES: outputs.features.float().numpy()}
     for method, detector in detectors.items():
         entries[method] = {method: detector.score_forward(outputs).double().numpy(), **detector.arrays(outputs)}
     return entries
@@ -475,7 +481,7 @@ class _Sweep:
                               for m, d in self.detectors.items()}
         self.data_fps = {name: dataset_fingerprint(ds) for name, ds in self.datasets.items()}  # stats every file once
         self.root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.entries = [OUTPUTS, *self.methods]
+        self.entries = [OUTPUTS, *([FEATURES] if _has_features(model, sample) else []), *self.methods]
         self.stores = {name: {e: ChunkStore(self.root, self.entry_key(e, self.data_fps[name]),
                                             meta=dict(entry=e, dataset=self.data_fps[name], model=self.model_fp))
                               for e in self.entries}
@@ -491,7 +497,7 @@ class _Sweep:
 
     def entry_key(self, method: str, data_fp: dict) -> str:
         facts = dict(format=SCORES_FORMAT, model=self.model_fp, dataset=data_fp, entry=method)
-        if method != OUTPUTS:
+        if method not in (OUTPUTS, FEATURES):
             facts.update(params=self.method_params[method], layers=self.own_layers[method],
                          fit_set=self.fit_fp if self.detectors[method].needs_fit else None)
         return stable_hash(facts)
@@ -545,7 +551,7 @@ class _Sweep:
         return states, time.perf_counter() - started
 
     def fitting(self, tasks: Sequence[ChunkTask]) -> bool:
-        return any(self.detectors[m].needs_fit for t in tasks for m in t.missing if m != OUTPUTS)
+        return any(self.detectors[m].needs_fit for t in tasks for m in t.missing if m not in (OUTPUTS, FEATURES))
 
     def score(self, mine: Sequence[ChunkTask], tracker: _Progress, cancel: Callable[[], bool] | None) -> dict:
         """Score this rank's chunks: one loader for the whole share, its batches never
@@ -563,12 +569,13 @@ class _Sweep:
                 if cancel is not None and cancel():
                     raise EvaluationCancelled(f"cancelled before samples {task.start}-{task.end} of {task.dataset}; "
                                               "finished chunks are cached")
-                wanted = {m: self.detectors[m] for m in task.missing if m != OUTPUTS}
+                wanted = {m: self.detectors[m] for m in task.missing if m not in (OUTPUTS, FEATURES)}
+                needs = merge_needs([*(d.needs() for d in wanted.values()),
+                                     ForwardNeeds(features=FEATURES in task.missing)])
                 chunk_batches = itertools.islice(batches, len(batch_ranges(task.start, task.end, settings.batch_size)))
                 waited, began = loader.wait_seconds, time.perf_counter()
                 computed = _score_range(self.model, self.datasets[task.dataset], task.start, task.end, wanted,
-                                        merge_needs(d.needs() for d in wanted.values()), settings.batch_size,
-                                        self.device, chunk_batches)
+                                        needs, settings.batch_size, self.device, chunk_batches)
                 for _ in chunk_batches:  # a scorer that stopped early must not shift the next chunk's batches
                     pass
                 score_seconds += time.perf_counter() - began - (loader.wait_seconds - waited)
@@ -666,6 +673,17 @@ class _Sweep:
         )
 
 
+def _has_features(model: nn.Module, sample: torch.Tensor) -> bool:
+    """True when the model's pooled penultimate features can be captured (a classifier head
+    whose input they are), tried on one image; the sweep then keeps them (:data:`FEATURES`)."""
+    try:
+        shared_forward(model, sample.unsqueeze(0).to(model_device(model)), ForwardNeeds(features=True),
+                       warn_without_zeros=False)
+    except ModelError:
+        return False
+    return True
+
+
 def _named_datasets(id_set, ood_sets: Mapping[str, object]) -> dict[str, object]:
     """``{name: data set}``, the ID set first; DataError for a repeated name or an empty set."""
     datasets = {getattr(id_set, "name", "id"): id_set}
@@ -753,6 +771,6 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
 
 __all__ = [
     "ALL_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_METHODS", "GAIA_METHODS", "METHOD_LABELS", "Evaluation",
-    "EvaluationCancelled", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "gaia_z_note",
+    "EvaluationCancelled", "FEATURES", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "gaia_z_note",
     "score_batch", "dataset_fingerprint", "evaluate", "model_fingerprint", "resolve_layers", "unusable_methods",
 ]

@@ -90,6 +90,26 @@ if image_x is None:
     st.stop()
 
 # ---------------------------------------------------------------- prediction
+# The model's answers for this image, once per set-up and image content: a page switch or a
+# widget below reruns the page, and must not rerun the forward and backward passes.
+image_hash = helpers.tensor_key(image_x)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_top(score_key, x_key, names, _x):
+    return top_k_predictions(model, _x, k=5, class_names=names)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_gaia(score_key, x_key, evaluated, _x):  # evaluated: the GAIA methods and layers it matches
+    return helpers.analyze_like_evaluation(model, _x, evaluation)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_maps(score_key, x_key, layer_name, _x):
+    return {k: v.numpy() for k, v in gaia.spatial_maps(model, _x.unsqueeze(0), layer_name).items()}
+
+
 class_names = getattr(setup.id_set, "class_names", None)
 pixels = helpers.model_view_pixels(image_x, preset)
 left, right = st.columns([1, 2])
@@ -97,12 +117,14 @@ with left:
     st.image(pixels, caption=f"{image_caption}, as the model sees it", width=192)
 with right:
     st.subheader("Top-5 prediction")
-    top = top_k_predictions(model, image_x, k=5, class_names=class_names)
+    top = cached_top(setup.score_key, image_hash, tuple(class_names) if class_names else None, image_x)
     st.dataframe({"class": [label for label, _ in top], "probability": [p for _, p in top]},
                  hide_index=True)
 
 # ---------------------------------------------------------------- verdict
-result = helpers.analyze_like_evaluation(model, image_x, evaluation)
+result = cached_gaia(setup.score_key, image_hash, (tuple(m for m in evaluation.methods if m in GAIA_METHODS),
+                                                   tuple(evaluation.zero_layers), tuple(evaluation.inner_layers)),
+                     image_x)
 gaia_methods = [m for m in evaluation.methods if m in GAIA_METHODS]
 layers = {m: effective_layers(evaluation, m) for m in gaia_methods}
 id_scores = {m: analysis.method_scores(evaluation, m, evaluation.id_name, layers[m]) for m in gaia_methods}
@@ -188,13 +210,13 @@ st.plotly_chart(figures.channel_ratio_bars(
     helpers.image_channel_values(result, family_method, layer), id_mean, id_std, layer,
     ood_mean=helpers.ood_channel_mean(evaluation, family_method, layer), value_label=fam.channel_label,
     ood_label="OOD mean (all OOD images)"), width="stretch", key="inspect_channel_bars")
-maps = gaia.spatial_maps(model, image_x.unsqueeze(0), layer)
+maps = cached_maps(setup.score_key, image_hash, layer, image_x)
 left, right = st.columns(2)
 left.plotly_chart(figures.spatial_map_figure(
-    maps["nonzero_fraction"][0].numpy(), "where the GAIA-Z gradient is non-zero",
+    maps["nonzero_fraction"][0], "where the GAIA-Z gradient is non-zero",
     "fraction of channels with non-zero gradient", zmin=0, zmax=1), key="inspect_nonzero_map")
 right.plotly_chart(figures.spatial_map_figure(
-    maps["abs_channel_mean"][0].numpy(), "|channel-averaged GAIA-A gradient|",
+    maps["abs_channel_mean"][0], "|channel-averaged GAIA-A gradient|",
     "|mean over channels of d(pooled features)/d(activation)|"), key="inspect_mean_map")
 
 # ---------------------------------------------------------------- scores on the histograms

@@ -18,6 +18,7 @@ from gaia_viz.app.page import (  # noqa: E402
     warn_about_numbers,
 )
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
+from gaia_viz.app.shell import write_link  # noqa: E402
 from gaia_viz.app.state import HISTOGRAM_SCALES, HISTOGRAM_SETS, bound_widget, selection, update_selection  # noqa: E402
 from gaia_viz.detectors import DETECTORS  # noqa: E402
 from gaia_viz.figures import scores as figures  # noqa: E402
@@ -79,6 +80,19 @@ for method in layers:
     st.caption(escape_markdown(layers_caption(view, method)) + " (choose on Channels and layers).")
 warn_about_numbers(evaluation, methods)
 
+
+@st.fragment(key="evaluate_bootstrap")
+def bootstrap_intervals():
+    """The bootstrap checkbox and its table: ticking it reruns only this."""
+    if st.checkbox("Bootstrap 95 % intervals of AUROC and FPR95", key="w_evaluate_bootstrap",
+                   help=f"{DEFAULT_BOOTSTRAP_RESAMPLES} resamples of the ID and OOD scores (seed 0): how much the "
+                        "numbers would move with another sample of the same sets."):
+        with user_errors("No intervals: "), st.spinner("Resampling…"):
+            st.dataframe(bootstrap_table(setup.score_key, tuple(shown), tuple(sorted(
+                (m, tuple(v) if v is not None else None) for m, v in layers.items())), view),
+                hide_index=True, width="stretch", key="evaluate_bootstrap_table")
+
+
 # ---------------------------------------------------------------- metrics
 st.subheader("Metrics")
 metrics = None
@@ -104,58 +118,62 @@ if metrics is not None:
     with st.expander("All metrics, one row per method and OOD set (AUPR too)"):
         st.dataframe(figures.metrics_display_table(metrics, METHOD_LABELS), hide_index=True, width="stretch")
         st.caption("AUPR-In: ID is the positive class; AUPR-Out: OOD is. 'average' is the mean over the OOD sets.")
-    if st.checkbox("Bootstrap 95 % intervals of AUROC and FPR95", key="w_evaluate_bootstrap",
-                   help=f"{DEFAULT_BOOTSTRAP_RESAMPLES} resamples of the ID and OOD scores (seed 0): how much the "
-                        "numbers would move with another sample of the same sets."):
-        with user_errors("No intervals: "), st.spinner("Resampling…"):
-            st.dataframe(bootstrap_table(setup.score_key, tuple(shown), tuple(sorted(
-                (m, tuple(v) if v is not None else None) for m, v in layers.items())), view),
-                hide_index=True, width="stretch", key="evaluate_bootstrap_table")
+    bootstrap_intervals()
 
-# ---------------------------------------------------------------- histograms
-st.subheader("Score distributions")
-ood_names = list(view.ood_names)
-current_ood = chosen.ood_set if chosen.ood_set in ood_names else ood_names[0]
-controls = st.columns(3)
-focus_set = bound_widget(controls[0].selectbox, f"w_ood::{setup.score_key}", current_ood,
-                         lambda value: update_selection(ood_set=value), label="OOD set",
-                         options=ood_names, help="The set of the ROC curves, and of the histograms when one is shown")
-sets_shown = bound_widget(controls[1].radio, "w_evaluate_hist_sets", chosen.histogram_sets,
-                          lambda value: update_selection(histogram_sets=value), label="Histograms of",
-                          options=list(HISTOGRAM_SETS), horizontal=True,
-                          format_func={"all": "all OOD sets", "one": "the chosen OOD set"}.get)
-scale = bound_widget(controls[2].radio, "w_evaluate_hist_scale", chosen.histogram_scale,
-                     lambda value: update_selection(histogram_scale=value), label="Bar heights",
-                     options=list(HISTOGRAM_SCALES), horizontal=True, format_func=figures.HISTOGRAM_SCALE_LABELS.get)
-grid = st.columns(2)
-for k, method in enumerate(shown):
-    with grid[k % 2], user_errors(f"{METHOD_LABELS.get(method, method)}: "):
-        sets = analysis.score_sets(view, method, layers.get(method))
-        if sets_shown == "one":
-            sets = {name: values for name, values in sets.items() if name in (view.id_name, focus_set)}
-        edges, heights = figures.bin_score_sets(sets, normalize=scale == "fraction")
-        st.plotly_chart(figures.score_histograms(
-            edges, heights, title=METHOD_LABELS.get(method, method), id_name=view.id_name,
-            normalized=scale == "fraction", log_y=scale == "log",
-            score_axis=figures.score_axis_title(method, METHOD_LABELS.get(method, method))),
-            width="stretch", key=f"evaluate_hist_{method}")
 
-# ---------------------------------------------------------------- ROC
-st.subheader("ROC curves")
-roc_set = focus_set
-curves, aurocs = {}, {}
-for method in shown:
-    label = METHOD_LABELS.get(method, method)
-    with user_errors(f"No ROC curve for {label}: "):
-        id_scores = analysis.method_scores(view, method, view.id_name, layers.get(method))
-        ood_scores = analysis.method_scores(view, method, roc_set, layers.get(method))
-        curves[label] = roc_points(id_scores, ood_scores)[:2]
-        aurocs[label] = auroc(id_scores, ood_scores)
-if curves:
-    st.plotly_chart(figures.roc_curves(curves, title=f"{view.id_name} (ID) vs. {roc_set} (OOD)", aurocs=aurocs),
-                    width="stretch", key="evaluate_roc")
-st.caption("Choose the OOD set above. ID is the positive class: TPR = share of ID accepted, FPR = share of OOD "
-           "accepted; FPR95 is the FPR where the curve crosses the dashed 95 % TPR line.")
+# ---------------------------------------------------------------- histograms and ROC
+# A fragment: the OOD set and the histogram controls rerun only the figures they drive.
+@st.fragment(key="evaluate_figures")
+def score_figures():
+    chosen = selection()  # the page run's Selection is stale in a fragment rerun
+    # ---------------------------------------------------------------- histograms
+    st.subheader("Score distributions")
+    ood_names = list(view.ood_names)
+    current_ood = chosen.ood_set if chosen.ood_set in ood_names else ood_names[0]
+    controls = st.columns(3)
+    focus_set = bound_widget(controls[0].selectbox, f"w_ood::{setup.score_key}", current_ood,
+                             lambda value: update_selection(ood_set=value), label="OOD set",
+                             options=ood_names, help="The set of the ROC curves, and of the histograms when one is shown")
+    sets_shown = bound_widget(controls[1].radio, "w_evaluate_hist_sets", chosen.histogram_sets,
+                              lambda value: update_selection(histogram_sets=value), label="Histograms of",
+                              options=list(HISTOGRAM_SETS), horizontal=True,
+                              format_func={"all": "all OOD sets", "one": "the chosen OOD set"}.get)
+    scale = bound_widget(controls[2].radio, "w_evaluate_hist_scale", chosen.histogram_scale,
+                         lambda value: update_selection(histogram_scale=value), label="Bar heights",
+                         options=list(HISTOGRAM_SCALES), horizontal=True, format_func=figures.HISTOGRAM_SCALE_LABELS.get)
+    grid = st.columns(2)
+    for k, method in enumerate(shown):
+        with grid[k % 2], user_errors(f"{METHOD_LABELS.get(method, method)}: "):
+            sets = analysis.score_sets(view, method, layers.get(method))
+            if sets_shown == "one":
+                sets = {name: values for name, values in sets.items() if name in (view.id_name, focus_set)}
+            edges, heights = figures.bin_score_sets(sets, normalize=scale == "fraction")
+            st.plotly_chart(figures.score_histograms(
+                edges, heights, title=METHOD_LABELS.get(method, method), id_name=view.id_name,
+                normalized=scale == "fraction", log_y=scale == "log",
+                score_axis=figures.score_axis_title(method, METHOD_LABELS.get(method, method))),
+                width="stretch", key=f"evaluate_hist_{method}")
+
+    # ---------------------------------------------------------------- ROC
+    st.subheader("ROC curves")
+    roc_set = focus_set
+    curves, aurocs = {}, {}
+    for method in shown:
+        label = METHOD_LABELS.get(method, method)
+        with user_errors(f"No ROC curve for {label}: "):
+            id_scores = analysis.method_scores(view, method, view.id_name, layers.get(method))
+            ood_scores = analysis.method_scores(view, method, roc_set, layers.get(method))
+            curves[label] = roc_points(id_scores, ood_scores)[:2]
+            aurocs[label] = auroc(id_scores, ood_scores)
+    if curves:
+        st.plotly_chart(figures.roc_curves(curves, title=f"{view.id_name} (ID) vs. {roc_set} (OOD)", aurocs=aurocs),
+                        width="stretch", key="evaluate_roc")
+    st.caption("Choose the OOD set above. ID is the positive class: TPR = share of ID accepted, FPR = share of OOD "
+               "accepted; FPR95 is the FPR where the curve crosses the dashed 95 % TPR line.")
+    write_link()  # a fragment rerun skips the app shell's write of the address bar
+
+
+score_figures()
 
 # ---------------------------------------------------------------- downloads
 st.subheader("Downloads")

@@ -117,3 +117,111 @@ def test_downloads_without_a_subset_say_all_layers(downloads):
     table = pd.read_csv(io.BytesIO(downloads["scores.csv"]))
     assert not [c for c in table.columns if c.endswith("_layers")]
     assert not any("tuned on the test data" in grid for grid in bold_rows(at))
+
+
+# --------------------------------------------------------------------------- item 8: reruns
+
+
+def in_fragment(at: AppTest, key: str, monkeypatch):
+    """Make the next ``at.run()`` a rerun of fragment ``key`` only, as the browser sends after a
+    widget inside that fragment changed (AppTest itself always reruns the whole script)."""
+    from streamlit.testing.v1 import local_script_runner
+
+    storage = at._fragment_storage
+    ids = list(storage._ids_by_target_key.get(key, {}))
+    assert ids, f"fragment {key!r} not registered: {storage._ids_by_target_key}"
+    ids = [max(ids, key=storage._registration_sequence_by_id.get)]  # the last run's
+    real = local_script_runner.RerunData
+    monkeypatch.setattr(local_script_runner, "RerunData",
+                        lambda **kwargs: real(**kwargs, fragment_id_queue=list(ids)))
+    return lambda: monkeypatch.setattr(local_script_runner, "RerunData", real)
+
+
+@pytest.fixture
+def page_runs(monkeypatch):
+    """How often the app shell's sidebar (the start of every page run) ran."""
+    from gaia_viz.app import sidebar
+
+    counts = {"sidebar": 0}
+    real = sidebar.sidebar
+
+    def counted(*args, **kwargs):
+        counts["sidebar"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sidebar, "sidebar", counted)
+    return counts
+
+
+def test_the_tpr_slider_reruns_its_fragment_not_the_page(page_runs, monkeypatch):
+    """Was: moving Tune threshold's TPR slider reran the whole page (6.6 s in the browser)."""
+    at = open_app("tune")
+    assert not at.exception, at.exception
+    before = {m.label: m.value for m in at.metric}
+    first_histogram = next(c for c in at.get("plotly_chart") if c.key == "tune_histogram").proto.spec
+    runs = page_runs["sidebar"]
+    restore = in_fragment(at, "tune_operating_point", monkeypatch)
+    at.slider(key="w_tune_tpr").set_value(0.8).run()
+    restore()
+    assert not at.exception, at.exception
+    assert page_runs["sidebar"] == runs  # the page body (sidebar, set-up, score lookup) did not run
+    after = {m.label: m.value for m in at.metric}
+    assert after["TPR: ID accepted"] != before["TPR: ID accepted"] and after["TPR: ID accepted"].startswith("8")
+    assert at.session_state["selection"].tpr == pytest.approx(0.8)
+    assert at.query_params["tpr"] == "0.8"  # the fragment keeps the link in step
+    histogram = next(c for c in at.get("plotly_chart") if c.key == "tune_histogram")
+    assert histogram.proto.spec != first_histogram  # the threshold line moved
+
+
+def test_the_evaluate_ood_set_reruns_only_the_figures(page_runs, monkeypatch):
+    at = open_app("evaluate")
+    runs = page_runs["sidebar"]
+    restore = in_fragment(at, "evaluate_figures", monkeypatch)
+    next(s for s in at.selectbox if s.key.startswith("w_ood::")).set_value("noise").run()
+    restore()
+    assert not at.exception, at.exception
+    assert page_runs["sidebar"] == runs
+    roc = next(c for c in at.get("plotly_chart") if c.key == "evaluate_roc")
+    assert "noise (OOD)" in roc.proto.spec
+    assert at.session_state["selection"].ood_set == "noise"
+
+
+def test_the_data_map_after_an_evaluation_runs_no_forward_pass():
+    """Was: the first Data map made one more forward pass over every image (20 s on CIFAR-10):
+    the sweep now keeps the pooled features it computes in its chunk cache."""
+    from gaia_viz.app.features import setup_features, setup_projection
+    from gaia_viz.sweep import FEATURES
+
+    at = open_app("evaluate", samples=44)  # a set-up of its own: scored here, with this code
+    setup = at.session_state["setup"]
+    evaluation = jobs.STORE.get(setup.score_key)
+    assert evaluation.arrays[evaluation.id_name][FEATURES].shape[0] == 44
+    setup_features.clear()
+    setup_projection.clear()
+    calls = []
+    hook = setup.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        at = go(at, "map")
+    finally:
+        hook.remove()
+    assert not at.exception, at.exception
+    assert calls == []  # no model pass for the map
+    chart = next(c for c in at.get("plotly_chart") if c.key == "w_data_map")
+    assert '"type":"scatter"' in chart.proto.spec
+    assert any("images" in c.value and "flagged" in c.value for c in at.caption)
+
+
+def test_the_kept_features_are_the_ones_a_separate_pass_gives():
+    from gaia_viz.app.features import evaluation_features, set_features
+    from gaia_viz.data.image_sets import subset
+    from gaia_viz.demo import load_demo_model
+    from gaia_viz.demo.datasets import demo_id_set, demo_ood_sets
+    from gaia_viz.sweep import SweepSettings, evaluate
+
+    model = load_demo_model()
+    sets = {"digits": subset(demo_id_set(), range(12)), "faces": subset(demo_ood_sets()["faces"], range(9))}
+    evaluation = evaluate(model, sets["digits"], {"faces": sets["faces"]},
+                          SweepSettings(methods=["gaia_z", "msp"], batch_size=5), use_cache=False)
+    kept = evaluation_features(evaluation)
+    for name, images in sets.items():
+        assert kept[name] == pytest.approx(set_features(model, images, 7), abs=1e-5)

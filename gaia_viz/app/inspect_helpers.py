@@ -89,6 +89,17 @@ def ood_channel_mean(evaluation, method: str, layer: str) -> np.ndarray:
     return pooled.mean(axis=0)
 
 
+def tensor_key(x: Tensor) -> str:
+    """A digest of a tensor's shape, dtype and values: the cache key of "this image" (two uploads
+    with one file name but other pixels get other keys)."""
+    import hashlib
+
+    data = x.detach().cpu().contiguous()
+    digest = hashlib.sha1(f"{tuple(data.shape)}{data.dtype}".encode())
+    digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def analyze_like_evaluation(model: nn.Module, x: Tensor, evaluation) -> gaia.GaiaResult:
     """GAIA pieces of one image (C, H, W) with the evaluation's layers, so its scores are
     comparable with the evaluation's score table."""
@@ -319,7 +330,7 @@ def demo_gaia_evaluation(progress=None):
     return model, id_set, ood_sets, evaluation
 
 
-__all__ = ["AttributionView", "Decision", "UPLOAD_TYPES", "all_attributions", "attribution_settings", "class_count",
+__all__ = ["AttributionView", "Decision", "UPLOAD_TYPES", "all_attributions", "attribution_settings", "class_count", "tensor_key",
            "gradcam_layers", "predicted_class",
            "image_verdicts", "parameter_defaults", "Walkthrough", "analyze_like_evaluation", "channel_stats",
            "current_threshold", "decide", "demo_gaia_evaluation", "image_channel_values", "image_from_upload",
