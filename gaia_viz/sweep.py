@@ -398,8 +398,8 @@ class ChunkTask(NamedTuple):
 
 
 class _Progress:
-    """Progress of a sweep as fraction + message: images done, the loading and scoring
-    rates (so a user sees which one limits the run) and an ETA."""
+    """Progress of a sweep as fraction + message: images done and the loading and scoring
+    rates (so a user sees which one limits the run)."""
 
     def __init__(self, total: int, done: int, report: ProgressFn | None):
         self.total, self.done, self.report = max(1, total), done, report
@@ -418,9 +418,8 @@ class _Progress:
         self.scored += count
         rates = "".join(f", {label} {rate:,.0f}/s" for label, rate in (("load", load_rate), ("score", score_rate))
                         if rate)
-        left = (self.total - self.done) * (time.perf_counter() - self.scoring_since) / self.scored
-        eta = f", {left:.0f} s left" if left >= 1 else ""
-        self.say(f"scoring {name}: {self.done:,}/{self.total:,}{rates}{eta}")
+        # the time left is the listener's (gaia_viz.progress.EtaEstimate): it moves between reports
+        self.say(f"scoring {name}: {self.done:,}/{self.total:,}{rates}")
 
 
 def _rate(images: int, seconds: float) -> float | None:

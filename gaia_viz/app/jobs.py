@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.progress import EtaEstimate, format_seconds_left
 
 MAX_STORED = 8
 LOG = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Job:
     waiting: set = field(default_factory=set)  # those that still want it (it stops without any)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    eta: EtaEstimate = field(default_factory=EtaEstimate)  # the time left, from the rate so far
 
     @property
     def running(self) -> bool:
@@ -86,6 +88,14 @@ class Job:
 
     def progress(self, fraction: float, message: str) -> None:
         self.fraction, self.message = min(1.0, max(0.0, float(fraction))), message
+        self.eta.update(self.fraction)
+
+    def status_text(self) -> str:
+        """The message, with the time left while running: estimated now, from the rate so far, so
+        it moves each time the status is drawn, not only when a chunk reports."""
+        if not self.running:
+            return self.message
+        return f"{self.message} · {format_seconds_left(self.eta.seconds_left())}"
 
     def covers(self, methods: Sequence[str]) -> bool:
         return set(methods) <= set(self.methods)

@@ -136,7 +136,7 @@ def render_status() -> None:
                 continue
             if job.running:
                 left, right = st.columns([6, 1])
-                left.progress(job.fraction, text=escape_markdown(f"{job.label}: {job.message}"))
+                left.progress(job.fraction, text=escape_markdown(f"{job.label}: {job.status_text()}"))
                 right.button("Cancel", key=f"cancel::{id(job)}", on_click=_cancel, args=(job,),
                              help="Stops after the current chunk; finished chunks are kept, so the next run resumes.")
                 continue
