@@ -225,3 +225,62 @@ def test_the_kept_features_are_the_ones_a_separate_pass_gives():
     kept = evaluation_features(evaluation)
     for name, images in sets.items():
         assert kept[name] == pytest.approx(set_features(model, images, 7), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- item 8: first request, banners
+
+
+def done_banners(at: AppTest) -> list[str]:
+    return [s.value for s in at.success if "done:" in s.value]
+
+
+def test_one_done_banner_the_current_set_ups():
+    """Was: each finished run of the session kept its "done" banner with a Dismiss button above
+    every page (three of them pushed the page down)."""
+    at = open_app("evaluate", samples=31)
+    assert len(done_banners(at)) == 1
+    first = done_banners(at)[0]
+    at.session_state["sb_max_samples"] = 33  # another set-up: a run of its own
+    at = settle(at.run())
+    assert not at.exception, at.exception
+    banners = done_banners(at)
+    assert len(banners) == 1 and banners != [first]
+    assert "Dismiss" in [b.label for b in at.button]
+
+
+CIFAR_LINK = {"model": "cifar_resnet20", "data": "cifar10-real", "ood_sets": "textures",
+              "methods": "gaia_z,msp", "tpr": "0.9"}
+
+
+@pytest.mark.parametrize("entry", ["app", "page alone"])
+def test_a_cifar_link_as_a_first_request_runs_no_demo_evaluation(entry, monkeypatch):
+    """Was: a link naming a CIFAR set-up, opened as a fresh session's first request, first ran
+    the whole demo evaluation, whose "done" banner then stacked above the CIFAR one."""
+    from gaia_viz.settings import data_root
+
+    root = data_root()
+    if root is None or not (root / "models").is_dir() or not (root / "cifar10").is_dir():
+        pytest.skip("needs the shared CIFAR-10 data and checkpoint (GAIA_VIZ_DATA_ROOT)")
+    submitted = []
+    real = jobs.JOBS.submit
+
+    def recording(setup, methods, session):
+        submitted.append(setup.is_demo)
+        return real(setup, methods, session)
+
+    monkeypatch.setattr(jobs.JOBS, "submit", recording)
+    script = "app.py" if entry == "app" else PAGES["tune"]
+    at = AppTest.from_file(str(ROOT / script), default_timeout=TIMEOUT)
+    at.session_state["sb_max_samples"] = 20
+    at.query_params.update(CIFAR_LINK)
+    if entry == "app":
+        at.switch_page(PAGES["tune"])
+    at.run()
+    assert not at.exception, at.exception
+    assert True not in submitted  # the link's set-up only (scored now or by an earlier test), never the demo
+    assert not at.session_state["setup"].is_demo
+    at = settle(at.run())
+    assert True not in submitted
+    banners = done_banners(at)
+    assert len(banners) <= 1 and all("cifar" in b for b in banners)
+    assert any(m.label == "TPR: ID accepted" for m in at.metric)  # the link's view, scored
