@@ -18,7 +18,7 @@ from gaia_viz.app.page import (  # noqa: E402
     warn_about_numbers,
 )
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
+from gaia_viz.app.state import bound_widget, selection, update_selection, warn_link  # noqa: E402
 from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, attribute, top_k_predictions  # noqa: E402
 from gaia_viz.data.presets import OOD_POLICIES  # noqa: E402
 from gaia_viz.errors import GaiaVizError  # noqa: E402
@@ -62,6 +62,8 @@ if source == UPLOAD:
         try:
             uploaded[upload.name] = helpers.image_from_upload(
                 upload.getvalue(), upload.name, setup.preset, policy, max_pixels=max_pixels)[1]
+            for note in helpers.upload_notes(upload.getvalue(), upload.name):
+                st.warning(escape_markdown(note))
         except GaiaVizError as exc:
             st.error(f"{escape_markdown(exc)}. Use a real image file (PNG, JPEG, WebP, BMP or TIFF, not renamed "
                      f"text), complete (re-export a truncated download) and at most "
@@ -176,6 +178,10 @@ else:
                       key="inspect_attribution_heatmap")
     right.plotly_chart(figures.overlay(pixels, shown.heat, choice.opacity, f"{attribution.label} over the image",
                                        signed=shown.signed), key="inspect_overlay")
+    if choice.method == "grad_cam":
+        note = helpers.gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
+        if note:
+            st.info(note)
 
 if st.toggle("All methods side by side", key="inspect_all_methods",
              help="Every attribution method for the same image and class, each with its own settings."):
@@ -194,6 +200,9 @@ if st.toggle("All methods side by side", key="inspect_all_methods",
                                                  {label: v.signed for label, v in drawn.items()},
                                                  title=f"Every attribution method for {choice.target_text}"),
                         width="stretch", key="inspect_all_attributions")
+    gradcam_uniform = helpers.gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
+    if gradcam_uniform and "grad_cam" in views and views["grad_cam"].error is None:
+        st.caption(gradcam_uniform)
     for view in views.values():
         if view.error:
             st.caption(f"{view.label}: not available for this model ({escape_markdown(view.error)}).")
@@ -204,7 +213,21 @@ families = [m for m in gaia_methods if GAIA_FAMILIES[m].layers(evaluation)]
 family_method = st.radio("Per-channel quantity", families, horizontal=True, key="inspect_quantity",
                          format_func=lambda m: GAIA_FAMILIES[m].channel_label)
 fam = GAIA_FAMILIES[family_method]
-layer = st.selectbox("Layer", fam.layers(evaluation), key=f"inspect_layer::{setup.score_key}::{family_method}")
+fam_layers = fam.layers(evaluation)
+rule_layer, rule = helpers.default_inspect_layer(evaluation, family_method)
+known_layers = {name for m in families for name in GAIA_FAMILIES[m].layers(evaluation)}
+if chosen.inspect_layer and chosen.inspect_layer not in known_layers:  # only a link can name such a layer
+    warn_link(f"inspect_layer={chosen.inspect_layer[:60]!r} in the link is not a layer GAIA hooked in this model "
+              f"({', '.join(sorted(known_layers))}); showing {rule_layer}")
+    update_selection(inspect_layer=None)
+start_layer = chosen.inspect_layer if chosen.inspect_layer in fam_layers else rule_layer
+if selection().inspect_layer not in fam_layers:
+    update_selection(inspect_layer=start_layer)  # the layer shown is in the link, the default too
+layer = bound_widget(st.selectbox, f"inspect_layer::{setup.score_key}::{family_method}", start_layer,
+                     lambda value: update_selection(inspect_layer=value), label="Layer", options=fam_layers,
+                     help=f"Opens on {rule_layer}: {rule}.")
+st.caption(escape_markdown(f"Opened on {rule_layer}: {rule}.") if layer == rule_layer
+           else escape_markdown(f"By default {rule_layer}: {rule}."))
 id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, family_method, layer)
 st.plotly_chart(figures.channel_ratio_bars(
     helpers.image_channel_values(result, family_method, layer), id_mean, id_std, layer,

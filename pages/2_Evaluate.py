@@ -64,8 +64,10 @@ layers = {m: effective_layers(view, m) for m in shown if m in GAIA_FAMILIES}
 # ---------------------------------------------------------------- summary
 accuracy = view.id_accuracy()
 columns = st.columns(4)
-columns[0].metric("ID top-1 accuracy", f"{100 * accuracy:.2f} %" if accuracy is not None else "n/a",
-                  help="Of the ID images with a known label")
+columns[0].metric("ID top-1 accuracy" + (" (random weights)" if setup.random_weights else ""),
+                  f"{100 * accuracy:.2f} %" if accuracy is not None else "n/a",
+                  help="Of the ID images with a known label" + (": an untrained model's, near chance"
+                                                                 if setup.random_weights else ""))
 columns[1].metric("Images scored", f"{len(view.scores):,}")
 columns[2].metric("Seconds", f"{view.seconds:.1f}",
                   help=f"{view.cache_hits} of {1 + len(view.ood_names)} data sets came from the run cache")

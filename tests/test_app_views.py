@@ -7,10 +7,13 @@ test_app_pages (open the app shell, switch page, wait for the background runs).
 
 import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 from streamlit.runtime import memory_media_file_storage
 from streamlit.testing.v1 import AppTest
 
@@ -284,3 +287,119 @@ def test_a_cifar_link_as_a_first_request_runs_no_demo_evaluation(entry, monkeypa
     banners = done_banners(at)
     assert len(banners) <= 1 and all("cifar" in b for b in banners)
     assert any(m.label == "TPR: ID accepted" for m in at.metric)  # the link's view, scored
+
+
+# --------------------------------------------------------------------------- item 6: caveats
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def header_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels (a few bytes of data)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_random_weights_are_named_where_the_numbers_are():
+    """Was: BiT/timm with random weights showed 'ID accuracy 0.00 %' and bold bests, no word why."""
+    at = open_app("evaluate", samples=12, sb_model_kind="timm", sb_timm_name="test_efficientnet",
+                  **{"sb_random_weights::timm": True})
+    at.button[0].click().run()
+    at = settle(at)
+    assert at.session_state["setup"].random_weights
+    for page in ("evaluate", "tune"):
+        at = go(at, page)
+        assert not at.exception, (page, at.exception)
+        notes = [w.value for w in at.warning if "random weights" in w.value and "untrained" in w.value]
+        assert len(notes) == 1, (page, [w.value for w in at.warning])
+    at = go(at, "evaluate")
+    assert any(m.label == "ID top-1 accuracy (random weights)" for m in at.metric)
+
+
+def test_pretrained_weights_get_no_random_weights_note():
+    at = open_app("evaluate")
+    assert not at.session_state["setup"].random_weights
+    assert not [w.value for w in at.warning if "random weights" in w.value]
+    assert any(m.label == "ID top-1 accuracy" for m in at.metric)
+
+
+def inspect_layer_box(at: AppTest):
+    return next(s for s in at.selectbox if s.key and s.key.startswith("inspect_layer::"))
+
+
+def test_inspect_opens_gaia_at_one_layer_by_its_stated_rule_and_links_it():
+    """Was: 'GAIA at one layer' opened on bn1, where the OOD photo has fewer non-zeros than the
+    ID mean (contradicting the verdict), with no rule and not in the link."""
+    from gaia_viz.app import analysis
+
+    at = open_app("inspect")
+    assert not at.exception, at.exception
+    evaluation = jobs.STORE.get(at.session_state["setup"].score_key)
+    layers = evaluation.zero_layers
+    mean_auroc = {layer: sum(analysis.single_layer_aurocs(evaluation, ood, "gaia_z")[1][k]
+                             for ood in evaluation.ood_names) for k, layer in enumerate(layers)}
+    best = max(mean_auroc, key=mean_auroc.get)
+    assert inspect_layer_box(at).value == best != "bn1"
+    assert any(c.value.startswith(f"Opened on {best}:") and "separates" in c.value for c in at.caption)
+    assert at.query_params["inspect_layer"] == best
+    inspect_layer_box(at).set_value("bn2").run()
+    assert at.query_params["inspect_layer"] == "bn2"
+    assert any(c.value.startswith(f"By default {best}:") for c in at.caption)
+
+
+def test_a_link_opens_its_inspect_layer_and_refuses_an_unknown_one():
+    at = open_app("inspect", query={"inspect_layer": "bn2"})
+    assert inspect_layer_box(at).value == "bn2"
+    at = open_app("inspect", query={"inspect_layer": "layer9.nope"})
+    assert not at.exception, at.exception
+    assert any("layer9.nope" in w.value and "not a layer GAIA hooked" in w.value for w in at.warning)
+    assert inspect_layer_box(at).value != "layer9.nope"
+
+
+def test_grad_cam_on_a_1x1_layer_says_why_its_map_is_uniform():
+    at = open_app("inspect", query={"attribution": "grad_cam", "attr_params": "grad_cam.layer:gap"})
+    assert not at.exception, at.exception
+    notes = [i.value for i in at.info if "uniform" in i.value]
+    assert len(notes) == 1 and "1 x 1" in notes[0] and "`gap`" in notes[0]
+    at = open_app("inspect", query={"attribution": "grad_cam"})  # the default layer has a 7 x 7 map
+    assert not [i.value for i in at.info if "uniform" in i.value]
+
+
+def test_transparent_uploads_get_a_note_and_a_huge_one_the_apps_limit():
+    at = open_app("inspect")
+    at.radio(key=next(r.key for r in at.radio if r.key.startswith("w_inspect_source::"))).set_value("upload").run()
+    half = Image.new("RGBA", (40, 40), (10, 200, 10, 255))
+    half.paste((0, 0, 0, 0), (0, 0, 20, 40))
+    clear = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    at.file_uploader(key="inspect_upload").set_value([
+        ("half.png", png(half), "image/png"), ("clear.png", png(clear), "image/png"),
+        ("opaque.png", png(Image.new("RGB", (40, 40), (1, 2, 3))), "image/png"),
+        ("huge.png", header_png(12_000, 12_000), "image/png")])
+    at.run()
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("half.png" in w and "composited on white" in w and "50 %" in w for w in warnings)
+    assert any("clear.png" in w and "fully transparent" in w and "blank" in w for w in warnings)
+    assert not any("opaque.png" in w for w in warnings)
+    huge = [e.value for e in at.error if "huge.png" in e.value]
+    assert len(huge) == 1 and "144.0 MP" in huge[0] and "limit of 40 MP" in huge[0]
+    assert "DOS attack" not in huge[0] and "89478485" not in huge[0]  # not PIL's own text
+
+
+def test_the_pixel_limit_decides_also_above_pils_own_guard():
+    from gaia_viz.data.images import load_image
+    from gaia_viz.errors import ImageLoadError
+
+    with pytest.raises(ImageLoadError, match=r"144\.0 MP\) exceeds the limit of 40 MP"):
+        load_image(header_png(12_000, 12_000), max_pixels=40_000_000)
+    # 95 MP: over PIL's 89 MP warning, under a raised limit: decoded (this header-only file is then truncated)
+    with pytest.raises(ImageLoadError, match="corrupt or truncated|over what the image decoder accepts") as caught:
+        load_image(header_png(10_000, 9_500), max_pixels=100_000_000)
+    assert "DOS attack" not in str(caught.value)

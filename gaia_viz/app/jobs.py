@@ -167,6 +167,7 @@ class JobRegistry:
                 del self._jobs[job.key]
 
     def _run(self, job: Job, setup, replaced: Job | None) -> None:
+        from gaia_viz.settings import default_workers
         from gaia_viz.sweep import EvaluationCancelled, SweepSettings, evaluate
 
         if replaced is not None and replaced.thread is not None:
@@ -174,7 +175,8 @@ class JobRegistry:
         try:
             evaluation = evaluate(
                 setup.model, setup.id_set, setup.ood_sets,
-                SweepSettings(methods=list(job.methods), batch_size=setup.batch_size),
+                SweepSettings(methods=list(job.methods), batch_size=setup.batch_size,
+                              workers=default_workers(setup.device)),
                 fit_set=setup.fit_set, device=setup.device, progress=job.progress,
                 cancel=job.cancel_event.is_set, run=setup.run_config())
         except EvaluationCancelled as exc:

@@ -164,12 +164,21 @@ def shown_jobs(session_jobs: Sequence[jobs.Job], setup: Setup | None, dismissed=
     return [job for job in session_jobs if id(job) not in dismissed and (job.running or job.key == key)]
 
 
+RANDOM_WEIGHTS_NOTE = ("{model} has random weights (no pretrained weights were loaded): its accuracy and every "
+                       "score here describe an untrained network, not a detector, and a bold 'best' only ranks "
+                       "untrained scores. Load pretrained weights or a checkpoint for meaningful numbers.")
+
+
 def warn_about_numbers(evaluation, methods) -> None:
-    """Next to the numbers of ``methods``: what the sweep noted about them (GAIA-Z on a model
+    """Next to the numbers of ``methods``: that the model's weights are random, when they are
+    (:data:`RANDOM_WEIGHTS_NOTE`), and what the sweep noted about them (GAIA-Z on a model
     whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`; methods
     this model cannot feed, left out with the reason)."""
     from gaia_viz.sweep import METHOD_LABELS, gaia_z_note
 
+    setup = st.session_state.get(SETUP)
+    if setup is not None and setup.random_weights:
+        st.warning(escape_markdown(RANDOM_WEIGHTS_NOTE.format(model=setup.model_name)))
     if "gaia_z" in methods:
         note = gaia_z_note(evaluation)
         if note:

@@ -86,10 +86,23 @@ def check_pixel_count(size: tuple[int, int], max_pixels: int, label: str) -> Non
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{label}: the header claims an empty image ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageLoadError(
-            f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
-            f"{max_pixels:,}; refusing to decode it (possible decompression bomb). "
-            "Downscale the image or raise max_pixels.")
+        raise over_pixel_limit(width * height, max_pixels, label, f"{width}x{height} = ")
+
+
+def over_pixel_limit(pixels: int, max_pixels: int, label: str, size_text: str = "") -> ImageLoadError:
+    """The one message for an image over the pixel limit, in megapixels as the app's limit reads."""
+    return ImageLoadError(
+        f"{label}: {size_text}{pixels:,} pixels ({pixels / 1e6:.1f} MP) exceeds the limit of "
+        f"{max_pixels / 1e6:g} MP ({max_pixels:,} pixels); refusing to decode it (possible decompression "
+        "bomb). Downscale the image or raise max_pixels.")
+
+
+def _bomb_pixels(exc: Exception) -> int | None:
+    """The pixel count in PIL's decompression-bomb message, if it names one."""
+    import re
+
+    match = re.search(r"Image size \((\d+) pixels\)", str(exc))
+    return int(match.group(1)) if match else None
 
 
 def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
@@ -141,7 +154,24 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *,
         raise ImageLoadError(f"{label} is not a recognised image format "
                              "(use PNG, JPEG, WebP, BMP, TIFF or GIF)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+        # PIL's own guard (89 MP) fired before ours could read the size: our limit decides
+        pixels = _bomb_pixels(exc)
+        if pixels is None:
+            raise ImageLoadError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+        if pixels > max_pixels:
+            raise over_pixel_limit(pixels, max_pixels, label) from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+                img.load()
+        except Image.DecompressionBombError:
+            raise ImageLoadError(f"{label}: {pixels:,} pixels ({pixels / 1e6:.1f} MP) is over what the image "
+                                 f"decoder accepts ({2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP); downscale the "
+                                 "image") from None
+        except _DECODE_ERRORS as exc:
+            raise ImageLoadError(f"{label} is corrupt or truncated and cannot be decoded ({exc}); "
+                                 "re-export or re-download the file") from None
     except _DECODE_ERRORS as exc:
         raise ImageLoadError(f"{label} is corrupt or truncated and cannot be decoded ({exc}); "
                              "re-export or re-download the file") from None
