@@ -126,10 +126,8 @@ def operating_point():
                f"threshold, as the model saw them (after the {escape_markdown(setup.preset)} preprocessing and each "
                "set's size policy). **Inspect** opens one on the Inspect page.")
 
-
     def captions(scores, indices):
         return [f"#{i} · {scores[i]:.3g} · {'flagged' if scores[i] > threshold else 'accepted'}" for i in indices]
-
 
     hard_ood = hardest_cases(ood_scores, GALLERY_SIZE, most_ood_like=False)
     st.markdown(f"**{escape_markdown(ood_set)}: most ID-like**")
