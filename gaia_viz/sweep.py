@@ -751,6 +751,8 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     fit_images = len(fit_set) if sweep.fitting(tasks) else 0
     counted_here = cached_images if context.is_main else 0
     tracker = _Progress((fit_images if context.is_main else 0) + mine_images + counted_here, counted_here, progress)
+    if mine_images or fit_images:  # the start of the clock: the time left is estimable after one chunk
+        tracker.say(f"starting: {counted_here:,} of {tracker.total:,} images from the run cache")
 
     fitted_now, fit_seconds = sweep.fit(tasks, tracker, cached_images)
     rank_timing = sweep.score(mine, tracker, cancel)

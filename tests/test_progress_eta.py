@@ -86,3 +86,24 @@ def test_a_running_job_shows_the_time_left_as_it_moves():
     assert job.status_text().endswith("about 6 s left")  # no report, and still it moved
     job.status = "done"
     assert job.status_text() == "scoring digits: 1,000/2,000"
+
+
+def test_the_sweep_starts_the_clock_before_its_first_chunk():
+    """The sweep reports once before scoring, so the first chunk already gives a rate (was:
+    "estimating" until the second chunk, 20 s on CIFAR-10)."""
+    from gaia_viz.data.image_sets import subset
+    from gaia_viz.demo import load_demo_model
+    from gaia_viz.demo.datasets import demo_id_set, demo_ood_sets
+    from gaia_viz.sweep import SweepSettings, evaluate
+
+    reports = []
+    evaluate(load_demo_model(), subset(demo_id_set(), range(20)), {"faces": subset(demo_ood_sets()["faces"], range(10))},
+             SweepSettings(methods=["msp"], chunk_size=16), use_cache=False,
+             progress=lambda fraction, message: reports.append((fraction, message)))
+    assert reports[0] == (0.0, "starting: 0 of 30 images from the run cache")
+    clock = Clock()
+    eta = EtaEstimate(clock=clock)
+    for fraction, _ in reports[:2]:  # the start and the first chunk
+        clock.now += 1
+        eta.update(fraction)
+    assert eta.seconds_left() is not None
