@@ -159,7 +159,7 @@ def cached_attribution(score_key, image_key, method, target, settings_key, _x, _
 
 def compute(method, settings):
     key = tuple(sorted((k, str(v)) for k, v in settings.items()))
-    return cached_attribution(setup.score_key, image_key, method, choice.target, key, image_x, settings)
+    return cached_attribution(setup.score_key, image_hash, method, choice.target, key, image_x, settings)
 
 
 signed = attribution.signed and choice.signed_view

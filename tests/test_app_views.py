@@ -403,3 +403,16 @@ def test_the_pixel_limit_decides_also_above_pils_own_guard():
     with pytest.raises(ImageLoadError, match="corrupt or truncated|over what the image decoder accepts") as caught:
         load_image(header_png(10_000, 9_500), max_pixels=100_000_000)
     assert "DOS attack" not in str(caught.value)
+
+
+def test_two_uploads_of_one_name_are_not_one_cached_image():
+    """The per-image caches are keyed by the image's content, not its file name."""
+    at = open_app("inspect")
+    at.radio(key=next(r.key for r in at.radio if r.key.startswith("w_inspect_source::"))).set_value("upload").run()
+    verdicts = []
+    for colour in ((250, 250, 250), (0, 0, 0)):
+        at.file_uploader(key="inspect_upload").set_value(
+            ("same.png", png(Image.new("RGB", (28, 28), colour)), "image/png")).run()
+        assert not at.exception, at.exception
+        verdicts.append([m.value for m in at.get("dataframe")][0].to_dict() if at.get("dataframe") else None)
+    assert verdicts[0] != verdicts[1]  # the top-5 of each image, not the first one's again
