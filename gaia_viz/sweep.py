@@ -236,7 +236,7 @@ def unusable_methods(model: nn.Module, sample: torch.Tensor, detectors: Mapping[
 
 def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeeds) -> dict[str, dict]:
     """Every detector on one batch: ``{method: {array name: per-sample array}}`` plus
-    ``{OUTPUTS: {"prediction": ...}}``."""
+    ``{OUTPUTS: {"prediction": ...}}`` and, when the pass captured them, ``{FEATURES: ...}``."""
     outputs = shared_forward(model, x, needs, warn_without_zeros=False)  # judged per data set
     entries = {OUTPUTS: {"prediction": outputs.logits.argmax(1).numpy()}}
     if outputs.features is not None:
@@ -249,7 +249,8 @@ def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeed
 def score_batch(model: nn.Module, x: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, dict]:
     """What the sweep computes for one batch: every detector of ``detectors`` from one shared
     forward pass, as ``{method: {array name: per-sample array}}`` plus ``{"outputs":
-    {"prediction": ...}}``. The unit the benchmark times."""
+    {"prediction": ...}}`` (and ``{"features": {"features": (B, D)}}`` when a detector's pass
+    captured the pooled features, :data:`FEATURES`). The unit the benchmark times."""
     return _score_batch(model, x, detectors, merge_needs(d.needs() for d in detectors.values()))
 
 
