@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 from gaia_viz.allocator import retain_freed_memory  # noqa: E402
 from gaia_viz.data.sources import open_source, subset  # noqa: E402
 from gaia_viz.models import load_model  # noqa: E402
-from gaia_viz.settings import data_root  # noqa: E402
+from gaia_viz.settings import data_root, default_workers  # noqa: E402
 from gaia_viz.sweep import DEFAULT_METHODS, SweepSettings, evaluate  # noqa: E402
 
 
@@ -154,7 +154,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="workers,ranks", help="comma-separated: workers, ranks")
     parser.add_argument("--data-root", default=None, help="shared data (default $GAIA_VIZ_DATA_ROOT)")
-    parser.add_argument("--workers", default="0,1,2", help="worker counts of the workers row")
+    parser.add_argument("--workers", default="0,1,2,default",
+                        help="worker counts of the workers row; 'default' = gaia_viz.settings.default_workers")
     parser.add_argument("--textures", type=int, default=240, help="DTD images in the workers row (half ID, half OOD)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--cifar-samples", type=int, default=2000, help="images a set in the CIFAR-10 ranks row")
@@ -195,8 +196,10 @@ def main(argv=None) -> int:
         if textures_folder(root) is None:
             print("workers row skipped: no DTD textures under the data root (set GAIA_VIZ_DATA_ROOT)")
         else:
-            rows += workers_row(root, [int(c) for c in args.workers.split(",")], args.textures, args.batch,
-                                args.repeats)
+            default = default_workers("cpu")  # after set_num_threads: the rule reads torch's thread count
+            counts = list(dict.fromkeys(default if c.strip() == "default" else int(c) for c in args.workers.split(",")))
+            print(f"default_workers('cpu') on this machine: {default}")
+            rows += workers_row(root, counts, args.textures, args.batch, args.repeats)
             print_rows(rows)
             print(f"load average {load_average():.2f}")
     if "ranks" in args.rows:

@@ -232,7 +232,7 @@ def _evaluate_on_rank(args, device: str, context) -> int:
     settings = SweepSettings(
         methods=parse_methods(args.methods), batch_size=args.batch_size,
         layers=[s.strip() for s in args.layers.split(",")] if args.layers else None,
-        workers=default_workers() if args.workers is None else args.workers,
+        workers=default_workers(device) if args.workers is None else args.workers,
         chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
     )
     progress, close = terminal_progress(args.quiet or not context.is_main)

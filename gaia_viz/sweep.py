@@ -57,6 +57,10 @@ ALL_METHODS = tuple(DETECTORS)
 DEFAULT_METHODS = ("gaia_z", "gaia_a", "msp", "energy")
 DEFAULT_CHUNK_SIZE = 256
 OUTPUTS = "outputs"  # the cache entry holding labels and predictions
+# The cache entry holding the pooled penultimate features (the classifier head's input) of every
+# image: the shared forward computes them anyway (feature methods, GAIA-A's head), and keeping
+# them makes the app's Data map free after an evaluation (no second pass over the images).
+FEATURES = "features"
 # what the cached arrays mean; part of every cache key, so a change starts fresh entries
 # (2: GAIA-Z ratios and partial sums in float64; 3: one entry per method, fixed chunks;
 # 4: a norm fused with its activation is hooked before the activation)
@@ -234,9 +238,11 @@ def unusable_methods(model: nn.Module, sample: torch.Tensor, detectors: Mapping[
 
 def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeeds) -> dict[str, dict]:
     """Every detector on one batch: ``{method: {array name: per-sample array}}`` plus
-    ``{OUTPUTS: {"prediction": ...}}``."""
+    ``{OUTPUTS: {"prediction": ...}}`` and, when the pass captured them, ``{FEATURES: ...}``."""
     outputs = shared_forward(model, x, needs, warn_without_zeros=False)  # judged per data set
     entries = {OUTPUTS: {"prediction": outputs.logits.argmax(1).numpy()}}
+    if outputs.features is not None:
+        entries[FEATURES] = {FEATURES: outputs.features.float().numpy()}
     for method, detector in detectors.items():
         entries[method] = {method: detector.score_forward(outputs).double().numpy(), **detector.arrays(outputs)}
     return entries
@@ -245,7 +251,8 @@ def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeed
 def score_batch(model: nn.Module, x: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, dict]:
     """What the sweep computes for one batch: every detector of ``detectors`` from one shared
     forward pass, as ``{method: {array name: per-sample array}}`` plus ``{"outputs":
-    {"prediction": ...}}``. The unit the benchmark times."""
+    {"prediction": ...}}`` (and ``{"features": {"features": (B, D)}}`` when a detector's pass
+    captured the pooled features, :data:`FEATURES`). The unit the benchmark times."""
     return _score_batch(model, x, detectors, merge_needs(d.needs() for d in detectors.values()))
 
 
@@ -394,8 +401,8 @@ class ChunkTask(NamedTuple):
 
 
 class _Progress:
-    """Progress of a sweep as fraction + message: images done, the loading and scoring
-    rates (so a user sees which one limits the run) and an ETA."""
+    """Progress of a sweep as fraction + message: images done and the loading and scoring
+    rates (so a user sees which one limits the run)."""
 
     def __init__(self, total: int, done: int, report: ProgressFn | None):
         self.total, self.done, self.report = max(1, total), done, report
@@ -414,9 +421,8 @@ class _Progress:
         self.scored += count
         rates = "".join(f", {label} {rate:,.0f}/s" for label, rate in (("load", load_rate), ("score", score_rate))
                         if rate)
-        left = (self.total - self.done) * (time.perf_counter() - self.scoring_since) / self.scored
-        eta = f", {left:.0f} s left" if left >= 1 else ""
-        self.say(f"scoring {name}: {self.done:,}/{self.total:,}{rates}{eta}")
+        # the time left is the listener's (gaia_viz.progress.EtaEstimate): it moves between reports
+        self.say(f"scoring {name}: {self.done:,}/{self.total:,}{rates}")
 
 
 def _rate(images: int, seconds: float) -> float | None:
@@ -477,7 +483,7 @@ class _Sweep:
                               for m, d in self.detectors.items()}
         self.data_fps = {name: dataset_fingerprint(ds) for name, ds in self.datasets.items()}  # stats every file once
         self.root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.entries = [OUTPUTS, *self.methods]
+        self.entries = [OUTPUTS, *([FEATURES] if _has_features(model, sample) else []), *self.methods]
         self.stores = {name: {e: ChunkStore(self.root, self.entry_key(e, self.data_fps[name]),
                                             meta=dict(entry=e, dataset=self.data_fps[name], model=self.model_fp))
                               for e in self.entries}
@@ -493,7 +499,7 @@ class _Sweep:
 
     def entry_key(self, method: str, data_fp: dict) -> str:
         facts = dict(format=SCORES_FORMAT, model=self.model_fp, dataset=data_fp, entry=method)
-        if method != OUTPUTS:
+        if method not in (OUTPUTS, FEATURES):
             facts.update(params=self.method_params[method], layers=self.own_layers[method],
                          fit_set=self.fit_fp if self.detectors[method].needs_fit else None)
         return stable_hash(facts)
@@ -547,7 +553,7 @@ class _Sweep:
         return states, time.perf_counter() - started
 
     def fitting(self, tasks: Sequence[ChunkTask]) -> bool:
-        return any(self.detectors[m].needs_fit for t in tasks for m in t.missing if m != OUTPUTS)
+        return any(self.detectors[m].needs_fit for t in tasks for m in t.missing if m not in (OUTPUTS, FEATURES))
 
     def score(self, mine: Sequence[ChunkTask], tracker: _Progress, cancel: Callable[[], bool] | None) -> dict:
         """Score this rank's chunks: one loader for the whole share, its batches never
@@ -565,12 +571,13 @@ class _Sweep:
                 if cancel is not None and cancel():
                     raise EvaluationCancelled(f"cancelled before samples {task.start}-{task.end} of {task.dataset}; "
                                               "finished chunks are cached")
-                wanted = {m: self.detectors[m] for m in task.missing if m != OUTPUTS}
+                wanted = {m: self.detectors[m] for m in task.missing if m not in (OUTPUTS, FEATURES)}
+                needs = merge_needs([*(d.needs() for d in wanted.values()),
+                                     ForwardNeeds(features=FEATURES in task.missing)])
                 chunk_batches = itertools.islice(batches, len(batch_ranges(task.start, task.end, settings.batch_size)))
                 waited, began = loader.wait_seconds, time.perf_counter()
                 computed = _score_range(self.model, self.datasets[task.dataset], task.start, task.end, wanted,
-                                        merge_needs(d.needs() for d in wanted.values()), settings.batch_size,
-                                        self.device, chunk_batches)
+                                        needs, settings.batch_size, self.device, chunk_batches)
                 for _ in chunk_batches:  # a scorer that stopped early must not shift the next chunk's batches
                     pass
                 score_seconds += time.perf_counter() - began - (loader.wait_seconds - waited)
@@ -669,6 +676,17 @@ class _Sweep:
         )
 
 
+def _has_features(model: nn.Module, sample: torch.Tensor) -> bool:
+    """True when the model's pooled penultimate features can be captured (a classifier head
+    whose input they are), tried on one image; the sweep then keeps them (:data:`FEATURES`)."""
+    try:
+        shared_forward(model, sample.unsqueeze(0).to(model_device(model)), ForwardNeeds(features=True),
+                       warn_without_zeros=False)
+    except ModelError:
+        return False
+    return True
+
+
 def _named_datasets(id_set, ood_sets: Mapping[str, object]) -> dict[str, object]:
     """``{name: data set}``, the ID set first; DataError for a repeated name or an empty set."""
     datasets = {getattr(id_set, "name", "id"): id_set}
@@ -737,6 +755,8 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     fit_images = len(fit_set) if sweep.fitting(tasks) else 0
     counted_here = cached_images if context.is_main else 0
     tracker = _Progress((fit_images if context.is_main else 0) + mine_images + counted_here, counted_here, progress)
+    if mine_images or fit_images:  # the start of the clock: the time left is estimable after one chunk
+        tracker.say(f"starting: {counted_here:,} of {tracker.total:,} images from the run cache")
 
     fitted_now, fit_seconds = sweep.fit(tasks, tracker, cached_images)
     rank_timing = sweep.score(mine, tracker, cancel)
@@ -756,6 +776,6 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
 
 __all__ = [
     "ALL_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_METHODS", "GAIA_METHODS", "METHOD_LABELS", "Evaluation",
-    "EvaluationCancelled", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "gaia_z_note",
+    "EvaluationCancelled", "FEATURES", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "gaia_z_note",
     "score_batch", "dataset_fingerprint", "evaluate", "model_fingerprint", "resolve_layers", "unusable_methods",
 ]

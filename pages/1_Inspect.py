@@ -18,7 +18,7 @@ from gaia_viz.app.page import (  # noqa: E402
     warn_about_numbers,
 )
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
+from gaia_viz.app.state import bound_widget, selection, update_selection, warn_link  # noqa: E402
 from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, attribute, top_k_predictions  # noqa: E402
 from gaia_viz.data.presets import OOD_POLICIES  # noqa: E402
 from gaia_viz.errors import GaiaVizError  # noqa: E402
@@ -63,6 +63,8 @@ if source == UPLOAD:
         try:
             uploaded[upload.name] = helpers.image_from_upload(
                 upload.getvalue(), upload.name, setup.preset, policy, max_pixels=max_pixels)[1]
+            for note in helpers.upload_notes(upload.getvalue(), upload.name):
+                st.warning(escape_markdown(note))
         except GaiaVizError as exc:
             st.error(f"{escape_markdown(exc)}. Use a real image file (PNG, JPEG, WebP, BMP or TIFF, not renamed "
                      f"text), complete (re-export a truncated download) and at most "
@@ -91,6 +93,26 @@ if image_x is None:
     st.stop()
 
 # ---------------------------------------------------------------- prediction
+# The model's answers for this image, once per set-up and image content: a page switch or a
+# widget below reruns the page, and must not rerun the forward and backward passes.
+image_hash = helpers.tensor_key(image_x)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_top(score_key, x_key, names, _x):
+    return top_k_predictions(model, _x, k=5, class_names=names)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_gaia(score_key, x_key, evaluated, _x):  # evaluated: the GAIA methods and layers it matches
+    return helpers.analyze_like_evaluation(model, _x, evaluation)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_maps(score_key, x_key, layer_name, _x):
+    return {k: v.numpy() for k, v in gaia.spatial_maps(model, _x.unsqueeze(0), layer_name).items()}
+
+
 class_names = getattr(setup.id_set, "class_names", None)
 pixels = helpers.model_view_pixels(image_x, preset)
 left, right = st.columns([1, 2])
@@ -98,12 +120,14 @@ with left:
     st.image(pixels, caption=f"{image_caption}, as the model sees it", width=192)
 with right:
     st.subheader("Top-5 prediction")
-    top = top_k_predictions(model, image_x, k=5, class_names=class_names)
+    top = cached_top(setup.score_key, image_hash, tuple(class_names) if class_names else None, image_x)
     st.dataframe({"class": [label for label, _ in top], "probability": [p for _, p in top]},
                  hide_index=True)
 
 # ---------------------------------------------------------------- verdict
-result = helpers.analyze_like_evaluation(model, image_x, evaluation)
+result = cached_gaia(setup.score_key, image_hash, (tuple(m for m in evaluation.methods if m in GAIA_METHODS),
+                                                   tuple(evaluation.zero_layers), tuple(evaluation.inner_layers)),
+                     image_x)
 gaia_methods = [m for m in evaluation.methods if m in GAIA_METHODS]
 layers = {m: effective_layers(evaluation, m) for m in gaia_methods}
 id_scores = {m: analysis.method_scores(evaluation, m, evaluation.id_name, layers[m]) for m in gaia_methods}
@@ -136,7 +160,7 @@ def cached_attribution(score_key, image_key, method, target, settings_key, _x, _
 
 def compute(method, settings):
     key = tuple(sorted((k, str(v)) for k, v in settings.items()))
-    return cached_attribution(setup.score_key, image_key, method, choice.target, key, image_x, settings)
+    return cached_attribution(setup.score_key, image_hash, method, choice.target, key, image_x, settings)
 
 
 signed = attribution.signed and choice.signed_view
@@ -155,6 +179,10 @@ else:
                       key="inspect_attribution_heatmap")
     right.plotly_chart(figures.overlay(pixels, shown.heat, choice.opacity, f"{attribution.label} over the image",
                                        signed=shown.signed), key="inspect_overlay")
+    if choice.method == "grad_cam":
+        note = helpers.gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
+        if note:
+            st.info(note)
 
 if st.toggle("All methods side by side", key="inspect_all_methods",
              help="Every attribution method for the same image and class, each with its own settings."):
@@ -173,6 +201,9 @@ if st.toggle("All methods side by side", key="inspect_all_methods",
                                                  {label: v.signed for label, v in drawn.items()},
                                                  title=f"Every attribution method for {choice.target_text}"),
                         width="stretch", key="inspect_all_attributions")
+    gradcam_uniform = helpers.gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
+    if gradcam_uniform and "grad_cam" in views and views["grad_cam"].error is None:
+        st.caption(gradcam_uniform)
     for view in views.values():
         if view.error:
             st.caption(f"{view.label}: not available for this model ({escape_markdown(view.error)}).")
@@ -183,19 +214,33 @@ families = [m for m in gaia_methods if GAIA_FAMILIES[m].layers(evaluation)]
 family_method = st.radio("Per-channel quantity", families, horizontal=True, key="inspect_quantity",
                          format_func=lambda m: GAIA_FAMILIES[m].channel_label)
 fam = GAIA_FAMILIES[family_method]
-layer = st.selectbox("Layer", fam.layers(evaluation), key=f"inspect_layer::{setup.score_key}::{family_method}")
+fam_layers = fam.layers(evaluation)
+rule_layer, rule = helpers.default_inspect_layer(evaluation, family_method)
+known_layers = {name for m in families for name in GAIA_FAMILIES[m].layers(evaluation)}
+if chosen.inspect_layer and chosen.inspect_layer not in known_layers:  # only a link can name such a layer
+    warn_link(f"inspect_layer={chosen.inspect_layer[:60]!r} in the link is not a layer GAIA hooked in this model "
+              f"({', '.join(sorted(known_layers))}); showing {rule_layer}")
+    update_selection(inspect_layer=None)
+start_layer = chosen.inspect_layer if chosen.inspect_layer in fam_layers else rule_layer
+if selection().inspect_layer not in fam_layers:
+    update_selection(inspect_layer=start_layer)  # the layer shown is in the link, the default too
+layer = bound_widget(st.selectbox, f"inspect_layer::{setup.score_key}::{family_method}", start_layer,
+                     lambda value: update_selection(inspect_layer=value), label="Layer", options=fam_layers,
+                     help=f"Opens on {rule_layer}: {rule}.")
+st.caption(escape_markdown(f"Opened on {rule_layer}: {rule}.") if layer == rule_layer
+           else escape_markdown(f"By default {rule_layer}: {rule}."))
 id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, family_method, layer)
 st.plotly_chart(figures.channel_ratio_bars(
     helpers.image_channel_values(result, family_method, layer), id_mean, id_std, layer,
     ood_mean=helpers.ood_channel_mean(evaluation, family_method, layer), value_label=fam.channel_label,
     ood_label="OOD mean (all OOD images)"), width="stretch", key="inspect_channel_bars")
-maps = gaia.spatial_maps(model, image_x.unsqueeze(0), layer)
+maps = cached_maps(setup.score_key, image_hash, layer, image_x)
 left, right = st.columns(2)
 left.plotly_chart(figures.spatial_map_figure(
-    maps["nonzero_fraction"][0].numpy(), "where the GAIA-Z gradient is non-zero",
+    maps["nonzero_fraction"][0], "where the GAIA-Z gradient is non-zero",
     "fraction of channels with non-zero gradient", zmin=0, zmax=1), key="inspect_nonzero_map")
 right.plotly_chart(figures.spatial_map_figure(
-    maps["abs_channel_mean"][0].numpy(), "|channel-averaged GAIA-A gradient|",
+    maps["abs_channel_mean"][0], "|channel-averaged GAIA-A gradient|",
     "|mean over channels of d(pooled features)/d(activation)|"), key="inspect_mean_map")
 
 # ---------------------------------------------------------------- scores on the histograms

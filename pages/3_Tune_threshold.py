@@ -16,6 +16,7 @@ from gaia_viz.app.page import (  # noqa: E402
     warn_about_numbers,
 )
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
+from gaia_viz.app.shell import write_link  # noqa: E402
 from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
 from gaia_viz.detectors import DETECTORS  # noqa: E402
 from gaia_viz.errors import GaiaVizError  # noqa: E402
@@ -33,6 +34,7 @@ from gaia_viz.threshold import (  # noqa: E402
 )
 
 GALLERY_SIZE = 8
+OPERATING_POINT_FRAGMENT = "tune_operating_point"
 MODES = {"tpr": "target TPR", "score": "score"}
 
 st.title("Tune threshold")
@@ -62,102 +64,112 @@ if method in GAIA_FAMILIES:
     st.caption(escape_markdown(layers_caption(evaluation, method)) + " (choose on Channels and layers).")
 warn_about_numbers(evaluation, [method])
 
-mode = bound_widget(st.radio, "w_tune_mode", chosen.threshold_mode,
-                    lambda value: update_selection(threshold_mode=value), label="Set the threshold by",
-                    options=list(MODES), format_func=MODES.get, horizontal=True,
-                    help="TPR = fraction of ID images accepted (score <= threshold).")
-try:
-    if mode == "tpr":
-        tpr = bound_widget(st.slider, "w_tune_tpr", float(chosen.tpr), lambda value: update_selection(tpr=value),
-                           label="Target TPR: fraction of ID images accepted", min_value=0.50, max_value=1.00,
-                           step=0.005, format="%.3f")
-        threshold = threshold_at_tpr(id_scores, tpr)
-        st.caption(f"Threshold at {100 * tpr:.1f} % TPR: **{threshold:.6g}**")
-    else:
-        low = float(min(id_scores.min(), ood_scores.min()))
-        high = float(max(id_scores.max(), ood_scores.max()))
-        if high <= low:
-            high = low + 1.0
-        start = chosen.threshold if chosen.threshold is not None else threshold_at_tpr(id_scores, chosen.tpr)
-        start = float(min(high, max(low, start)))
-        threshold = bound_widget(
-            st.slider, f"w_tune_score::{setup.score_key}::{method}::{layers}", start,
-            lambda value: update_selection(threshold=float(value)), label="Threshold on the OOD score",
-            min_value=low, max_value=high, step=(high - low) / 1000, format="%.5g")
-    confusion = confusion_at_threshold(id_scores, ood_scores, threshold)
-except GaiaVizError as exc:
-    st.error(f"{METHOD_LABELS.get(method, method)} scores cannot be thresholded: {escape_markdown(exc)}")
-    st.stop()
+# ---------------------------------------------------------------- the operating point and what it drives
+# A fragment: moving the TPR slider (or the score slider, or the mode) reruns only this part, not
+# the set-up, the sidebar and the score lookups above it (issue 22: the whole page took 6.6 s to
+# settle in the browser for a 1.8 ms computation).
+@st.fragment(key=OPERATING_POINT_FRAGMENT)
+def operating_point():
+    chosen = selection()  # the page run's Selection is stale in a fragment rerun
+    mode = bound_widget(st.radio, "w_tune_mode", chosen.threshold_mode,
+                        lambda value: update_selection(threshold_mode=value), label="Set the threshold by",
+                        options=list(MODES), format_func=MODES.get, horizontal=True,
+                        help="TPR = fraction of ID images accepted (score <= threshold).")
+    try:
+        if mode == "tpr":
+            tpr = bound_widget(st.slider, "w_tune_tpr", float(chosen.tpr), lambda value: update_selection(tpr=value),
+                               label="Target TPR: fraction of ID images accepted", min_value=0.50, max_value=1.00,
+                               step=0.005, format="%.3f")
+            threshold = threshold_at_tpr(id_scores, tpr)
+            st.caption(f"Threshold at {100 * tpr:.1f} % TPR: **{threshold:.6g}**")
+        else:
+            low = float(min(id_scores.min(), ood_scores.min()))
+            high = float(max(id_scores.max(), ood_scores.max()))
+            if high <= low:
+                high = low + 1.0
+            start = chosen.threshold if chosen.threshold is not None else threshold_at_tpr(id_scores, chosen.tpr)
+            start = float(min(high, max(low, start)))
+            threshold = bound_widget(
+                st.slider, f"w_tune_score::{setup.score_key}::{method}::{layers}", start,
+                lambda value: update_selection(threshold=float(value)), label="Threshold on the OOD score",
+                min_value=low, max_value=high, step=(high - low) / 1000, format="%.5g")
+        confusion = confusion_at_threshold(id_scores, ood_scores, threshold)
+    except GaiaVizError as exc:
+        st.error(f"{METHOD_LABELS.get(method, method)} scores cannot be thresholded: {escape_markdown(exc)}")
+        st.stop()
 
-# ---------------------------------------------------------------- what it does
-columns = st.columns(4)
-columns[0].metric("TPR: ID accepted", f"{100 * confusion['id_accepted']:.1f} %",
-                  help=f"{confusion['tn']:,} of {confusion['tn'] + confusion['fp']:,} ID images have score <= threshold")
-columns[1].metric("FPR: OOD accepted", f"{100 * confusion['ood_accepted']:.1f} %",
-                  help=f"{confusion['fn']:,} of {confusion['fn'] + confusion['tp']:,} {ood_set} images slip "
-                       "through as ID (at 95 % TPR this is FPR95)")
-columns[2].metric("OOD caught (recall)", f"{100 * confusion['tpr']:.1f} %",
-                  help="Share of the OOD images flagged (score > threshold)")
-columns[3].metric("Precision of the flags", f"{100 * confusion['precision']:.1f} %",
-                  help="Share of the flagged images that are OOD (with these set sizes)")
+    # ---------------------------------------------------------------- what it does
+    columns = st.columns(4)
+    columns[0].metric("TPR: ID accepted", f"{100 * confusion['id_accepted']:.1f} %",
+                      help=f"{confusion['tn']:,} of {confusion['tn'] + confusion['fp']:,} ID images have score <= threshold")
+    columns[1].metric("FPR: OOD accepted", f"{100 * confusion['ood_accepted']:.1f} %",
+                      help=f"{confusion['fn']:,} of {confusion['fn'] + confusion['tp']:,} {ood_set} images slip "
+                           "through as ID (at 95 % TPR this is FPR95)")
+    columns[2].metric("OOD caught (recall)", f"{100 * confusion['tpr']:.1f} %",
+                      help="Share of the OOD images flagged (score > threshold)")
+    columns[3].metric("Precision of the flags", f"{100 * confusion['precision']:.1f} %",
+                      help="Share of the flagged images that are OOD (with these set sizes)")
 
-plot, matrix = st.columns([3, 2])
-edges, heights = figures.bin_score_sets({evaluation.id_name: id_scores, ood_set: ood_scores})
-plot.plotly_chart(figures.threshold_histogram(edges, heights, threshold, id_name=evaluation.id_name,
-                                              title=f"{METHOD_LABELS.get(method, method)}: {evaluation.id_name} vs. {ood_set}",
-                                              score_axis=figures.score_axis_title(method, METHOD_LABELS.get(method, method))),
-                  width="stretch", key="tune_histogram")
-matrix.plotly_chart(figures.confusion_matrix_figure(confusion, evaluation.id_name, ood_set),
-                    width="stretch", key="tune_confusion")
+    plot, matrix = st.columns([3, 2])
+    edges, heights = figures.bin_score_sets({evaluation.id_name: id_scores, ood_set: ood_scores})
+    plot.plotly_chart(figures.threshold_histogram(edges, heights, threshold, id_name=evaluation.id_name,
+                                                  title=f"{METHOD_LABELS.get(method, method)}: {evaluation.id_name} vs. {ood_set}",
+                                                  score_axis=figures.score_axis_title(method, METHOD_LABELS.get(method, method))),
+                      width="stretch", key="tune_histogram")
+    matrix.plotly_chart(figures.confusion_matrix_figure(confusion, evaluation.id_name, ood_set),
+                        width="stretch", key="tune_confusion")
 
-# ---------------------------------------------------------------- hardest cases
-st.subheader("Hardest cases")
-st.caption(f"OOD images scored most ID-like ({escape_markdown(ood_set)}, lowest scores) and ID images scored "
-           f"most OOD-like ({escape_markdown(evaluation.id_name)}, highest scores), with their verdict at this "
-           f"threshold, as the model saw them (after the {escape_markdown(setup.preset)} preprocessing and each "
-           "set's size policy). **Inspect** opens one on the Inspect page.")
+    # ---------------------------------------------------------------- hardest cases
+    st.subheader("Hardest cases")
+    st.caption(f"OOD images scored most ID-like ({escape_markdown(ood_set)}, lowest scores) and ID images scored "
+               f"most OOD-like ({escape_markdown(evaluation.id_name)}, highest scores), with their verdict at this "
+               f"threshold, as the model saw them (after the {escape_markdown(setup.preset)} preprocessing and each "
+               "set's size policy). **Inspect** opens one on the Inspect page.")
+
+    def captions(scores, indices):
+        return [f"#{i} · {scores[i]:.3g} · {'flagged' if scores[i] > threshold else 'accepted'}" for i in indices]
+
+    hard_ood = hardest_cases(ood_scores, GALLERY_SIZE, most_ood_like=False)
+    st.markdown(f"**{escape_markdown(ood_set)}: most ID-like**")
+    show_cases(setup.ood_sets[ood_set], hard_ood, captions(ood_scores, hard_ood), setup.preset,
+               key=f"w_tune_inspect::{setup.score_key}")
+    hard_id = hardest_cases(id_scores, GALLERY_SIZE, most_ood_like=True)
+    st.markdown(f"**{escape_markdown(evaluation.id_name)}: most OOD-like**")
+    show_cases(setup.id_set, hard_id, captions(id_scores, hard_id), setup.preset,
+               key=f"w_tune_inspect::{setup.score_key}")
+
+    # ---------------------------------------------------------------- export
+    st.subheader("Use this threshold")
+    config = config_from_evaluation(evaluation, method, threshold, ood_set, layers=layers)
+    fitted = evaluation.fitted_states.get(method)
+    if fitted:
+        config.fitted_state = fitted_state_name(DEFAULT_CONFIG_NAME)
+    left, right = st.columns(2)
+    left.download_button(f"Download {DEFAULT_CONFIG_NAME}", config.to_json(), file_name=DEFAULT_CONFIG_NAME,
+                         mime="application/json", key="tune_download",
+                         help="Method, layers, preprocessing preset, OOD policies, model and checkpoint, "
+                              "threshold and the TPR it gives on the ID set")
+    if fitted:
+        from safetensors.torch import save as save_safetensors
+
+        right.download_button(f"Download {config.fitted_state}",
+                              save_safetensors({k: v.contiguous() for k, v in fitted.items()}),
+                              file_name=config.fitted_state, mime="application/octet-stream", key="tune_download_state",
+                              help=f"What {METHOD_LABELS.get(method, method)} fitted on the ID training data: keep it "
+                                   "beside the JSON, so loading never refits")
+    elif DETECTORS[method].needs_fit:
+        right.caption(f"{METHOD_LABELS.get(method, method)}'s fitted state is not at hand, so loading the file "
+                      f"refits it on {escape_markdown(config.fit_source or 'the fit set')}.")
+    with st.expander("What the file holds"):
+        st.json(config.to_dict())
+    st.markdown("Flag new images with it (install once with "
+                f"`{install_command()}`):")
+    st.code(threshold_snippet(DEFAULT_CONFIG_NAME), language="python")
+    if config.checkpoint and config.checkpoint.startswith("upload:"):
+        st.caption("The model's weights were uploaded: pass their path as "
+                   "`OODFlagger.from_file(..., checkpoint='/path/to/weights')`.")
+
+    write_link()  # a fragment rerun skips the app shell's write of the address bar
 
 
-def captions(scores, indices):
-    return [f"#{i} · {scores[i]:.3g} · {'flagged' if scores[i] > threshold else 'accepted'}" for i in indices]
-
-
-hard_ood = hardest_cases(ood_scores, GALLERY_SIZE, most_ood_like=False)
-st.markdown(f"**{escape_markdown(ood_set)}: most ID-like**")
-show_cases(setup.ood_sets[ood_set], hard_ood, captions(ood_scores, hard_ood), setup.preset,
-           key=f"w_tune_inspect::{setup.score_key}")
-hard_id = hardest_cases(id_scores, GALLERY_SIZE, most_ood_like=True)
-st.markdown(f"**{escape_markdown(evaluation.id_name)}: most OOD-like**")
-show_cases(setup.id_set, hard_id, captions(id_scores, hard_id), setup.preset,
-           key=f"w_tune_inspect::{setup.score_key}")
-
-# ---------------------------------------------------------------- export
-st.subheader("Use this threshold")
-config = config_from_evaluation(evaluation, method, threshold, ood_set, layers=layers)
-fitted = evaluation.fitted_states.get(method)
-if fitted:
-    config.fitted_state = fitted_state_name(DEFAULT_CONFIG_NAME)
-left, right = st.columns(2)
-left.download_button(f"Download {DEFAULT_CONFIG_NAME}", config.to_json(), file_name=DEFAULT_CONFIG_NAME,
-                     mime="application/json", key="tune_download",
-                     help="Method, layers, preprocessing preset, OOD policies, model and checkpoint, "
-                          "threshold and the TPR it gives on the ID set")
-if fitted:
-    from safetensors.torch import save as save_safetensors
-
-    right.download_button(f"Download {config.fitted_state}",
-                          save_safetensors({k: v.contiguous() for k, v in fitted.items()}),
-                          file_name=config.fitted_state, mime="application/octet-stream", key="tune_download_state",
-                          help=f"What {METHOD_LABELS.get(method, method)} fitted on the ID training data: keep it "
-                               "beside the JSON, so loading never refits")
-elif DETECTORS[method].needs_fit:
-    right.caption(f"{METHOD_LABELS.get(method, method)}'s fitted state is not at hand, so loading the file "
-                  f"refits it on {escape_markdown(config.fit_source or 'the fit set')}.")
-with st.expander("What the file holds"):
-    st.json(config.to_dict())
-st.markdown("Flag new images with it (install once with "
-            f"`{install_command()}`):")
-st.code(threshold_snippet(DEFAULT_CONFIG_NAME), language="python")
-if config.checkpoint and config.checkpoint.startswith("upload:"):
-    st.caption("The model's weights were uploaded: pass their path as "
-               "`OODFlagger.from_file(..., checkpoint='/path/to/weights')`.")
+operating_point()

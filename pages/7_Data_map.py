@@ -10,7 +10,7 @@ import streamlit as st  # noqa: E402
 
 from gaia_viz.app import analysis  # noqa: E402
 from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app.features import setup_features  # noqa: E402
+from gaia_viz.app.features import setup_features, setup_projection  # noqa: E402
 from gaia_viz.app.gallery import file_caption, model_view, open_on_inspect, thumbnail  # noqa: E402
 from gaia_viz.app.page import (  # noqa: E402
     effective_layers,
@@ -22,7 +22,6 @@ from gaia_viz.app.page import (  # noqa: E402
 )
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
 from gaia_viz.app.state import MAP_AGREEMENT, bound_widget, selection, update_selection  # noqa: E402
-from gaia_viz.embedding import pca_2d  # noqa: E402
 from gaia_viz.figures.data_map import data_map, picked_image  # noqa: E402
 from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
 from gaia_viz.sweep import ALL_METHODS, METHOD_LABELS  # noqa: E402
@@ -82,11 +81,11 @@ if compare_method is not None:
     compare = (compare_method, threshold_of(compare_method)[0])
 
 # ---------------------------------------------------------------- features, projection, points
-features = setup_features(setup.score_key, setup)
+features = setup_features(setup.score_key, setup, evaluation)
 names = evaluation.dataset_names
 points = None
 with user_errors("No data map: "):
-    projection = pca_2d(np.concatenate([features[name] for name in names]))
+    projection = setup_projection(setup.score_key, tuple(names), features)
     sizes = np.cumsum([0, *(len(features[name]) for name in names)])
     coords = {name: projection.coords[sizes[k]:sizes[k + 1]] for k, name in enumerate(names)}
     points = analysis.data_map_points(evaluation, coords, method, threshold, layers, color=color, compare=compare,

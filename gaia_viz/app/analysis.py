@@ -186,3 +186,55 @@ def data_map_points(evaluation, coords: Mapping[str, np.ndarray], method: str, t
             frame["color"] = method_scores(evaluation, color, name, layers.get(color))
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+TUNED_ON_TEST = "tuned on the test data"
+
+
+def subset_layers(layers: Mapping[str, Sequence[str] | None]) -> dict[str, list[str]]:
+    """The GAIA methods of ``layers`` that use a layer subset (None = all layers: left out)."""
+    return {method: list(chosen) for method, chosen in layers.items() if chosen is not None}
+
+
+def row_labels(layers: Mapping[str, Sequence[str] | None], labels: Mapping[str, str], evaluation) -> dict[str, str]:
+    """``labels`` with each GAIA method on a layer subset renamed "GAIA-Z (2 of 3 layers, tuned on
+    the test data)": the app's subsets are chosen on the Channels and layers page by looking at
+    this evaluation's own OOD sets, so a bold "best" from one is not a held-out result."""
+    renamed = dict(labels)
+    for method, chosen in subset_layers(layers).items():
+        total = len(GAIA_FAMILIES[method].layers(evaluation))
+        renamed[method] = f"{labels.get(method, method)} ({len(chosen)} of {total} layers, {TUNED_ON_TEST})"
+    return renamed
+
+
+def view_scores_table(evaluation, layers: Mapping[str, Sequence[str] | None]) -> pd.DataFrame:
+    """The evaluation's score table as the screen shows it: each GAIA method on a layer subset
+    rescored over it, with a ``<method>_layers`` column naming the subset on every row."""
+    table = evaluation.scores.copy()
+    for method, chosen in subset_layers(layers).items():
+        if method not in table.columns:
+            continue
+        column = np.empty(len(table), dtype=float)
+        for name in dataset_names(evaluation):
+            rows = (table["dataset"] == name).to_numpy()
+            column[rows] = method_scores(evaluation, method, name, chosen)
+        table[method] = column
+        table.insert(table.columns.get_loc(method) + 1, f"{method}_layers", " ".join(chosen))
+    return table
+
+
+def view_metrics_json(evaluation, metrics: pd.DataFrame, layers: Mapping[str, Sequence[str] | None]) -> dict:
+    """:meth:`Evaluation.metrics_json`'s schema holding ``metrics`` (:func:`view_metrics`, GAIA on
+    its layer subsets), plus ``layer_subsets``: each subset used ({method: [layers]}, empty when
+    every method uses all its layers) and ``layer_subsets_note`` saying they were chosen on the
+    evaluation's own OOD sets."""
+    methods: dict[str, dict] = {}
+    for row in metrics.to_dict("records"):
+        methods.setdefault(row["method"], {})[row["ood_set"]] = {
+            k: row[k] for k in ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")}
+    subsets = subset_layers(layers)
+    result = {"methods": methods, "layer_subsets": subsets, "config": evaluation.config.to_dict()}
+    if subsets:
+        result["layer_subsets_note"] = (f"{', '.join(subsets)} scored on a layer subset chosen on this evaluation's "
+                                        f"own OOD sets ({TUNED_ON_TEST}): not a held-out result")
+    return result

@@ -6,6 +6,7 @@ tensor and a finished :class:`gaia_viz.sweep.Evaluation`, so it is tested withou
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -39,6 +40,66 @@ def image_from_upload(data: bytes, name: str, preset: Preset | str,
         reason = str(exc).replace(f"<{len(data)} bytes>", name)
         raise ImageLoadError(f"{name}: {reason}" if name not in reason else reason) from None
     return image, make_transform(preset, ood_policy)(image)
+
+
+def upload_notes(data: bytes, name: str, background: str = "white") -> list[str]:
+    """What the RGB conversion of an upload did that its picture does not show: transparent
+    pixels composited on ``background`` (:func:`gaia_viz.data.images.to_rgb`), and an image with
+    no visible pixel at all (every alpha 0: the model sees a blank white image). [] otherwise."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+            if not has_alpha:
+                return []
+            alpha = np.asarray(img.convert("RGBA").getchannel("A"))
+    except Exception:  # noqa: BLE001 - the decode already succeeded once; a note is not worth an error
+        return []
+    if alpha.size and int(alpha.max()) == 0:
+        return [f"{name} is fully transparent: composited on {background}, the model sees a blank {background} "
+                "image, so its scores describe an empty picture."]
+    if alpha.size and int(alpha.min()) < 255:
+        share = float((alpha < 255).mean())
+        return [f"{name} has transparency ({100 * share:.0f} % of its pixels): they were composited on "
+                f"{background} before the model saw it."]
+    return []
+
+
+def gradcam_note(model: nn.Module, x: Tensor, layer: str | None) -> str | None:
+    """Why a Grad-CAM map is uniform, when it is for a reason of the layer: its output is 1 x 1,
+    so the map has one value, stretched over the whole image. None otherwise."""
+    from gaia_viz.gaia.layout import model_layout
+
+    layout = model_layout(model, x.unsqueeze(0) if x.ndim == 3 else x)
+    name = layer or layout.default_head_layer()
+    info = next((i for i in layout.feature_layers if i.name == name), None)
+    if info is None or info.height * info.width > 1:
+        return None
+    spatial = [i.name for i in sorted(layout.feature_layers, key=lambda i: i.order)
+               if i.channel_dim == 1 and i.height * i.width > 1]
+    hint = f" Choose a layer with a spatial map, e.g. `{spatial[-1]}`." if spatial else ""
+    return (f"Grad-CAM at `{name}` is uniform because that layer's output is 1 x 1: one value per channel, "
+            f"no position to tell apart, so the map is the same everywhere.{hint}")
+
+
+def default_inspect_layer(evaluation, method: str) -> tuple[str, str]:
+    """The layer "GAIA at one layer" opens on, and the rule that chose it: the layer whose
+    single-layer score separates the ID set from the evaluation's OOD sets best (highest
+    AUROC of the method on that layer alone, averaged over the OOD sets; the deeper layer on a
+    tie), so the view opens where GAIA's signal for this model is. Without a finite AUROC, the
+    deepest layer, as How GAIA works."""
+    from gaia_viz.app.analysis import single_layer_aurocs
+
+    fam = family(method)
+    layers = fam.layers(evaluation)
+    per_set = np.array([single_layer_aurocs(evaluation, ood, method)[1] for ood in evaluation.ood_names])
+    mean = np.array([np.nan if np.isnan(column).all() else np.nanmean(column) for column in per_set.T])
+    if not np.isfinite(mean).any():
+        return layers[-1], "the deepest layer (no layer's AUROC is defined)"
+    best = max(i for i in range(len(layers)) if mean[i] == np.nanmax(mean))
+    return layers[best], (f"the layer where {fam.label} on that layer alone separates {evaluation.id_name} from the "
+                          f"OOD sets best (AUROC {100 * mean[best]:.1f} %, mean over "
+                          f"{len(evaluation.ood_names)} set(s))")
 
 
 def upload_policy(setup_policy: str, chosen: str | None = None) -> str:
@@ -87,6 +148,17 @@ def ood_channel_mean(evaluation, method: str, layer: str) -> np.ndarray:
     """Per-channel mean over all OOD images of the evaluation (every OOD set pooled)."""
     pooled = np.concatenate([_layer_values(evaluation, name, method, layer) for name in evaluation.ood_names])
     return pooled.mean(axis=0)
+
+
+def tensor_key(x: Tensor) -> str:
+    """A digest of a tensor's shape, dtype and values: the cache key of "this image" (two uploads
+    with one file name but other pixels get other keys)."""
+    import hashlib
+
+    data = x.detach().cpu().contiguous()
+    digest = hashlib.sha1(f"{tuple(data.shape)}{data.dtype}".encode())
+    digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def analyze_like_evaluation(model: nn.Module, x: Tensor, evaluation) -> gaia.GaiaResult:
@@ -319,7 +391,7 @@ def demo_gaia_evaluation(progress=None):
     return model, id_set, ood_sets, evaluation
 
 
-__all__ = ["AttributionView", "Decision", "UPLOAD_TYPES", "all_attributions", "attribution_settings", "class_count",
+__all__ = ["AttributionView", "Decision", "UPLOAD_TYPES", "all_attributions", "attribution_settings", "class_count", "default_inspect_layer", "gradcam_note", "tensor_key", "upload_notes",
            "gradcam_layers", "predicted_class",
            "image_verdicts", "parameter_defaults", "Walkthrough", "analyze_like_evaluation", "channel_stats",
            "current_threshold", "decide", "demo_gaia_evaluation", "image_channel_values", "image_from_upload",

@@ -25,6 +25,7 @@ from typing import Sequence
 
 from gaia_viz.errors import GaiaVizError
 from gaia_viz.paths import echo
+from gaia_viz.progress import EtaEstimate, format_seconds_left
 
 MAX_STORED = 8
 LOG = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Job:
     thread: threading.Thread | None = None
     joined: set = field(default_factory=set)  # sessions that joined it mid-run (another's run, or a reload)
     restarted: bool = False  # it replaced a running job of the same set-up (over more methods)
+    eta: EtaEstimate = field(default_factory=EtaEstimate)  # the time left, from the rate so far
 
     @property
     def running(self) -> bool:
@@ -89,6 +91,14 @@ class Job:
 
     def progress(self, fraction: float, message: str) -> None:
         self.fraction, self.message = min(1.0, max(0.0, float(fraction))), message
+        self.eta.update(self.fraction)
+
+    def status_text(self) -> str:
+        """The message, with the time left while running: estimated now, from the rate so far, so
+        it moves each time the status is drawn, not only when a chunk reports."""
+        if not self.running:
+            return self.message
+        return f"{self.message} · {format_seconds_left(self.eta.seconds_left())}"
 
     def covers(self, methods: Sequence[str]) -> bool:
         return set(methods) <= set(self.methods)
@@ -179,6 +189,7 @@ class JobRegistry:
                 del self._jobs[job.key]
 
     def _run(self, job: Job, setup, replaced: Job | None) -> None:
+        from gaia_viz.settings import default_workers
         from gaia_viz.sweep import EvaluationCancelled, SweepSettings, evaluate
 
         if replaced is not None and replaced.thread is not None:
@@ -186,7 +197,8 @@ class JobRegistry:
         try:
             evaluation = evaluate(
                 setup.model, setup.id_set, setup.ood_sets,
-                SweepSettings(methods=list(job.methods), batch_size=setup.batch_size),
+                SweepSettings(methods=list(job.methods), batch_size=setup.batch_size,
+                              workers=default_workers(setup.device)),
                 fit_set=setup.fit_set, device=setup.device, progress=job.progress,
                 cancel=job.cancel_event.is_set, run=setup.run_config())
         except EvaluationCancelled as exc:

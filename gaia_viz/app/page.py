@@ -132,22 +132,23 @@ def render_status() -> None:
     @st.fragment(run_every=1.0 if running else None)
     def status():
         seen = st.session_state.setdefault("seen_finished_runs", set())
-        for job in jobs.JOBS.for_session(token):
-            if id(job) in st.session_state.get("dismissed_runs", set()):
-                continue
+        session_jobs = jobs.JOBS.for_session(token)
+        for job in session_jobs:
+            if not job.running and id(job) not in seen:
+                seen.add(id(job))
+                if running:  # it ended while this fragment was refreshing: show it on the whole page
+                    st.rerun(scope="app")
+        for job in shown_jobs(session_jobs, st.session_state.get(SETUP), st.session_state.get("dismissed_runs", set())):
             if job.running:
                 left, right = st.columns([6, 1])
                 joined = (f" (joined the run in progress, started {time.monotonic() - job.started:.0f} s ago)"
                           if token in job.joined else "")
                 restarted = " (restarted to add methods; finished chunks are reused)" if job.restarted else ""
-                left.progress(job.fraction, text=escape_markdown(f"{job.label}: {job.message}{joined}{restarted}"))
+                left.progress(job.fraction,
+                              text=escape_markdown(f"{job.label}: {job.status_text()}{joined}{restarted}"))
                 right.button("Cancel", key=f"cancel::{id(job)}", on_click=_cancel, args=(job,),
                              help="Stops after the current chunk; finished chunks are kept, so the next run resumes.")
                 continue
-            if id(job) not in seen:
-                seen.add(id(job))
-                if running:  # it ended while this fragment was refreshing: show it on the whole page
-                    st.rerun(scope="app")
             if job.status == "failed":
                 st.error(escape_markdown(f"{job.label}: {job.error}."))
             elif job.status == "cancelled":
@@ -159,12 +160,30 @@ def render_status() -> None:
     status()
 
 
+def shown_jobs(session_jobs: Sequence[jobs.Job], setup: Setup | None, dismissed=frozenset()) -> list[jobs.Job]:
+    """The runs worth a banner: every running one (its progress and Cancel), and of the ended
+    ones only the current set-up's outcome. The "done" of another set-up (the demo's, before a
+    link's set-up was opened) is not news on this page, and banners stacked above the page
+    pushed it down (issue 22)."""
+    key = setup.score_key if setup is not None else None
+    return [job for job in session_jobs if id(job) not in dismissed and (job.running or job.key == key)]
+
+
+RANDOM_WEIGHTS_NOTE = ("{model} has random weights (no pretrained weights were loaded): its accuracy and every "
+                       "score here describe an untrained network, not a detector, and a bold 'best' only ranks "
+                       "untrained scores. Load pretrained weights or a checkpoint for meaningful numbers.")
+
+
 def warn_about_numbers(evaluation, methods) -> None:
-    """Next to the numbers of ``methods``: what the sweep noted about them (GAIA-Z on a model
+    """Next to the numbers of ``methods``: that the model's weights are random, when they are
+    (:data:`RANDOM_WEIGHTS_NOTE`), and what the sweep noted about them (GAIA-Z on a model
     whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`; methods
     this model cannot feed, left out with the reason)."""
     from gaia_viz.sweep import METHOD_LABELS, gaia_z_note
 
+    setup = st.session_state.get(SETUP)
+    if setup is not None and setup.random_weights:
+        st.warning(escape_markdown(RANDOM_WEIGHTS_NOTE.format(model=setup.model_name)))
     if "gaia_z" in methods:
         note = gaia_z_note(evaluation)
         if note:
@@ -196,5 +215,5 @@ def effective_layers(evaluation, method: str) -> list[str] | None:
     return list(chosen) if chosen is not None else None
 
 
-__all__ = ["LATEX_STRUT", "effective_layers", "formula", "layers_caption", "render_status", "require_scores", "require_setup", "scores",
+__all__ = ["LATEX_STRUT", "effective_layers", "formula", "layers_caption", "render_status", "require_scores", "require_setup", "scores", "shown_jobs",
            "start_run", "user_errors", "warn_about_numbers"]

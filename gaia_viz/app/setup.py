@@ -40,6 +40,7 @@ class Setup:
     data_label: str = "demo"
     sources: dict = field(default_factory=dict)
     checkpoint_digest: str | None = None
+    random_weights: bool = False  # an untrained model ("Random weights"): its numbers mean nothing as a detector
 
     @property
     def is_demo(self) -> bool:

@@ -86,9 +86,18 @@ def run_app(current_page: str | None = None) -> None:
         try:
             navigation.run()
         finally:
-            state.write_query({**sidebar_module.setup_query(), **state.view_query(state.selection())})
+            write_link()
     finally:
         _ACTIVE.on = False
+
+
+def write_link() -> None:
+    """Mirror the set-up and the view in the address bar. Every app run ends with it; a
+    fragment that changes the view (a slider) calls it too, as its rerun skips the app."""
+    from gaia_viz.app import sidebar as sidebar_module
+    from gaia_viz.app import state
+
+    state.write_query({**sidebar_module.setup_query(), **state.view_query(state.selection())})
 
 
 def page_guard(page_file: str) -> None:
@@ -100,4 +109,4 @@ def page_guard(page_file: str) -> None:
     st.stop()
 
 
-__all__ = ["PAGES", "page_guard", "run_app"]
+__all__ = ["PAGES", "page_guard", "run_app", "write_link"]

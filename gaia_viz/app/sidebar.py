@@ -614,6 +614,7 @@ def sidebar() -> Setup | None:
             device=device, batch_size=batch_size, id_set=id_set, ood_sets=ood_sets, fit_set=fit_set,
             checkpoint=v["checkpoint"], data_root=data_root or None, max_samples=max_samples,
             data_label=data_choice.values["label"], sources=sources, checkpoint_digest=v["digest"],
+            random_weights=not v.get("pretrained", True) and v["checkpoint"] is None,
         )
     st.session_state[SETUP] = setup
     return setup

@@ -33,7 +33,7 @@ histograms, Inspect's ``attribution`` (method id), ``target`` (class index), ``a
 (``abs``: |value| of a signed method) and ``attr_params`` (``method.param:value``, comma
 separated, see :data:`gaia_viz.attribution.CONTROLS`), the data map's ``map_color`` (``set``, a
 method id or ``agree``) and ``map_compare`` (the method ``agree`` compares the thresholded one
-with), plus the set-up (see :data:`gaia_viz.app.sidebar.SETUP_QUERY_KEYS`).
+with), Inspect's ``inspect_layer`` (the layer of "GAIA at one layer"), plus the set-up (see :data:`gaia_viz.app.sidebar.SETUP_QUERY_KEYS`).
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ class Selection:
     histogram_scale: str = "fraction"
     map_color: str = "set"
     map_compare: str = "msp"
+    inspect_layer: str | None = None  # Inspect's "GAIA at one layer" (None: its rule's default)
 
     def layers_for(self, method: str) -> tuple[str, ...] | None:
         """The layer subset of a GAIA method (None: all layers, or not a GAIA method)."""
@@ -230,6 +231,8 @@ def selection_from_query(params: Mapping[str, str], known_methods: Sequence[str]
             changes["map_color"] = params["map_color"]
         else:
             warnings.append(f"map_color={params['map_color']!r} in the link is not 'set', 'agree' or a method")
+    if "inspect_layer" in params and params["inspect_layer"].strip():
+        changes["inspect_layer"] = params["inspect_layer"].strip()[:200]  # checked on Inspect, against the model
     if "map_compare" in params:
         if params["map_compare"] in known_methods:
             changes["map_compare"] = params["map_compare"]
@@ -296,6 +299,8 @@ def view_query(chosen: Selection) -> dict[str, str]:
             query[key] = str(getattr(chosen, attr))
     if chosen.target is not None:
         query["target"] = str(chosen.target)
+    if chosen.inspect_layer:
+        query["inspect_layer"] = chosen.inspect_layer
     if chosen.attribution_params:
         query["attr_params"] = ",".join(f"{key}:{value!r}" if isinstance(value, float) else f"{key}:{value}"
                                         for key, value in chosen.attribution_params)
@@ -370,7 +375,8 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     st.session_state[SELECTION] = chosen
     for message in warnings:
         warn_link(message, draw=False)
-    view_keys = {"methods", "layers", "inner_layers", "method", "tpr", "threshold", "image", "map_color"}
+    view_keys = {"methods", "layers", "inner_layers", "method", "tpr", "threshold", "image", "map_color",
+                 "inspect_layer"}
     return LinkState(chosen, {k: v for k, v in params.items() if k in setup_keys},
                      had_view=bool(view_keys & set(params)))
 

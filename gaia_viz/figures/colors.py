@@ -12,7 +12,9 @@ scales start at ``#000004``, Streamlit's fourth chart colour, so "0 = none" was 
 builder's output).
 
 Palettes: :data:`SET_COLORS` is Paul Tol's "bright" qualitative scheme (colour-blind safe,
-distinct hues); the ID set is always its blue.
+distinct hues); the ID set is always its blue. Curves of many methods (the ROC figure holds up
+to 17) take :func:`curve_styles`: eight hues, then the same hues dashed, so no two curves look
+alike however many there are (issue 22: 17 curves shared about 7 colours).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ THIS_IMAGE_COLOR = "rgb(51, 51, 51)"  # dark grey: neither the ID blue nor an OO
 MARKER_COLORS = ("rgb(0, 0, 0)", "rgb(230, 97, 1)", "rgb(94, 60, 153)")  # black, orange, violet
 THRESHOLD_COLOR = "rgb(64, 64, 64)"
 GRID_GREY = "rgb(128, 128, 128)"
+
+# Tol's bright hues (grey left out: the reference lines are grey), then Tol's vibrant orange and black
+CURVE_COLORS = (ID_COLOR, "rgb(238, 102, 119)", "rgb(34, 136, 51)", "rgb(204, 187, 68)", "rgb(102, 204, 238)",
+                "rgb(170, 51, 119)", "rgb(238, 119, 51)", "rgb(0, 0, 0)")
+CURVE_DASHES = ("solid", "dash", "dashdot", "longdash", "longdashdot")  # "dot" is the chance diagonal's
 
 HEAT_SCALE = "Inferno"  # magnitudes: 0 = none (black) ... strongest (light yellow)
 SIGNED_SCALE = "RdBu_r"  # signed values: blue < 0 < red, white at 0
@@ -76,6 +83,18 @@ def set_colors(names: Sequence[str], id_name: str | None) -> dict[str, str]:
     return colors
 
 
+def curve_styles(count: int) -> list[tuple[str, str]]:
+    """``count`` distinct ``(colour, dash)`` line styles: each hue of :data:`CURVE_COLORS` solid,
+    then each dashed, and so on through :data:`CURVE_DASHES` (40 styles before one repeats).
+
+    >>> styles = curve_styles(17)
+    >>> len(set(styles)), styles[0], styles[8]
+    (17, ('rgb(68, 119, 170)', 'solid'), ('rgb(68, 119, 170)', 'dash'))
+    """
+    n = len(CURVE_COLORS)
+    return [(CURVE_COLORS[k % n], CURVE_DASHES[(k // n) % len(CURVE_DASHES)]) for k in range(count)]
+
+
 def placeholder_colors(figure: go.Figure | dict | str) -> list[str]:
     """The Streamlit placeholder colours (``#000001``-``#000040``) in a figure's data and
     layout, the template left out (Streamlit's own template is meant to hold them)."""
@@ -90,6 +109,6 @@ def placeholder_colors(figure: go.Figure | dict | str) -> list[str]:
     return [color for color in PLACEHOLDER_COLORS if color in text]  # substrings, as the browser matches
 
 
-__all__ = ["GRID_GREY", "HEAT_SCALE", "ID_COLOR", "MARKER_COLORS", "OOD_COLORS", "PLACEHOLDER_COLORS",
+__all__ = ["CURVE_COLORS", "CURVE_DASHES", "GRID_GREY", "HEAT_SCALE", "ID_COLOR", "MARKER_COLORS", "OOD_COLORS", "PLACEHOLDER_COLORS",
            "SEQUENTIAL_SCALE", "SET_COLORS", "SIGNED_SCALE", "THIS_IMAGE_COLOR", "THRESHOLD_COLOR",
-           "colorscale", "placeholder_colors", "set_colors"]
+           "colorscale", "curve_styles", "placeholder_colors", "set_colors"]

@@ -146,16 +146,17 @@ def roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str =
                aurocs: Mapping[str, float] | None = None) -> go.Figure:
     """ROC curves ``{label: (fpr, tpr)}`` with ID positive; ``aurocs`` (``{label: AUROC in
     [0, 1]}``) go into the legend. The chance diagonal and the 95 % TPR line (where FPR95 is
-    read) are legend entries too, so no text lies over the curves."""
+    read) are legend entries too, so no text lies over the curves. Every curve has its own
+    colour and dash (:func:`gaia_viz.figures.colors.curve_styles`)."""
     aurocs = aurocs or {}
-    palette = (colors.ID_COLOR, *colors.OOD_COLORS)
+    styles = colors.curve_styles(len(curves))  # a hue each, dashed once the hues run out
     figure = go.Figure()
     for k, (label, (fpr, tpr)) in enumerate(curves.items()):
         auroc_value = aurocs.get(label)
         name = f"{label} · AUROC {100 * auroc_value:.1f} %" if auroc_value is not None and np.isfinite(auroc_value) else label
         figure.add_trace(go.Scatter(
             x=np.asarray(fpr), y=np.asarray(tpr), mode="lines", name=name,
-            line=dict(color=palette[k % len(palette)], width=2),
+            line=dict(color=styles[k][0], dash=styles[k][1], width=2),
             hovertemplate=f"{label}<br>FPR %{{x:.3f}}<br>TPR %{{y:.3f}}<extra></extra>",
         ))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0.95, 0.95], mode="lines", name="95 % TPR: FPR95 is read here",

@@ -1,0 +1,273 @@
+"""Interaction benchmark: how long the explorer takes to answer a user, on the server and in a browser.
+
+Rows (demo set-up unless ``--cifar``; seconds, median of ``--repeats``):
+
+  server (streamlit.testing.AppTest, no browser: the script run alone)
+    cold_open       a fresh process opens /Evaluate: the first run, the background evaluation
+                    (fresh run cache) and the run that draws the figures
+    page_switch     with the results in the score store, one run of each page after another
+                    (Evaluate, Tune threshold, Channels and layers, Data map, Inspect, Home);
+                    a page's first visit and its later visits are reported apart
+    slider_page     Tune threshold's TPR slider moved, answered by a run of the whole page
+                    (what every widget did before the fragments)
+    slider_fragment the same move answered by a rerun of the slider's fragment only (what the
+                    browser asks for now)
+    data_map_first  the first Data map run after the evaluation (features: from the sweep's
+                    chunk cache, or one forward pass over every image when they are not there)
+
+  browser (``--browser``: ``streamlit run app.py`` driven by /usr/bin/chromium via Playwright,
+  1400 x 1000, until the page's script run has finished and the figure is drawn)
+    cold_open_first_figure  a fresh server's first request /Evaluate until the first Plotly figure
+    slider_to_figures       Tune threshold: ArrowRight on the TPR slider until the "TPR: ID
+                            accepted" value changed and the run finished
+    page_switch             a click in the sidebar until the page's run finished, per page
+
+Targets (issue 22): slider -> updated figures <= 0.3 s, page switch <= 1.5 s with results
+cached, cold open to the first figure <= 8 s on the demo.
+
+Run:  python benchmarks/bench_interaction.py                 # server rows, about a minute on 2 cores
+      python benchmarks/bench_interaction.py --browser       # and the browser rows
+      python benchmarks/bench_interaction.py --json out.json --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+PAGES = {"evaluate": "pages/2_Evaluate.py", "tune": "pages/3_Tune_threshold.py",
+         "channels": "pages/4_Channels_and_layers.py", "map": "pages/7_Data_map.py",
+         "inspect": "pages/1_Inspect.py", "home": "pages/0_Home.py"}
+NAV_NAMES = {"evaluate": "Evaluate", "tune": "Tune threshold", "channels": "Channels and layers",
+             "map": "Data map", "inspect": "Inspect", "home": "Home"}
+TARGETS = {"slider": 0.3, "page_switch": 1.5, "cold_open": 8.0}
+# the issue's link; it names a view (methods), so the evaluation starts at once, as for the demo
+CIFAR_QUERY = {"model": "cifar_resnet20", "data": "cifar10-real", "ood_sets": "textures",
+               "methods": "gaia_z,gaia_a,msp,energy"}
+TIMEOUT = 900
+
+
+def note(name: str, value) -> None:
+    """Print a measurement as it is taken, so a run cut short still leaves its numbers."""
+    print(f"  {name}: {value:.3f} s" if isinstance(value, float) else f"  {name}: {value}", flush=True)
+
+
+def timed(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def fragment_rerun(at, key: str):
+    """Make the next ``at.run()`` a rerun of fragment ``key`` only, as a browser asks after a
+    widget inside it changed (AppTest reruns the whole script otherwise). Returns the undo."""
+    from streamlit.testing.v1 import local_script_runner
+
+    storage = at._fragment_storage
+    ids = list(storage._ids_by_target_key.get(key, {}))
+    if not ids:
+        raise SystemExit(f"fragment {key!r} is not on the page")
+    newest = max(ids, key=storage._registration_sequence_by_id.get)
+    real = local_script_runner.RerunData
+    local_script_runner.RerunData = lambda **kwargs: real(**kwargs, fragment_id_queue=[newest])
+    return lambda: setattr(local_script_runner, "RerunData", real)
+
+
+def server_rows(args) -> dict:
+    from streamlit.testing.v1 import AppTest
+
+    from gaia_viz.app import jobs
+
+    def settle(at):
+        jobs.wait_for_jobs(TIMEOUT)
+        return at.run()
+
+    rows: dict[str, object] = {}
+    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
+    if args.max_samples:
+        at.session_state["sb_max_samples"] = args.max_samples
+    if args.cifar:
+        at.query_params.update(CIFAR_QUERY)
+
+    def cold():
+        at.run()
+        at.switch_page(PAGES["evaluate"])
+        settle(at.run())
+
+    rows["cold_open"] = timed(cold)
+    note("server cold_open", rows["cold_open"])
+    assert not at.exception, at.exception
+    switches: dict[str, list[float]] = {}
+    for round_ in range(args.repeats + 1):
+        for page in ("tune", "channels", "map", "inspect", "home", "evaluate"):
+            at.switch_page(PAGES[page])
+            seconds = timed(lambda: settle(at.run()))
+            assert not at.exception, (page, at.exception)
+            if round_ == 0 and page == "map":
+                rows["data_map_first"] = seconds
+            switches.setdefault(page, []).append(seconds)
+            note(f"server page_switch {page}", seconds)
+    rows["page_switch_first"] = {page: values[0] for page, values in switches.items()}
+    rows["page_switch"] = {page: statistics.median(values[1:]) for page, values in switches.items()}
+
+    at.switch_page(PAGES["tune"])
+    settle(at.run())
+    page_runs, fragment_runs = [], []
+    for k in range(args.repeats):
+        tpr = 0.80 + 0.01 * k
+        page_runs.append(timed(lambda: at.slider(key="w_tune_tpr").set_value(tpr).run()))
+        undo = fragment_rerun(at, "tune_operating_point")
+        try:
+            fragment_runs.append(timed(lambda: at.slider(key="w_tune_tpr").set_value(tpr + 0.005).run()))
+        finally:
+            undo()
+        assert not at.exception, at.exception
+    rows["slider_page"] = statistics.median(page_runs)
+    rows["slider_fragment"] = statistics.median(fragment_runs)
+    return rows
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def browser_rows(args) -> dict:
+    from playwright.sync_api import expect, sync_playwright
+
+    rows: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        env = dict(os.environ, GAIA_VIZ_CACHE_DIR=str(Path(tmp) / "cache"), PYTHONUNBUFFERED="1")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(url + "_stcore/health", timeout=2):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("streamlit did not start")
+                    time.sleep(0.25)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                                     args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.set_default_timeout(TIMEOUT * 1000)
+                idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+                params = {**(CIFAR_QUERY if args.cifar else {}),
+                          **({"samples": args.max_samples} if args.max_samples else {})}
+                query = "&".join(f"{k}={v}" for k, v in params.items())
+                start = time.perf_counter()
+                page.goto(f"{url}Evaluate?{query}", wait_until="domcontentloaded")
+                page.locator(".js-plotly-plot").first.wait_for(state="visible")
+                rows["cold_open_first_figure"] = time.perf_counter() - start
+                note("browser cold_open_first_figure", rows["cold_open_first_figure"])
+                page.wait_for_selector(idle)
+                nav = page.get_by_test_id("stSidebarNav")
+                switches: dict[str, list[float]] = {}
+                for _ in range(args.repeats + 1):
+                    for name in ("tune", "channels", "inspect", "evaluate", "map", "home"):
+                        start = time.perf_counter()
+                        nav.get_by_role("link", name=NAV_NAMES[name], exact=True).click()
+                        page.wait_for_timeout(50)  # the click's run starts
+                        page.wait_for_selector(idle)
+                        if name != "home":
+                            page.locator(".js-plotly-plot").first.wait_for(state="visible")
+                        switches.setdefault(name, []).append(time.perf_counter() - start)
+                        note(f"browser page_switch {name}", switches[name][-1])
+                rows["page_switch_first"] = {k: v[0] for k, v in switches.items()}
+                rows["page_switch"] = {k: statistics.median(v[1:]) for k, v in switches.items()}
+                nav.get_by_role("link", name="Tune threshold", exact=True).click()
+                page.wait_for_timeout(50)
+                page.wait_for_selector(idle)
+                value = page.get_by_test_id("stMetric").filter(has_text="TPR: ID accepted").get_by_test_id(
+                    "stMetricValue")
+                thumb = page.get_by_role("slider").first
+                times = []
+                for _ in range(args.repeats):
+                    before = value.inner_text()
+                    thumb.focus()
+                    start = time.perf_counter()
+                    page.keyboard.press("ArrowLeft")
+                    expect(value).not_to_have_text(before)
+                    page.wait_for_selector(idle)
+                    times.append(time.perf_counter() - start)
+                    note("browser slider_to_figures", times[-1])
+                rows["slider_to_figures"] = statistics.median(times)
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return rows
+
+
+def verdicts(rows: dict) -> list[str]:
+    lines = []
+    for name, target_key in (("slider_fragment", "slider"), ("slider_to_figures", "slider"),
+                             ("cold_open", "cold_open"), ("cold_open_first_figure", "cold_open")):
+        for part, values in rows.items():
+            if name in values:
+                ok = values[name] <= TARGETS[target_key]
+                lines.append(f"{part}/{name}: {values[name]:.3f} s (target <= {TARGETS[target_key]} s) "
+                             f"{'PASS' if ok else 'MISS'}")
+    for part, values in rows.items():
+        switches = values.get("page_switch", {})
+        if switches:
+            worst = max(switches.values())
+            lines.append(f"{part}/page_switch (worst page): {worst:.3f} s (target <= {TARGETS['page_switch']} s) "
+                         f"{'PASS' if worst <= TARGETS['page_switch'] else 'MISS'}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-samples", type=int, default=0, help="the sidebar's per-set cap (0: the default)")
+    parser.add_argument("--cifar", action="store_true", help="the CIFAR-10 set-up (needs the shared data)")
+    parser.add_argument("--browser", action="store_true", help="also the browser rows (/usr/bin/chromium)")
+    parser.add_argument("--no-server", action="store_true", help="only the browser rows")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the server it started
+    os.environ.setdefault("GAIA_VIZ_CACHE_DIR", tempfile.mkdtemp(prefix="gaia-viz-bench-"))
+    rows: dict[str, dict] = {"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()[0]}}
+    if not args.no_server:
+        rows["server"] = server_rows(args)
+    if args.browser:
+        rows["browser"] = browser_rows(args)
+    rows["machine"]["load_average_after"] = os.getloadavg()[0]
+    print(json.dumps(rows, indent=2, default=lambda v: round(v, 3)))
+    for line in verdicts({k: v for k, v in rows.items() if k != "machine"}):
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
