@@ -186,6 +186,11 @@ def metrics_markdown(model_entry: dict) -> str:
     for method, per_set in methods.items():
         cells = [f"{100 * per_set[s]['fpr95']:.2f} / {100 * per_set[s]['auroc']:.2f}" for s in columns]
         lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    left_out = (model_entry.get("config") or {}).get("left_out") or {}
+    for method in left_out:  # chosen, but it cannot run on this model or data: said where its numbers would be
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join("left out" for _ in columns) + " |")
+    if left_out:
+        lines += ["", *(f"- {METHOD_LABELS.get(m, m)} left out: {reason}" for m, reason in left_out.items())]
     return "\n".join(lines)
 
 

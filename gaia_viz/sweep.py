@@ -42,7 +42,7 @@ from torch import nn
 from gaia_viz.cache import ChunkStore, read_fitted_state, stable_hash, write_fitted_state
 from gaia_viz.detectors import DETECTORS, METHOD_LABELS, Detector, detector_parameters, make_detector
 from gaia_viz.distributed import SINGLE, DistributedContext, broadcast_object, broadcast_tensors, gather_to_main, share
-from gaia_viz.errors import DataError, GaiaVizError, ModelError
+from gaia_viz.errors import DataError, GaiaVizError, LeftOutWarning, ModelError
 from gaia_viz.forward import ForwardNeeds, collect_outputs, merge_needs, shared_forward
 from gaia_viz.loader import BatchLoader, LoadedBatch, batch_ranges
 from gaia_viz.metrics import metrics_rows
@@ -203,28 +203,55 @@ def build_detectors(model: nn.Module, settings: SweepSettings, preset=None) -> d
     return detectors
 
 
+def check_model_runs(model: nn.Module, sample: torch.Tensor) -> torch.Tensor:
+    """The model's own forward pass (no hooks, no gradients) on the one image ``sample``
+    (C, H, W); returns its logits (1, classes). An error here is the model's, not a
+    method's, so it stops the run: ModelError saying what failed (non-finite logits too)."""
+    x = sample.unsqueeze(0).to(model_device(model))
+    try:
+        return shared_forward(model, x, ForwardNeeds(), warn_without_zeros=False).logits
+    except GaiaVizError:
+        raise
+    except Exception as exc:  # the model's own code failed on this input
+        raise ModelError(f"the model's own forward pass failed on an image of shape {tuple(x.shape)}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
 def unusable_methods(model: nn.Module, sample: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, str]:
-    """``{method: reason}`` for the detectors whose needs this model cannot meet (no
-    classifier head, no pooled features, a feature map the head does not pool, ...), found
-    on the one image ``sample`` (C, H, W): one shared forward with every detector's needs,
-    and only when that fails one forward per detector. The reason is the ModelError's
-    message. Errors every method would hit (non-finite logits) leave every method out."""
+    """``{method: reason}`` for the detectors that cannot run on this model (no classifier
+    head, no pooled features, a feature map the head does not pool, GAIA on a token model or
+    on a model with nothing to hook, ...), found on the one image ``sample`` (C, H, W): one
+    shared forward with every detector's needs, and only when that fails one forward per
+    detector. The reason is the error's message, whatever its class (ModelError,
+    LayerError, ...). The model's own forward pass is checked first
+    (:func:`check_model_runs`): when it fails, that error is raised, as no method can run."""
+    return {method: _reason(exc) for method, exc in _method_errors(model, sample, detectors).items()}
+
+
+def _method_errors(model: nn.Module, sample: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, Exception]:
+    """:func:`unusable_methods` with the errors themselves."""
+    check_model_runs(model, sample)
     x = sample.unsqueeze(0).to(model_device(model))
     try:
         outputs = shared_forward(model, x, merge_needs(d.needs() for d in detectors.values()),
                                  warn_without_zeros=False)  # judged per data set
-    except ModelError:
+    except Exception:  # some method's needs cannot be met: find which, one by one
         outputs = None
-    reasons = {}
+    errors = {}
     for method, detector in detectors.items():
         try:
             if outputs is None:
                 detector.check_model(x)
             else:
                 detector.validate_outputs(outputs)
-        except ModelError as exc:
-            reasons[method] = str(exc)
-    return reasons
+        except Exception as exc:  # the model ran above, so this is the method's problem
+            errors[method] = exc
+    return errors
+
+
+def _reason(exc: Exception) -> str:
+    """A left-out method's reason: the message of a GaiaVizError, else the class too."""
+    return str(exc) if isinstance(exc, GaiaVizError) else f"{type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- scoring
@@ -452,16 +479,11 @@ class _Sweep:
 
         sample = id_set[0][0]
         detectors = build_detectors(model, settings, getattr(id_set, "preset", None))
-        self.left_out = unusable_methods(model, sample, detectors)
-        if len(self.left_out) == len(detectors):
-            raise ModelError("no chosen method can run on this model: "
-                             + "; ".join(f"{m}: {reason}" for m, reason in self.left_out.items()))
-        if self.left_out:
-            warnings.warn("left out of the evaluation, as this model cannot feed them: "
-                          + "; ".join(f"{m}: {reason}" for m, reason in self.left_out.items()), stacklevel=3)
-        self.methods = [m for m in settings.methods if m not in self.left_out]
-        self.detectors = {m: detectors[m] for m in self.methods}
+        self.left_out: dict[str, str] = {}
+        self.methods = list(settings.methods)
+        self.detectors = dict(detectors)
         self.needs_fit = [m for m, d in self.detectors.items() if d.needs_fit]
+        self.leave_out(_method_errors(model, sample, detectors), "as this model cannot feed them")
         if self.needs_fit and fit_set is None:
             raise DataError(f"{', '.join(self.needs_fit)} must be fitted on ID training data: give a fit set")
         self.fit_set = fit_set
@@ -484,6 +506,36 @@ class _Sweep:
         self.found: dict[str, dict[int, dict[str, dict]]] = {name: {} for name in self.datasets}
         self.total = sum(len(ds) for ds in self.datasets.values())
         self.pin_memory = self.device.type == "cuda"
+
+    def leave_out(self, errors: Mapping[str, Exception], why: str) -> None:
+        """Drop the methods of ``errors`` (``{method: error}``) from this run, record each
+        reason once in ``left_out`` and warn once. When no method is left, the run stops
+        with every reason: a ModelError, or the errors' own class when all are alike (a
+        LayerError for GAIA alone on a model it cannot hook)."""
+        if not errors:
+            return
+        reasons = {m: _reason(exc) for m, exc in errors.items()}
+        self.left_out.update(reasons)
+        self.methods = [m for m in self.methods if m not in reasons]
+        if not self.methods:
+            classes = {type(exc) for exc in errors.values()}
+            cls = classes.pop() if len(classes) == 1 and issubclass(next(iter(classes)), GaiaVizError) else ModelError
+            raise cls("no chosen method can run on this model: "
+                      + "; ".join(f"{m}: {reason}" for m, reason in self.left_out.items()))
+        self.detectors = {m: self.detectors[m] for m in self.methods}
+        self.needs_fit = [m for m in self.needs_fit if m in self.methods]
+        for attribute in ("own_layers", "method_params"):
+            if hasattr(self, attribute):
+                setattr(self, attribute, {m: v for m, v in getattr(self, attribute).items() if m in self.methods})
+        if hasattr(self, "entries"):
+            self.entries = [e for e in self.entries if e not in reasons]
+        warnings.warn(f"left out of the evaluation, {why}: "
+                      + "; ".join(f"{m}: {reason}" for m, reason in reasons.items()), LeftOutWarning, stacklevel=4)
+
+    def without_left_out(self, tasks: Sequence[ChunkTask]) -> list[ChunkTask]:
+        """``tasks`` without the entries of methods left out since they were planned."""
+        kept = [t._replace(missing=tuple(e for e in t.missing if e not in self.left_out)) for t in tasks]
+        return [t for t in kept if t.missing]
 
     def fitted_key(self, method: str) -> str:
         return stable_hash(dict(format=SCORES_FORMAT, model=self.model_fp, entry=method, fitted=True,
@@ -532,8 +584,14 @@ class _Sweep:
 
             outputs = collect_outputs(self.model, ((b.images, b.labels) for b in fit_loader),
                                       progress=fit_progress, total=len(fit_set))
+            failed = {}
             for method in self.needs_fit:
-                self.detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
+                try:
+                    self.detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
+                except GaiaVizError as exc:  # this method cannot fit on this data: the others go on
+                    failed[method] = type(exc)(f"cannot be fitted on {fit_name} ({len(fit_set)} images): {exc}")
+        failed = broadcast_object(failed if context.is_main else None, context)
+        self.leave_out(failed, "as they cannot be fitted on this fit set")
         states = {}
         for method in self.needs_fit:
             state = broadcast_tensors(self.detectors[method].fitted_state() if context.is_main else None, context)
@@ -736,6 +794,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     tracker = _Progress((fit_images if context.is_main else 0) + mine_images + counted_here, counted_here, progress)
 
     fitted_now, fit_seconds = sweep.fit(tasks, tracker, cached_images)
+    tasks, mine = sweep.without_left_out(tasks), sweep.without_left_out(mine)  # a method that could not fit
     rank_timing = sweep.score(mine, tracker, cancel)
     reports = gather_to_main(rank_timing, context)  # returns on rank 0 once every rank is done
     if not context.is_main:

@@ -79,7 +79,8 @@ class ViM(OutputDetector):
         residual_norm = (centred @ residual_basis).norm(dim=1).mean()
         if not residual_norm > RESIDUAL_FLOOR * centred.norm(dim=1).mean():
             raise DataError(f"ViM: the {h.shape[0]} fit features have no residual outside the {dim}-d principal "
-                            "subspace; fit on more ID training images")
+                            f"subspace (dim={dim} of {feature_dim} feature dimensions); fit on more ID training "
+                            f"images than dim, or pass a dim below {h.shape[0]}")
         self.alpha = float((h @ weight.T + bias).max(dim=1).values.mean() / residual_norm)
         self.origin, self.residual_basis = origin, residual_basis
         self._fitted = True

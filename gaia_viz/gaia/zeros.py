@@ -28,6 +28,8 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
+from gaia_viz.errors import GaiaVizWarning
+
 EXACT_ZERO_THRESHOLD = 0.01
 NO_EXACT_ZEROS_NOTE = "GAIA-Z: the hooked gradients hold almost no exact zeros"
 # activations whose gradient is exactly zero on part of their domain
@@ -38,7 +40,7 @@ ZERO_SLOPE_ACTIVATIONS = frozenset({
 _NOT_ACTIVATIONS = frozenset({"MultiheadAttention", "Softmax", "Softmax2d", "LogSoftmax", "Softmin"})
 
 
-class NoExactZerosWarning(UserWarning):
+class NoExactZerosWarning(GaiaVizWarning):
     """GAIA-Z was computed on gradients that hold almost no exact zeros."""
 
 
