@@ -100,9 +100,14 @@ def format_table(evaluation) -> str:
     table = evaluation.metrics_table()
     table = table[["method", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out"]].copy()
     for column in ("fpr95", "auroc", "aupr_in", "aupr_out"):
-        table[column] = (100 * table[column]).map(lambda v: f"{v:6.2f}")
+        table[column] = (100 * table[column]).map(lambda v: f"{v:6.2f}" if v == v else "   n/a")  # NaN: undefined
     header = "FPR95 = % of OOD accepted at 95 % TPR on ID (lower is better); AUROC/AUPR in % (higher is better)"
     lines = [header, table.to_string(index=False)]
+    from gaia_viz.sweep import non_finite_methods
+
+    undefined = non_finite_methods(evaluation)
+    if undefined:
+        lines.append(f"n/a: scores that are not finite (why: the warning lines and config.notes): {', '.join(undefined)}")
     left_out = evaluation.config.left_out
     if left_out:
         lines.append(f"left out (no numbers; why: the warning lines and config.left_out): {', '.join(left_out)}")

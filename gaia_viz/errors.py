@@ -46,3 +46,7 @@ class GaiaVizWarning(UserWarning):
 
 class LeftOutWarning(GaiaVizWarning):
     """Chosen methods were left out of an evaluation, as they cannot run on this model or data."""
+
+
+class NonFiniteScoreWarning(GaiaVizWarning):
+    """Some scores are inf or NaN; the warning says which method, how many and why."""

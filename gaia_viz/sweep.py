@@ -263,7 +263,8 @@ def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeed
     outputs = shared_forward(model, x, needs, warn_without_zeros=False)  # judged per data set
     entries = {OUTPUTS: {"prediction": outputs.logits.argmax(1).numpy()}}
     for method, detector in detectors.items():
-        entries[method] = {method: detector.score_forward(outputs).double().numpy(), **detector.arrays(outputs)}
+        # inf/NaN kept: the evaluation says for how many images and why (_non_finite_notes)
+        entries[method] = {method: detector.raw_scores(outputs).double().numpy(), **detector.arrays(outputs)}
     return entries
 
 
@@ -350,17 +351,25 @@ class Evaluation:
         rows = []
         for method in self.methods:
             rows += metrics_rows(method, self.method_scores(method, self.id_name),
-                                 {ood: self.method_scores(method, ood) for ood in self.ood_names}, tpr=tpr)
+                                 {ood: self.method_scores(method, ood) for ood in self.ood_names}, tpr=tpr,
+                                 non_finite="nan")  # NaN where scores are inf/NaN; config.notes says why
         return pd.DataFrame(rows)
 
     def metrics_json(self) -> dict:
-        """The CLI's schema: {"methods": {method: {ood: {fpr95, auroc, aupr_in, aupr_out}}}, "config"}."""
+        """The CLI's schema: {"methods": {method: {ood: {fpr95, auroc, aupr_in, aupr_out}}}, "config"};
+        a metric that is undefined (non-finite scores) is null, and ``"undefined"`` holds
+        ``{method: why}`` (the note of ``config.notes``)."""
         methods: dict[str, dict] = {}
         for row in self.metrics_table().to_dict("records"):
             methods.setdefault(row["method"], {})[row["ood_set"]] = {
-                k: row[k] for k in ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")
+                k: (None if np.isnan(row[k]) else row[k]) for k in ("fpr95", "auroc", "aupr_in", "aupr_out",
+                                                                   "detection_error")
             }
-        return {"methods": methods, "config": self.config.to_dict()}
+        result = {"methods": methods, "config": self.config.to_dict()}
+        undefined = non_finite_methods(self)
+        if undefined:
+            result["undefined"] = undefined
+        return result
 
     def id_accuracy(self) -> float | None:
         rows = self.scores[self.scores["dataset"] == self.id_name]
@@ -396,6 +405,37 @@ def _exact_zero_notes(model: nn.Module, results: Mapping[str, dict], layers: Res
         return []
     return [no_exact_zeros_note(max(fractions[n] for n in lacking), activation_kinds(model),
                                 where=", ".join(lacking))]
+
+
+def _non_finite_notes(detectors: Mapping[str, Detector], results: Mapping[str, dict]) -> list[str]:
+    """One note per method whose scores are not all finite: how many, on which sets and why
+    (:meth:`Detector.explain_non_finite` on just those samples), judged on the whole sets."""
+    from gaia_viz.notes import non_finite_note
+
+    notes = []
+    for method, detector in detectors.items():
+        by_set = {name: np.asarray(arrays[method], dtype=np.float64) for name, arrays in results.items()}
+        if all(np.isfinite(scores).all() for scores in by_set.values()):
+            continue
+        bad = {name: ~np.isfinite(scores) for name, scores in by_set.items()}
+        keys = [k for k, v in next(iter(results.values())).items()
+                if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == len(bad[next(iter(results))])]
+        arrays = {k: np.concatenate([np.asarray(results[n][k])[bad[n]] for n in results]) for k in keys}
+        notes.append(non_finite_note(detector.label, by_set, detector.explain_non_finite(arrays)))
+    return notes
+
+
+def non_finite_methods(evaluation: "Evaluation") -> dict[str, str]:
+    """``{method: note}`` for the methods of ``evaluation`` whose scores are not all finite:
+    their metrics are n/a (NaN in :meth:`Evaluation.metrics_table`) and the note says why."""
+    from gaia_viz.notes import NON_FINITE, notes_about
+
+    found = {}
+    for method in evaluation.methods:
+        about = [n for n in notes_about(evaluation.config.notes, METHOD_LABELS.get(method, method)) if NON_FINITE in n]
+        if about:
+            found[method] = about[0]
+    return found
 
 
 def gaia_z_note(evaluation: "Evaluation") -> str | None:
@@ -704,7 +744,8 @@ class _Sweep:
             model=self.model_fp, methods=list(self.methods), method_params=self.method_params,
             left_out=self.left_out, layers=layers.as_dict(), fit_set=self.fit_fp, datasets=self.data_fps,
             id_set=self.id_name, ood_sets=ood_names,
-            notes=[*(run.notes if run else []), *_exact_zero_notes(self.model, results, layers)],
+            notes=[*(run.notes if run else []), *_exact_zero_notes(self.model, results, layers),
+                   *_non_finite_notes(self.detectors, results)],
             ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in self.datasets.items()},
             batch_size=self.settings.batch_size, chunk_size=self.settings.chunk_size, device=str(self.device),
             world_size=self.context.world_size, workers=self.settings.workers, timing=timing,
@@ -813,5 +854,6 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
 __all__ = [
     "ALL_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_METHODS", "GAIA_METHODS", "METHOD_LABELS", "Evaluation",
     "EvaluationCancelled", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "gaia_z_note",
-    "score_batch", "dataset_fingerprint", "evaluate", "model_fingerprint", "resolve_layers", "unusable_methods",
+    "score_batch", "dataset_fingerprint", "evaluate", "model_fingerprint", "non_finite_methods", "resolve_layers",
+    "unusable_methods",
 ]

@@ -217,3 +217,97 @@ def test_app_says_why_a_method_is_left_out_where_its_numbers_would_be(app_cache)
     warnings_shown = [w.value for w in at.warning if "left out" in w.value]
     assert len(warnings_shown) == 1 and warnings_shown[0].startswith("GAIA-A is left out for this model: GAIA-A needs")
     assert not [e.value for e in at.error]
+
+
+# --------------------------------------------------------------------------- 2. non-finite scores
+
+
+def zero_head_resnet(num_classes=10):
+    torch.manual_seed(0)
+    model = load_model("tv:resnet18", pretrained=False, num_classes=num_classes)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()
+    return model
+
+
+def test_gaia_a_with_a_uniform_softmax_says_why_it_is_not_finite():
+    model = zero_head_resnet()
+    with pytest.warns(GaiaVizWarning, match=r"GAIA-A: 2 of 2 scores are not finite \(0 NaN, 2 inf.*o is 0"):
+        assert torch.isinf(gaia.gaia_a(model, images())).all()
+    with pytest.warns(GaiaVizWarning, match=r"GAIA-A: 2 of 2 scores are not finite \(2 NaN, 0 inf.*uniform"):
+        assert torch.isnan(gaia.gaia_a(model, torch.zeros(2, 3, 64, 64))).all()
+    result = gaia.gaia_analyze(model, images(), warn_without_zeros=False)
+    assert "softmax is uniform" in result.non_finite_note
+    fine = gaia.gaia_analyze(load_model("tv:resnet18", pretrained=False, num_classes=10), images(),
+                             warn_without_zeros=False)
+    assert fine.non_finite_note is None
+
+
+def test_sweep_names_the_method_count_and_reason_and_its_metrics_are_na():
+    evaluation = quiet_run(zero_head_resnet(), ["gaia_a", "msp"], fit=0)
+    assert evaluation.methods == ["gaia_a", "msp"]
+    notes = [n for n in evaluation.config.notes if "not finite" in n]
+    assert len(notes) == 1 and notes[0].startswith("GAIA-A: 4 of 4 scores are not finite (0 NaN, 4 inf; "
+                                                   "2 of 2 on id, 2 of 2 on far): the output component o is 0")
+    table = evaluation.metrics_table().set_index("method")
+    assert table.loc["gaia_a", ["fpr95", "auroc"]].isna().all() and table.loc["msp", ["auroc"]].notna().all()
+    data = evaluation.metrics_json()
+    assert data["methods"]["gaia_a"]["far"]["auroc"] is None and data["undefined"] == {"gaia_a": notes[0]}
+    json.dumps(data, allow_nan=False)  # valid JSON: no NaN
+    assert sweep.non_finite_methods(evaluation) == {"gaia_a": notes[0]}
+
+
+class HugeFeatures(nn.Module):
+    """Features are the flattened input, fed to a Linear head: ASH's exp(s1/s2) overflows on ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 64 * 64, 3)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_any_detectors_non_finite_scores_are_noted_not_a_stopped_run():
+    class Ones(TensorSet):
+        def __init__(self, name):
+            super().__init__(name, 2, 0)
+            self.x = torch.ones(2, 3, 64, 64)
+
+    torch.manual_seed(0)
+    settings = sweep.SweepSettings(methods=["ash", "msp"], batch_size=2, method_params={"ash": {"percentile": 99.9}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GaiaVizWarning)
+        evaluation = sweep.evaluate(HugeFeatures().eval(), Ones("id"), {"far": Ones("far")}, settings, use_cache=False)
+    assert evaluation.methods == ["ash", "msp"]
+    (note,) = [n for n in evaluation.config.notes if "not finite" in n]
+    assert note.startswith("ASH: 4 of 4 scores are not finite") and "lower percentile" in note
+    assert evaluation.metrics_table().set_index("method").loc["ash", "auroc"] != evaluation.metrics_table().set_index(
+        "method").loc["ash", "auroc"]  # NaN
+
+
+def test_cli_prints_the_non_finite_note_and_writes_null_metrics(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err, metrics = cli_run(tmp_path, "tv:resnet18", zero_head_resnet(3).state_dict(), "gaia_a,msp",
+                                      capsys)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "not finite" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: GAIA-A: 4 of 4 scores are not finite"), err
+    assert "NonFiniteScoreWarning" not in err
+    gaia_a_row = next(line for line in out.splitlines() if line.strip().startswith("gaia_a"))
+    assert "n/a" in gaia_a_row and "n/a: scores that are not finite" in out
+    assert metrics["methods"]["gaia_a"]["far"]["fpr95"] is None and "gaia_a" in metrics["undefined"]
+
+
+def test_app_shows_why_gaia_a_is_na_where_its_numbers_would_be(app_cache, tmp_path):
+    checkpoint = tmp_path / "zero_head.pt"
+    torch.save(zero_head_resnet(10).state_dict(), checkpoint)
+    at = open_evaluate(sb_max_samples=2, sb_model_kind="torchvision", sb_tv_name="resnet18",
+                       **{"sb_checkpoint_path::torchvision": str(checkpoint)})
+    assert not at.exception, at.exception
+    notes = [w.value for w in at.warning if "not finite" in w.value]
+    assert len(notes) == 1 and notes[0].startswith("GAIA-A: "), [w.value for w in at.warning]
+    grids = [m.value for m in at.markdown if m.value.startswith("| ")]
+    assert grids and all(any(line.startswith("| GAIA-A |") and "n/a" in line for line in grid.splitlines())
+                         for grid in grids)

@@ -157,14 +157,23 @@ def render_status() -> None:
 
 def warn_about_numbers(evaluation, methods) -> None:
     """Next to the numbers of ``methods``: what the sweep noted about them (GAIA-Z on a model
-    whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`; methods
-    this model cannot feed, left out with the reason)."""
+    whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`; scores
+    that are not finite; any other note naming the method, :func:`gaia_viz.notes.notes_about`;
+    methods this model cannot feed, left out with the reason), each note once."""
+    from gaia_viz.notes import notes_about
     from gaia_viz.sweep import METHOD_LABELS, gaia_z_note
 
+    shown = set()
     if "gaia_z" in methods:
         note = gaia_z_note(evaluation)
         if note:
             st.warning(escape_markdown(note))
+            shown.add(note)
+    for method in methods:  # the other notes about these methods (non-finite scores, layer fallbacks), once each
+        for note in notes_about(evaluation.config.notes, METHOD_LABELS.get(method, method)):
+            if note not in shown:
+                st.warning(escape_markdown(note))
+                shown.add(note)
     for method in methods:
         reason = evaluation.config.left_out.get(method)
         if reason:

@@ -5,6 +5,7 @@ from the per-layer partial sums (:func:`gaia_z_from_partials`, :func:`gaia_a_fro
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -13,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaia_viz.errors import LayerError
+from gaia_viz.errors import LayerError, NonFiniteScoreWarning
+from gaia_viz.notes import non_finite_note
 from gaia_viz.gaia.autograd import grads, prepare_input, reduced_grads, tapped_forward
 from gaia_viz.gaia.layout import LayerInfo, model_layout
 from gaia_viz.gaia.zeros import (
@@ -49,6 +51,7 @@ class GaiaResult:
     # GAIA-Z's data-dependent exact zeros per sample (:func:`gaia_viz.gaia.zeros.exact_zero_fraction`)
     exact_zero_fraction: Tensor | None = None
     exact_zeros_note: str | None = None  # the warning when the batch has almost none
+    non_finite_note: str | None = None  # the warning when some GAIA-A scores are inf/NaN (o = 0)
 
     @property
     def lacks_exact_zeros(self) -> bool:
@@ -87,6 +90,23 @@ class GaiaResult:
         return torch.as_tensor(gaia_a_from_partials(
             self.avg_partial_sums.numpy(), self.avg_channel_counts,
             self.output_component.numpy()))
+
+
+# why GAIA-A is not finite where its output component is 0 (the score divides by o^2)
+GAIA_A_ZERO_OUTPUT_REASON = (
+    "the output component o is 0 for these images: the gradient of sum_k log_softmax(f(x))_k is 1 - C * "
+    "softmax(f(x)), which is 0 when the softmax is uniform (every class has the same logit, e.g. a head with "
+    "zero weights), and GAIA-A divides by o^2 (x / 0 = inf, 0 / 0 = NaN)")
+
+
+def gaia_a_non_finite_reason(output_component: np.ndarray) -> str:
+    """Why GAIA-A is not finite on samples with output components ``output_component``."""
+    o = np.asarray(output_component, dtype=np.float64)
+    if o.size and (o == 0).all():
+        return GAIA_A_ZERO_OUTPUT_REASON
+    if (o == 0).any():
+        return f"for {int((o == 0).sum())} of them {GAIA_A_ZERO_OUTPUT_REASON}; for the others a gradient overflowed"
+    return "a gradient is inf or NaN (it overflowed in the backward pass)"
 
 
 def gaia_z_from_partials(partial_sums: np.ndarray, channel_counts: np.ndarray,
@@ -193,7 +213,10 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
     When the GAIA-Z gradients of the batch hold almost no exact zeros (smooth activations:
     :mod:`gaia_viz.gaia.zeros`), ``result.lacks_exact_zeros`` is set, ``exact_zeros_note``
     says why and, with ``warn_without_zeros``, a :class:`~gaia_viz.gaia.zeros.NoExactZerosWarning`
-    is issued (the sweep judges whole data sets instead and records a note).
+    is issued (the sweep judges whole data sets instead and records a note). Where GAIA-A is
+    inf or NaN (its output component ``o`` is 0: a uniform softmax), ``non_finite_note`` says
+    for how many images and why, and with ``warn_without_zeros`` a
+    :class:`~gaia_viz.errors.NonFiniteScoreWarning` is issued.
     """
     from gaia_viz.models.heads import classifier_head
 
@@ -237,6 +260,14 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
                                                       activation_kinds(model))
         if warn_without_zeros:
             warn_no_exact_zeros(result.exact_zeros_note)
+    if average:
+        scores = result.gaia_a.numpy()
+        if not np.isfinite(scores).all():
+            bad = ~np.isfinite(scores)
+            result.non_finite_note = non_finite_note(
+                "GAIA-A", {"this batch": scores}, gaia_a_non_finite_reason(result.output_component.numpy()[bad]))
+            if warn_without_zeros:
+                warnings.warn(result.non_finite_note, NonFiniteScoreWarning, stacklevel=2)
     return result
 
 
