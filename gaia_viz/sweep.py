@@ -392,19 +392,33 @@ class Evaluation:
 
 
 def _exact_zero_notes(model: nn.Module, results: Mapping[str, dict], layers: ResolvedLayers) -> list[str]:
-    """One note when GAIA-Z's gradients hold almost no exact zeros on some data sets
-    (:mod:`gaia_viz.gaia.zeros`), judged on each whole set from its cached per-channel ratios."""
-    from gaia_viz.gaia.zeros import activation_kinds, exact_zero_fraction, lacks_exact_zeros, no_exact_zeros_note
+    """One note when GAIA-Z's gradients hold almost no exact zeros on some data sets, and one
+    when some images' gradients are exactly zero everywhere (the opposite cause;
+    :mod:`gaia_viz.gaia.zeros`), judged on each whole set from its cached per-channel ratios."""
+    from gaia_viz.gaia.zeros import (
+        activation_kinds,
+        all_zero_note,
+        all_zero_samples,
+        lacks_exact_zeros,
+        mean_exact_zero_fraction,
+        no_exact_zeros_note,
+    )
 
     if not layers.zero:
         return []
-    fractions = {name: float(exact_zero_fraction(arrays["nonzero_ratio"], layers.zero_channels).mean())
-                 for name, arrays in results.items() if "nonzero_ratio" in arrays}
-    lacking = [name for name, fraction in fractions.items() if lacks_exact_zeros(fraction)]
-    if not lacking:
-        return []
-    return [no_exact_zeros_note(max(fractions[n] for n in lacking), activation_kinds(model),
-                                where=", ".join(lacking))]
+    notes = []
+    ratios = {name: arrays["nonzero_ratio"] for name, arrays in results.items() if "nonzero_ratio" in arrays}
+    all_zero = {name: int(all_zero_samples(r).sum()) for name, r in ratios.items()}
+    if any(all_zero.values()):  # the opposite cause: gradients that are zero everywhere
+        notes.append(all_zero_note(sum(all_zero.values()), sum(len(r) for r in ratios.values()),
+                                   ", ".join(f"{count} of {len(ratios[name])} on {name}"
+                                             for name, count in all_zero.items() if count)))
+    fractions = {name: mean_exact_zero_fraction(r, layers.zero_channels) for name, r in ratios.items()}
+    lacking = [name for name, fraction in fractions.items() if fraction is not None and lacks_exact_zeros(fraction)]
+    if lacking:
+        notes.append(no_exact_zeros_note(max(fractions[n] for n in lacking), activation_kinds(model),
+                                         where=", ".join(lacking)))
+    return notes
 
 
 def _non_finite_notes(detectors: Mapping[str, Detector], results: Mapping[str, dict]) -> list[str]:

@@ -308,6 +308,55 @@ def test_app_shows_why_gaia_a_is_na_where_its_numbers_would_be(app_cache, tmp_pa
     assert not at.exception, at.exception
     notes = [w.value for w in at.warning if "not finite" in w.value]
     assert len(notes) == 1 and notes[0].startswith("GAIA-A: "), [w.value for w in at.warning]
+    zero_notes = [w.value for w in at.warning if "exact" in w.value]  # 3.: the zero head cuts every gradient
+    assert len(zero_notes) == 1 and zero_notes[0].startswith("GAIA-Z: every gradient is exactly zero"), zero_notes
     grids = [m.value for m in at.markdown if m.value.startswith("| ")]
     assert grids and all(any(line.startswith("| GAIA-A |") and "n/a" in line for line in grid.splitlines())
                          for grid in grids)
+
+
+# --------------------------------------------------------------------------- 3. all-zero vs no exact zeros
+
+
+@pytest.mark.parametrize("name", ["tv:resnet18", "BiT-S-R50x1"])
+def test_all_zero_gradients_are_not_called_smooth_activations(name):
+    from gaia_viz.gaia.zeros import NoExactZerosWarning, ZeroGradientWarning
+
+    torch.manual_seed(0)
+    model = load_model(name, pretrained=False, num_classes=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = gaia.gaia_analyze(model, torch.zeros(2, 3, 64, 64), average=False)
+    assert torch.equal(result.gaia_z, torch.zeros(2, dtype=torch.float64))
+    assert not [w for w in caught if issubclass(w.category, NoExactZerosWarning)]
+    (warning,) = [w for w in caught if issubclass(w.category, ZeroGradientWarning)]
+    text = str(warning.message)
+    assert text.startswith("GAIA-Z: every gradient is exactly zero for 2 of 2 images (the model's output does not "
+                           "depend on these layers for this input")
+    assert result.zero_gradients_note == text and not result.lacks_exact_zeros and result.exact_zeros_note is None
+
+
+def test_smooth_activations_say_so():
+    torch.manual_seed(0)
+    model = load_model("timm:test_efficientnet", pretrained=False, num_classes=3)
+    result = gaia.gaia_analyze(model, images(2, 64), average=False, warn_without_zeros=False)
+    assert result.exact_zeros_note.startswith("GAIA-Z: the hooked gradients hold almost no exact zeros "
+                                              "(smooth activations)")
+    assert result.zero_gradients_note is None
+
+
+def test_sweep_records_the_all_zero_note_once():
+    evaluation = quiet_run(zero_head_resnet(), ["gaia_z", "msp"], fit=0)
+    notes = [n for n in evaluation.config.notes if "exact zero" in n]
+    assert len(notes) == 1 and notes[0].startswith("GAIA-Z: every gradient is exactly zero for 4 of 4 images "
+                                                   "(2 of 2 on id, 2 of 2 on far)")
+    assert sweep.gaia_z_note(evaluation) is None  # not the "no exact zeros" note
+
+
+def test_cli_prints_the_all_zero_note_as_one_warning_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err, metrics = cli_run(tmp_path, "tv:resnet18", zero_head_resnet(3).state_dict(), "gaia_z,msp", capsys)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "exact" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: GAIA-Z: every gradient is exactly zero"), err
+    assert metrics["config"]["notes"] == [lines[0][len("warning: "):]]

@@ -19,7 +19,10 @@ from gaia_viz.notes import non_finite_note
 from gaia_viz.gaia.autograd import grads, prepare_input, reduced_grads, tapped_forward
 from gaia_viz.gaia.layout import LayerInfo, model_layout
 from gaia_viz.gaia.zeros import (
+    ZeroGradientWarning,
     activation_kinds,
+    all_zero_note,
+    all_zero_samples,
     exact_zero_fraction,
     lacks_exact_zeros,
     no_exact_zeros_note,
@@ -51,14 +54,18 @@ class GaiaResult:
     # GAIA-Z's data-dependent exact zeros per sample (:func:`gaia_viz.gaia.zeros.exact_zero_fraction`)
     exact_zero_fraction: Tensor | None = None
     exact_zeros_note: str | None = None  # the warning when the batch has almost none
+    all_zero: Tensor | None = None  # (B,) bool: every hooked gradient entry exactly zero (r = 0 everywhere)
+    zero_gradients_note: str | None = None  # the warning when some samples are all_zero
     non_finite_note: str | None = None  # the warning when some GAIA-A scores are inf/NaN (o = 0)
 
     @property
     def lacks_exact_zeros(self) -> bool:
         """True when GAIA-Z was computed and its gradients hold almost no exact zeros, so the
         score carries no information (``exact_zeros_note`` says why)."""
-        return self.exact_zero_fraction is not None and lacks_exact_zeros(
-            float(self.exact_zero_fraction.mean()))
+        if self.exact_zero_fraction is None:
+            return False
+        fraction = self.exact_zero_fraction[~self.all_zero] if self.all_zero is not None else self.exact_zero_fraction
+        return bool(len(fraction)) and lacks_exact_zeros(float(fraction.mean()))  # all-zero samples: another note
 
     @property
     def predictions(self) -> Tensor:
@@ -163,9 +170,10 @@ def _zero_pass(result, logits, tap, layout, layers):
         for name in layers:  # to the CPU after the pass: a copy inside a hook would stall it
             info = layout.info(name)
             result.nonzero_ratio[name] = counts[name].cpu().double() / info.positions
+        ratios = torch.cat([result.nonzero_ratio[n] for n in layers], 1).numpy()
         result.exact_zero_fraction = torch.as_tensor(exact_zero_fraction(
-            torch.cat([result.nonzero_ratio[n] for n in layers], 1).numpy(),
-            [result.nonzero_ratio[n].shape[1] for n in layers]))
+            ratios, [result.nonzero_ratio[n].shape[1] for n in layers]))
+        result.all_zero = torch.as_tensor(all_zero_samples(ratios))
     return run
 
 
@@ -255,9 +263,13 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
             passes.append(_input_pass(result, logits, tap, input_objective))
         for i, run_pass in enumerate(passes):
             run_pass(retain_graph=i < len(passes) - 1)
+    if result.all_zero is not None and bool(result.all_zero.any()):
+        result.zero_gradients_note = all_zero_note(int(result.all_zero.sum()), len(result.all_zero))
+        if warn_without_zeros:
+            warnings.warn(result.zero_gradients_note, ZeroGradientWarning, stacklevel=2)
     if result.lacks_exact_zeros:
-        result.exact_zeros_note = no_exact_zeros_note(float(result.exact_zero_fraction.mean()),
-                                                      activation_kinds(model))
+        result.exact_zeros_note = no_exact_zeros_note(
+            float(result.exact_zero_fraction[~result.all_zero].mean()), activation_kinds(model))
         if warn_without_zeros:
             warn_no_exact_zeros(result.exact_zeros_note)
     if average:
