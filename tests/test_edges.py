@@ -360,3 +360,60 @@ def test_cli_prints_the_all_zero_note_as_one_warning_line(tmp_path, capsys, monk
     lines = [line for line in err.splitlines() if "exact" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: GAIA-Z: every gradient is exactly zero"), err
     assert metrics["config"]["notes"] == [lines[0][len("warning: "):]]
+
+
+# --------------------------------------------------------------------------- 4. refusals name the real cause
+
+
+def test_conv2d_subclasses_count_as_convolutions_in_the_fallback():
+    torch.manual_seed(0)
+    model = load_model("timm:nf_resnet26", pretrained=False, num_classes=3)
+    x = images(2, 64)
+    layout = gaia.model_layout(model, x)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert {type(m).__name__ for m in model.modules() if isinstance(m, nn.Conv2d)} == {"ScaledStdConv2d"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GaiaVizWarning)
+        result = gaia.gaia_analyze(model, x)
+    assert result.zero_layers == [layer.name for layer in layout.feature_layers if layer.name in convs]
+    assert len(result.zero_layers) == 29 and all(layout.info(n).is_conv for n in result.zero_layers)
+    assert torch.isfinite(result.gaia_z).all() and torch.isfinite(result.gaia_a).all()
+    assert 0 < float(result.gaia_z.max()) < 1
+
+
+def test_nothing_to_hook_names_convolutions_with_subclasses():
+    class LinearOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 8 * 8, 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(LayerError, match=r"neither normalisation layers nor convolutions \(nn.Conv2d or a subclass\)"):
+        gaia.gaia_z(LinearOnly(), images(1, 8))
+
+
+def test_levits_refusal_lists_its_own_activations():
+    model = load_model("timm:levit_128", pretrained=False, num_classes=3)
+    with pytest.raises(LayerError) as info:
+        gaia.gaia_z(model, images(1, 224))
+    message = str(info.value)
+    assert "token models" in message and "Activations found in this model: Hardswish (" in message
+    assert "GELU" not in message and "attention between tokens" in message
+
+
+def test_cli_and_app_give_levits_real_reason(tmp_path, capsys, monkeypatch, app_cache):
+    monkeypatch.chdir(tmp_path)
+    model = load_model("timm:levit_128", pretrained=False, num_classes=3)
+    code, _, err, metrics = cli_run(tmp_path, "timm:levit_128", model.state_dict(), "gaia_z,msp", capsys)
+    assert code == 0, err
+    (line,) = [line for line in err.splitlines() if "left out" in line]
+    assert line.startswith("warning: gaia_z left out:") and "Hardswish" in line and "GELU" not in line
+    assert list(metrics["methods"]) == ["msp"]
+    at = open_evaluate(sb_max_samples=2, sb_model_kind="timm", sb_timm_name="levit_128",
+                       **{"sb_random_weights::timm": True})
+    assert not at.exception, at.exception
+    shown = [w.value for w in at.warning if "left out" in w.value]
+    assert shown and all("Hardswish" in text and "GELU" not in text for text in shown), shown
+    assert {text.split(" is left out")[0] for text in shown} == {"GAIA-Z", "GAIA-A"}

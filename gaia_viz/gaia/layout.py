@@ -15,7 +15,8 @@ A model may declare its own GAIA defaults as an attribute ``gaia_defaults`` hold
 :class:`GaiaLayerDefaults` (Big Transfer's ResNet-v2 declares the paper's layers); the
 generic rules below apply to whatever it leaves as None.
 
-Token models (ViT, DeiT, Swin) are refused for GAIA (:data:`TOKEN_MODEL_REASON`).
+Token models (ViT, DeiT, Swin, LeViT) are refused for GAIA (:data:`TOKEN_MODEL_REASON`, with
+the activations found in the model).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import LayerError, ModelError
+from gaia_viz.gaia.zeros import activation_kinds
 from gaia_viz.model_state import activation_gradients_only
 
 NORM_TYPES = (
@@ -44,13 +46,12 @@ NORM_CLASS_NAME = re.compile(r"(Batch|Group|Layer|Instance|Rms)Norm")
 FUSED_ACTIVATION_CHILD = "act"  # timm's norm+activation modules keep the activation here
 TOKEN_MODEL_REASON = (
     "GAIA (Chen et al., NeurIPS 2023) is defined on convolutional feature maps and is not "
-    "defined for token models (ViT, DeiT, Swin): GAIA-Z counts the exact zeros that "
-    "piecewise-linear activations (ReLU) put into gradients, and these models use GELU, whose "
-    "gradients are never exactly zero, so every ratio is 1; GAIA-A averages gradients over the "
-    "spatial positions that a global pooling reads, while these models read a class token or "
-    "pool tokens after attention mixed them. Use a convolutional model for GAIA, or the "
-    "output- and feature-based methods (msp, energy, maxlogit, odin, react, knn, mahalanobis) "
-    "for this one."
+    "defined for token models (ViT, DeiT, Swin, LeViT): GAIA-Z counts, per channel of a feature "
+    "map, the exact zeros that piecewise-linear activations (ReLU) put into gradients, and GAIA-A "
+    "averages gradients over the spatial positions that a global pooling reads, while these models "
+    "read a class token or pool tokens after attention mixed them. Use a convolutional model for "
+    "GAIA, or the output- and feature-based methods (msp, energy, maxlogit, odin, react, knn, "
+    "mahalanobis) for this one."
 )
 
 
@@ -87,6 +88,7 @@ class LayerInfo:
     activation: str | None = None
     activation_kind: str | None = None
     activation_input_modified_in_place: bool = False  # the activation runs in place
+    is_conv: bool = False  # an nn.Conv2d or a subclass (timm's ScaledStdConv2d, StdConv2d, ...)
 
     @property
     def positions(self) -> int:
@@ -110,6 +112,7 @@ class ModelLayout:
     declared: GaiaLayerDefaults = NO_DECLARED_DEFAULTS  # the model's own ``gaia_defaults``
     # why GAIA is refused for this model (a token model), naming the module that shows it
     token_model: str | None = None
+    activations: tuple[str, ...] = ()  # the model's activation modules, "GELU (12)" (zeros.activation_kinds)
 
     def info(self, name: str) -> LayerInfo:
         for layer in self.feature_layers:
@@ -129,7 +132,14 @@ class ModelLayout:
     def check_gaia_defined(self) -> None:
         """LayerError when GAIA is not defined for this model (a token model)."""
         if self.token_model is not None:
-            raise LayerError(f"{TOKEN_MODEL_REASON} (found: {self.token_model})")
+            from gaia_viz.gaia.zeros import ZERO_SLOPE_ACTIVATIONS
+
+            found = ", ".join(self.activations) or "none as modules"
+            smooth = [a.split(" (")[0] for a in self.activations if a.split(" (")[0] not in ZERO_SLOPE_ACTIVATIONS]
+            slope = (f"; {', '.join(smooth)} never {'has' if len(smooth) == 1 else 'have'} an exactly zero slope, "
+                     "so GAIA-Z would have no zeros to count either" if smooth else "")
+            raise LayerError(f"{TOKEN_MODEL_REASON} Activations found in this model: {found}{slope} "
+                             f"(token model: {self.token_model})")
 
     def default_zero_layers(self) -> list[str]:
         """GAIA-Z default: the model's declared layers, else every normalisation layer over
@@ -143,11 +153,11 @@ class ModelLayout:
             return self._declared(self.declared.zero_layers)
         if self.norm_layers:
             return self.norm_layers
-        convs = [layer.name for layer in self.feature_layers if layer.kind == "Conv2d"]
+        convs = [layer.name for layer in self.feature_layers if layer.is_conv]
         if not convs:
             raise LayerError(
-                "this model has neither normalisation layers nor Conv2d layers over feature "
-                "maps, so GAIA has nothing to hook; pass layers=[...] explicitly"
+                "this model has neither normalisation layers nor convolutions (nn.Conv2d or a "
+                "subclass) over feature maps, so GAIA has nothing to hook; pass layers=[...] explicitly"
             )
         warnings.warn(
             "model has no normalisation layers: GAIA hooks its Conv2d outputs instead",
@@ -368,6 +378,7 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
                 width=width, channel_dim=channel_dim, order=rec["order"],
                 modified_in_place=rec["output"]._version != rec["version"],
                 is_norm=_is_norm(module),
+                is_conv=isinstance(module, nn.Conv2d),
                 activation=act_name,
                 activation_kind=type(activation).__name__ if act_name else None,
                 activation_input_modified_in_place=bool(
@@ -381,4 +392,5 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
         num_classes=int(logits.shape[1]),
         declared=declared_defaults(model),
         token_model=_token_model_evidence(records),
+        activations=tuple(activation_kinds(model)),
     )
