@@ -50,3 +50,7 @@ class LeftOutWarning(GaiaVizWarning):
 
 class NonFiniteScoreWarning(GaiaVizWarning):
     """Some scores are inf or NaN; the warning says which method, how many and why."""
+
+
+class LayerFallbackWarning(GaiaVizWarning):
+    """GAIA hooks fallback layers (convolution outputs: the model has no normalisation layers)."""

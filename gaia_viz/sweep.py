@@ -42,7 +42,7 @@ from torch import nn
 from gaia_viz.cache import ChunkStore, read_fitted_state, stable_hash, write_fitted_state
 from gaia_viz.detectors import DETECTORS, METHOD_LABELS, Detector, detector_parameters, make_detector
 from gaia_viz.distributed import SINGLE, DistributedContext, broadcast_object, broadcast_tensors, gather_to_main, share
-from gaia_viz.errors import DataError, GaiaVizError, LeftOutWarning, ModelError
+from gaia_viz.errors import DataError, GaiaVizError, LayerFallbackWarning, LeftOutWarning, ModelError
 from gaia_viz.forward import ForwardNeeds, collect_outputs, merge_needs, shared_forward
 from gaia_viz.loader import BatchLoader, LoadedBatch, batch_ranges
 from gaia_viz.metrics import metrics_rows
@@ -190,6 +190,21 @@ def resolve_layers(model: nn.Module, sample: torch.Tensor, needs: ForwardNeeds) 
     return ResolvedLayers(zero=zero, inner=inner, head=head,
                           zero_channels=[layout.info(n).channels for n in zero],
                           inner_channels=[layout.info(n).channels for n in inner])
+
+
+def _layer_notes(model: nn.Module, sample: torch.Tensor, needs: ForwardNeeds) -> list[str]:
+    """The note when GAIA's default layers for ``needs`` are a fallback (a model without
+    normalisation layers: its convolution outputs), else none."""
+    from gaia_viz.gaia import model_layout
+
+    if not (needs.gaia_z or needs.gaia_a):
+        return []
+    layout = model_layout(model, sample.unsqueeze(0).to(model_device(model)))
+    defaults = [label for label, used in (
+        ("GAIA-Z", needs.gaia_z and needs.zero_layers is None),
+        ("GAIA-A", needs.gaia_a and needs.inner_layers is None and layout.declared.inner_layers is None)) if used]
+    note = layout.conv_fallback_note(" and ".join(defaults)) if defaults else None
+    return [note] if note else []
 
 
 def build_detectors(model: nn.Module, settings: SweepSettings, preset=None) -> dict[str, Detector]:
@@ -439,6 +454,31 @@ def _non_finite_notes(detectors: Mapping[str, Detector], results: Mapping[str, d
     return notes
 
 
+ACCURACY_NOTE = "ID accuracy"
+CHANCE_MIN_LABELLED = 30  # fewer labelled images cannot tell a model at chance from a weak one
+
+
+def _accuracy_notes(id_arrays: Mapping[str, np.ndarray], num_classes: int, id_name: str) -> list[str]:
+    """A note when the ID accuracy is not clearly above chance (1 / classes): within three
+    binomial standard deviations of it, on at least :data:`CHANCE_MIN_LABELLED` labelled
+    images. The usual cause is a label order that is not the model's (BiT checkpoints and a
+    folder's sorted class names), which no OOD score shows."""
+    labels, predictions = np.asarray(id_arrays["label"]), np.asarray(id_arrays["prediction"])
+    labelled = labels >= 0
+    n = int(labelled.sum())
+    if n < CHANCE_MIN_LABELLED or num_classes < 2:
+        return []
+    accuracy = float((labels[labelled] == predictions[labelled]).mean())
+    chance = 1.0 / num_classes
+    if accuracy > chance + 3 * np.sqrt(chance * (1 - chance) / n):
+        return []
+    return [f"{ACCURACY_NOTE} is {100 * accuracy:.2f} % on the {n} labelled images of {id_name}, no better than "
+            f"chance for {num_classes} classes ({100 * chance:.2f} %): the labels may not follow the model's class "
+            "order (a folder's classes are sorted by name; a BiT or other ImageNet checkpoint needs the class list "
+            "it was trained with), or the checkpoint or the preprocessing does not fit the model. The OOD scores "
+            "use no labels, but they are those of a model that does not recognise the ID set."]
+
+
 def non_finite_methods(evaluation: "Evaluation") -> dict[str, str]:
     """``{method: note}`` for the methods of ``evaluation`` whose scores are not all finite:
     their metrics are n/a (NaN in :meth:`Evaluation.metrics_table`) and the note says why."""
@@ -533,6 +573,7 @@ class _Sweep:
 
         sample = id_set[0][0]
         detectors = build_detectors(model, settings, getattr(id_set, "preset", None))
+        self.num_classes = int(check_model_runs(model, sample).shape[1])  # an error here stops the run
         self.left_out: dict[str, str] = {}
         self.methods = list(settings.methods)
         self.detectors = dict(detectors)
@@ -541,7 +582,11 @@ class _Sweep:
         if self.needs_fit and fit_set is None:
             raise DataError(f"{', '.join(self.needs_fit)} must be fitted on ID training data: give a fit set")
         self.fit_set = fit_set
-        self.layers = resolve_layers(model, sample, merge_needs(d.needs() for d in self.detectors.values()))
+        merged = merge_needs(d.needs() for d in self.detectors.values())
+        self.layers = resolve_layers(model, sample, merged)
+        self.layer_notes = _layer_notes(model, sample, merged)
+        for note in self.layer_notes:  # once per evaluation (the batches' GAIA passes do not warn)
+            warnings.warn(note, LayerFallbackWarning, stacklevel=3)
         self.own_layers = {m: resolve_layers(model, sample, d.needs()).as_dict() for m, d in self.detectors.items()}
 
         self.model_fp = model_fingerprint(model)
@@ -758,8 +803,9 @@ class _Sweep:
             model=self.model_fp, methods=list(self.methods), method_params=self.method_params,
             left_out=self.left_out, layers=layers.as_dict(), fit_set=self.fit_fp, datasets=self.data_fps,
             id_set=self.id_name, ood_sets=ood_names,
-            notes=[*(run.notes if run else []), *_exact_zero_notes(self.model, results, layers),
-                   *_non_finite_notes(self.detectors, results)],
+            notes=[*(run.notes if run else []), *self.layer_notes, *_exact_zero_notes(self.model, results, layers),
+                   *_non_finite_notes(self.detectors, results),
+                   *_accuracy_notes(results[self.id_name], self.num_classes, self.id_name)],
             ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in self.datasets.items()},
             batch_size=self.settings.batch_size, chunk_size=self.settings.chunk_size, device=str(self.device),
             world_size=self.context.world_size, workers=self.settings.workers, timing=timing,

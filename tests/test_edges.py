@@ -216,6 +216,8 @@ def test_app_says_why_a_method_is_left_out_where_its_numbers_would_be(app_cache)
     assert not at.exception, at.exception
     warnings_shown = [w.value for w in at.warning if "left out" in w.value]
     assert len(warnings_shown) == 1 and warnings_shown[0].startswith("GAIA-A is left out for this model: GAIA-A needs")
+    fallback = [w.value for w in at.warning if "no normalisation layers" in w.value]  # 5.: once, next to GAIA-Z
+    assert len(fallback) == 1 and fallback[0].startswith("GAIA-Z: this model has no normalisation layers")
     assert not [e.value for e in at.error]
 
 
@@ -417,3 +419,163 @@ def test_cli_and_app_give_levits_real_reason(tmp_path, capsys, monkeypatch, app_
     shown = [w.value for w in at.warning if "left out" in w.value]
     assert shown and all("Hardswish" in text and "GELU" not in text for text in shown), shown
     assert {text.split(" is left out")[0] for text in shown} == {"GAIA-Z", "GAIA-A"}
+
+
+# --------------------------------------------------------------------------- 5. quieter defects
+
+
+def test_conv_fallback_warns_once_per_call_and_once_per_evaluation():
+    from gaia_viz.errors import LayerFallbackWarning
+
+    torch.manual_seed(0)
+    model = load_model("tv:alexnet", pretrained=False, num_classes=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = gaia.gaia_analyze(model, images(2, 64))
+    assert [w.category for w in caught] == [LayerFallbackWarning]
+    assert result.layers_note.startswith("GAIA-Z and GAIA-A: this model has no normalisation layers")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluation = run(model, ["gaia_z", "gaia_a", "msp"], n=3, fit=0)  # batches of 4: 2 batches
+    fallback = [w for w in caught if issubclass(w.category, LayerFallbackWarning)]
+    assert len(fallback) == 1 and len(caught) == 1
+    assert [n for n in evaluation.config.notes if "no normalisation layers" in n] == [str(fallback[0].message)]
+
+
+def test_the_fallback_does_not_hook_squeezenets_class_score_conv():
+    torch.manual_seed(0)
+    model = load_model("tv:squeezenet1_0", pretrained=False, num_classes=10)
+    x = images(2, 64)
+    layout = gaia.model_layout(model, x)
+    assert [layer.name for layer in layout.feature_layers if layer.is_logits_map] == ["classifier.1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GaiaVizWarning)
+        result = gaia.gaia_analyze(model, x, average=False)
+        with_head = gaia.gaia_z(model, x, layers=[*result.zero_layers, "classifier.1"])
+    assert "classifier.1" not in result.zero_layers and len(result.zero_layers) == 25
+    assert "classifier.1 is not hooked" in result.layers_note
+    assert (with_head < result.gaia_z).all()  # its ratios are about 0 and dragged the mean down
+    with pytest.raises(LayerError, match="class scores come from the convolution classifier.1"):
+        gaia.gaia_a(model, x)
+
+
+class Wrapped(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.net, self.kind = SmallNet(), kind
+
+    def forward(self, x):
+        from torchvision.models.inception import InceptionOutputs
+
+        logits = self.net(x)
+        return {"tuple": lambda: (logits, logits.detach()), "list": lambda: [logits],
+                "dict": lambda: {"logits": logits, "hidden": x},
+                "object": lambda: type("Out", (), {"logits": logits})(),
+                "inception": lambda: InceptionOutputs(logits, None),
+                "no logits": lambda: {"scores": logits}, "3-d": lambda: logits[:, :, None],
+                "string": lambda: "oops"}[self.kind]()
+
+
+@pytest.mark.parametrize("kind", ["tuple", "list", "dict", "object", "inception"])
+def test_model_outputs_with_unambiguous_logits_are_accepted(kind):
+    torch.manual_seed(0)
+    wrapped = Wrapped(kind).eval()
+    x = images(2, 16)
+    plain = wrapped.net
+    torch.testing.assert_close(gaia.gaia_z(wrapped, x), gaia.gaia_z(plain, x))
+    torch.testing.assert_close(gaia.gaia_a(wrapped, x), gaia.gaia_a(plain, x))
+    evaluation = run(wrapped, ["gaia_z", "msp", "odin"], size=16, fit=0)
+    assert evaluation.methods == ["gaia_z", "msp", "odin"] and evaluation.config.left_out == {}
+
+
+@pytest.mark.parametrize("kind, said", [("no logits", "a dict with keys 'scores'"),
+                                        ("3-d", "a tensor of shape (1, 3, 1)"),
+                                        ("string", "a builtins.str")])
+def test_other_model_outputs_are_refused_saying_what_was_returned(kind, said):
+    with pytest.raises(ModelError) as info:
+        run(Wrapped(kind), ["gaia_z", "msp"], size=16, fit=0)
+    message = str(info.value)
+    assert f"it returned {said}" in message and "wrap the model" in message
+
+
+class Labelled(TensorSet):
+    def __init__(self, name, model, wrong: bool, n=30):
+        super().__init__(name, n, 5, size=8)
+        with torch.no_grad():
+            predicted = model(self.x).argmax(1)
+        self.y = ((predicted + 1) % 3 if wrong else predicted).tolist()
+
+
+def test_an_id_accuracy_at_chance_is_noted():
+    torch.manual_seed(0)
+    model = SmallNet().eval()
+    for wrong in (True, False):
+        settings = sweep.SweepSettings(methods=["msp"], batch_size=16)
+        evaluation = sweep.evaluate(model, Labelled("id", model, wrong), {"far": TensorSet("far", 4, 2, 8)},
+                                    settings, use_cache=False)
+        notes = [n for n in evaluation.config.notes if n.startswith(sweep.ACCURACY_NOTE)]
+        if wrong:
+            assert len(notes) == 1 and notes[0].startswith("ID accuracy is 0.00 % on the 30 labelled images of id, "
+                                                           "no better than chance for 3 classes (33.33 %)")
+            assert "class order" in notes[0]
+        else:
+            assert notes == [] and evaluation.id_accuracy() == 1.0
+    few = sweep.evaluate(model, Labelled("id", model, True, n=10), {"far": TensorSet("far", 4, 2, 8)}, settings,
+                         use_cache=False)
+    assert not [n for n in few.config.notes if n.startswith(sweep.ACCURACY_NOTE)]  # too few to tell
+
+
+def test_cli_prints_the_fallback_and_chance_notes_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = load_model("tv:squeezenet1_0", pretrained=False, num_classes=3)
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), checkpoint)
+    for k, name in enumerate(("a", "b", "c")):  # 30 labelled images; a random model is at chance
+        write_folder(tmp_path / "id" / name, 10, (60 * k, 90, 10), size=24)
+    ood_dir = write_folder(tmp_path / "ood", 2, (200, 30, 120), size=24)
+    out = tmp_path / "out"
+    code = cli.main(["evaluate", "--model", "tv:squeezenet1_0", "--checkpoint", str(checkpoint), "--num-classes", "3",
+                     "--id", str(tmp_path / "id"), "--ood", f"far={ood_dir}", "--methods", "gaia_z,msp",
+                     "--no-cache", "--quiet", "--workers", "0", "--batch-size", "32", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warning_lines = [line for line in err.splitlines() if line.strip()]
+    assert all(line.startswith("warning: ") for line in warning_lines), err  # no Python warning text
+    fallback = [line for line in warning_lines if "no normalisation layers" in line]
+    chance = [line for line in warning_lines if "ID accuracy" in line]
+    assert len(fallback) == 1 and "classifier.1 is not hooked" in fallback[0]
+    accuracy = json.loads((out / "metrics.json").read_text())
+    assert len(chance) == 1 and "chance for 3 classes" in chance[0]
+    assert accuracy["config"]["notes"] == [line[len("warning: "):] for line in warning_lines]
+
+
+def test_app_shows_the_chance_note_next_to_the_accuracy(tmp_path):
+    import pickle
+
+    from streamlit.testing.v1 import AppTest
+
+    torch.manual_seed(0)
+    model = SmallNet().eval()
+    evaluation = sweep.evaluate(model, Labelled("id", model, True), {"far": TensorSet("far", 4, 2, 8)},
+                                sweep.SweepSettings(methods=["msp"], batch_size=16), use_cache=False)
+    path = tmp_path / "evaluation.pkl"
+    path.write_bytes(pickle.dumps(evaluation))
+
+    def page(path):
+        import pickle
+        from pathlib import Path
+
+        import streamlit as st
+
+        from gaia_viz.app.page import warn_about_accuracy
+
+        evaluation = pickle.loads(Path(path).read_bytes())
+        st.metric("ID top-1 accuracy", f"{100 * evaluation.id_accuracy():.2f} %")
+        warn_about_accuracy(evaluation)
+
+    at = AppTest.from_function(page, args=(str(path),)).run()
+    assert not at.exception
+    shown = [w.value for w in at.warning if "no better than chance" in w.value]
+    assert len(shown) == 1 and shown[0].startswith("ID accuracy is 0.00 % on the 30 labelled images")
+    assert at.metric[0].value == "0.00 %"

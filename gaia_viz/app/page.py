@@ -180,6 +180,16 @@ def warn_about_numbers(evaluation, methods) -> None:
             st.warning(escape_markdown(f"{METHOD_LABELS.get(method, method)} is left out for this model: {reason}"))
 
 
+def warn_about_accuracy(evaluation) -> None:
+    """Next to the ID accuracy: the sweep's note when it is no better than chance (a label
+    order that is not the model's, :data:`gaia_viz.sweep.ACCURACY_NOTE`)."""
+    from gaia_viz.sweep import ACCURACY_NOTE
+
+    for note in evaluation.config.notes:
+        if note.startswith(ACCURACY_NOTE):
+            st.warning(escape_markdown(note))
+
+
 def layers_caption(evaluation, method: str) -> str:
     """"GAIA-Z on 2 of 3 layers: bn2, bn3" (or "... on all 3 layers") for the Selection."""
     fam = GAIA_FAMILIES[method]
@@ -202,4 +212,4 @@ def effective_layers(evaluation, method: str) -> list[str] | None:
 
 
 __all__ = ["LATEX_STRUT", "effective_layers", "formula", "layers_caption", "render_status", "require_scores", "require_setup", "scores",
-           "start_run", "user_errors", "warn_about_numbers"]
+           "start_run", "user_errors", "warn_about_accuracy", "warn_about_numbers"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaia_viz.errors import LayerError, NonFiniteScoreWarning
+from gaia_viz.errors import LayerError, LayerFallbackWarning, NonFiniteScoreWarning
 from gaia_viz.notes import non_finite_note
 from gaia_viz.gaia.autograd import grads, prepare_input, reduced_grads, tapped_forward
 from gaia_viz.gaia.layout import LayerInfo, model_layout
@@ -57,6 +57,7 @@ class GaiaResult:
     all_zero: Tensor | None = None  # (B,) bool: every hooked gradient entry exactly zero (r = 0 everywhere)
     zero_gradients_note: str | None = None  # the warning when some samples are all_zero
     non_finite_note: str | None = None  # the warning when some GAIA-A scores are inf/NaN (o = 0)
+    layers_note: str | None = None  # the warning when the default layers are a fallback (convolutions)
 
     @property
     def lacks_exact_zeros(self) -> bool:
@@ -224,7 +225,9 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
     is issued (the sweep judges whole data sets instead and records a note). Where GAIA-A is
     inf or NaN (its output component ``o`` is 0: a uniform softmax), ``non_finite_note`` says
     for how many images and why, and with ``warn_without_zeros`` a
-    :class:`~gaia_viz.errors.NonFiniteScoreWarning` is issued.
+    :class:`~gaia_viz.errors.NonFiniteScoreWarning` is issued. A model without normalisation
+    layers has convolution outputs as its default layers: ``layers_note`` says so, and with
+    ``warn_without_zeros`` a :class:`~gaia_viz.errors.LayerFallbackWarning` (once per call).
     """
     from gaia_viz.models.heads import classifier_head
 
@@ -237,12 +240,18 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
         linear = layout.classifier_after(head)
     else:
         inner, head, linear = [], None, None
+    # a model without normalisation layers: the default layers are convolution outputs, said once per call
+    defaults = [label for label, used in (("GAIA-Z", zero and layers is None), ("GAIA-A", average and (
+        inner_layers is None and layout.declared.inner_layers is None))) if used]
+    result_layers_note = layout.conv_fallback_note(" and ".join(defaults)) if defaults else None
+    if result_layers_note and warn_without_zeros:
+        warnings.warn(result_layers_note, LayerFallbackWarning, stacklevel=2)
     taps = list(dict.fromkeys(zero_layers + inner))
     if not taps and head is None and input_objective is None:
         raise LayerError("nothing to compute: both GAIA-Z and GAIA-A are switched off")
 
     result = GaiaResult(logits=torch.empty(0), zero_layers=zero_layers, inner_layers=inner,
-                        head_layer=head)
+                        head_layer=head, layers_note=result_layers_note)
     classifier = classifier_head(model) if capture_features else None
     inputs_of = list(dict.fromkeys(n for n in (linear, classifier and classifier.name) if n))
     with tapped_forward(model, x, taps, inputs_of=inputs_of, keep_outputs=keep_outputs,
