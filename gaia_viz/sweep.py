@@ -803,9 +803,10 @@ class _Sweep:
             model=self.model_fp, methods=list(self.methods), method_params=self.method_params,
             left_out=self.left_out, layers=layers.as_dict(), fit_set=self.fit_fp, datasets=self.data_fps,
             id_set=self.id_name, ood_sets=ood_names,
-            notes=[*(run.notes if run else []), *self.layer_notes, *_exact_zero_notes(self.model, results, layers),
-                   *_non_finite_notes(self.detectors, results),
-                   *_accuracy_notes(results[self.id_name], self.num_classes, self.id_name)],
+            notes=list(dict.fromkeys([  # one note per cause
+                *(run.notes if run else []), *self.layer_notes, *_exact_zero_notes(self.model, results, layers),
+                *_non_finite_notes(self.detectors, results),
+                *_accuracy_notes(results[self.id_name], self.num_classes, self.id_name)])),
             ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in self.datasets.items()},
             batch_size=self.settings.batch_size, chunk_size=self.settings.chunk_size, device=str(self.device),
             world_size=self.context.world_size, workers=self.settings.workers, timing=timing,

@@ -246,6 +246,19 @@ def test_gaia_a_with_a_uniform_softmax_says_why_it_is_not_finite():
     assert fine.non_finite_note is None
 
 
+def test_gaia_a_with_a_cut_head_layer_names_that_cause_not_a_uniform_softmax():
+    # NF-ResNet-26 at 32 px: the head layer (the last map with spatial extent, inside the last
+    # block) reaches the logits only through inactive ReLUs, while the shortcut carries them
+    torch.manual_seed(0)
+    model = load_model("timm:nf_resnet26", pretrained=False, num_classes=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GaiaVizWarning)
+        result = gaia.gaia_analyze(model, images(2, 32))
+    assert (result.output_component == 0).all() and result.logits.std(1).min() > 0
+    assert "does not depend on the head layer" in result.non_finite_note
+    assert "softmax is uniform" not in result.non_finite_note
+
+
 def test_sweep_names_the_method_count_and_reason_and_its_metrics_are_na():
     evaluation = quiet_run(zero_head_resnet(), ["gaia_a", "msp"], fit=0)
     assert evaluation.methods == ["gaia_a", "msp"]
@@ -310,6 +323,7 @@ def test_app_shows_why_gaia_a_is_na_where_its_numbers_would_be(app_cache, tmp_pa
     assert not at.exception, at.exception
     notes = [w.value for w in at.warning if "not finite" in w.value]
     assert len(notes) == 1 and notes[0].startswith("GAIA-A: "), [w.value for w in at.warning]
+    assert len({w.value for w in at.warning}) == len(at.warning)  # 6.: one note per cause
     zero_notes = [w.value for w in at.warning if "exact" in w.value]  # 3.: the zero head cuts every gradient
     assert len(zero_notes) == 1 and zero_notes[0].startswith("GAIA-Z: every gradient is exactly zero"), zero_notes
     grids = [m.value for m in at.markdown if m.value.startswith("| ")]
@@ -579,3 +593,56 @@ def test_app_shows_the_chance_note_next_to_the_accuracy(tmp_path):
     shown = [w.value for w in at.warning if "no better than chance" in w.value]
     assert len(shown) == 1 and shown[0].startswith("ID accuracy is 0.00 % on the 30 labelled images")
     assert at.metric[0].value == "0.00 %"
+
+
+# --------------------------------------------------------------------------- 6./7. every method that can run, one note per cause
+
+
+FAMILIES = {  # model, input size, methods left out (with a word of their reason), methods with n/a metrics
+    "deit": ("timm:deit_tiny_patch16_224", 224, {"gaia_z": "token models", "gaia_a": "token models",
+                                                 "vim": "cannot be fitted"}, set()),
+    "squeezenet": ("tv:squeezenet1_0", 64, {"gaia_a": "class scores come from the convolution classifier.1",
+                                            **{m: "no nn.Linear classifier head" for m in (
+                                                "gradnorm", "react", "knn", "mahalanobis", "ash", "scale", "vim",
+                                                "fdbd", "nnguide", "dice")}}, set()),
+    "nf_resnet": ("timm:nf_resnet26", 64, {"vim": "cannot be fitted"}, set()),
+    "zero_head": ("zero-head tv:resnet18", 64, {"vim": "cannot be fitted", "fdbd": "identical head weights"},
+                  {"gaia_a"}),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_all_methods_finish_and_every_method_that_can_run_is_scored(family):
+    name, size, left_out, undefined = FAMILIES[family]
+    torch.manual_seed(0)
+    model = zero_head_resnet(3) if family == "zero_head" else load_model(name, pretrained=False, num_classes=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluation = run(model, list(sweep.ALL_METHODS), size=size, fit=4)
+    assert set(evaluation.config.left_out) == set(left_out)
+    for method, word in left_out.items():
+        assert word in evaluation.config.left_out[method], (method, evaluation.config.left_out[method])
+    assert evaluation.methods == [m for m in sweep.ALL_METHODS if m not in left_out]
+    assert set(sweep.non_finite_methods(evaluation)) == undefined
+    table = evaluation.metrics_table().set_index("method")
+    for method in evaluation.methods:
+        assert table.loc[[method], "auroc"].isna().all() == (method in undefined), method
+    # 6.: one note per cause, one warning per cause
+    notes = evaluation.config.notes
+    assert len(notes) == len(set(notes))
+    messages = [str(w.message) for w in caught if issubclass(w.category, GaiaVizWarning)]
+    assert len(messages) == len(set(messages)) and all(
+        sum(note == m for m in messages) <= 1 for note in notes)
+
+
+def test_cli_says_each_cause_once_on_a_run_of_all_methods(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit_dir = write_folder(tmp_path / "fit", 4, (90, 90, 90))
+    code, out, err, metrics = cli_run(tmp_path, "tv:resnet18", zero_head_resnet(3).state_dict(), "all", capsys,
+                                      extra=["--fit", str(fit_dir)])
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert all(line.startswith("warning: ") for line in lines) and len(lines) == len(set(lines)), err
+    assert sorted(line.split(":")[1].strip().split(" ")[0] for line in lines) == sorted(
+        ["GAIA-A", "GAIA-Z", "fdbd", "vim"]), err
+    assert set(metrics["config"]["left_out"]) == {"vim", "fdbd"} and set(metrics["undefined"]) == {"gaia_a"}

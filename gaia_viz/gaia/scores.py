@@ -101,20 +101,31 @@ class GaiaResult:
 
 
 # why GAIA-A is not finite where its output component is 0 (the score divides by o^2)
-GAIA_A_ZERO_OUTPUT_REASON = (
-    "the output component o is 0 for these images: the gradient of sum_k log_softmax(f(x))_k is 1 - C * "
-    "softmax(f(x)), which is 0 when the softmax is uniform (every class has the same logit, e.g. a head with "
-    "zero weights), and GAIA-A divides by o^2 (x / 0 = inf, 0 / 0 = NaN)")
+GAIA_A_ZERO_OUTPUT = "the output component o is 0 for these images"
+_UNIFORM = ("the softmax is uniform (every class has the same logit, e.g. a head with zero weights: the gradient "
+            "of sum_k log_softmax(f(x))_k is 1 - C * softmax(f(x)), which is then 0)")
+_CUT = ("the output does not depend on the head layer for these inputs (every path from it to the logits passes "
+        "an inactive ReLU)")
+_DIVIDES = "and GAIA-A divides by o^2 (x / 0 = inf, 0 / 0 = NaN)"
 
 
-def gaia_a_non_finite_reason(output_component: np.ndarray) -> str:
-    """Why GAIA-A is not finite on samples with output components ``output_component``."""
+def gaia_a_non_finite_reason(output_component: np.ndarray, uniform: np.ndarray | None = None) -> str:
+    """Why GAIA-A is not finite on samples with output components ``output_component``;
+    ``uniform``: per sample, whether its logits are all equal (None: not known, both causes
+    of o = 0 are named)."""
     o = np.asarray(output_component, dtype=np.float64)
-    if o.size and (o == 0).all():
-        return GAIA_A_ZERO_OUTPUT_REASON
-    if (o == 0).any():
-        return f"for {int((o == 0).sum())} of them {GAIA_A_ZERO_OUTPUT_REASON}; for the others a gradient overflowed"
-    return "a gradient is inf or NaN (it overflowed in the backward pass)"
+    zero = o == 0
+    if not zero.any():
+        return "a gradient is inf or NaN (it overflowed in the backward pass)"
+    if uniform is None:
+        cause = f"the gradient at the head layer is exactly zero: {_UNIFORM}, or {_CUT}"
+    else:
+        uniform = np.asarray(uniform, dtype=bool)
+        cause = _UNIFORM if uniform[zero].all() else _CUT if not uniform[zero].any() else f"{_UNIFORM}, or {_CUT}"
+    reason = f"{GAIA_A_ZERO_OUTPUT}: {cause}, {_DIVIDES}"
+    if not zero.all():
+        reason = f"for {int(zero.sum())} of them {reason}; for the others a gradient overflowed"
+    return reason
 
 
 def gaia_z_from_partials(partial_sums: np.ndarray, channel_counts: np.ndarray,
@@ -285,8 +296,10 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
         scores = result.gaia_a.numpy()
         if not np.isfinite(scores).all():
             bad = ~np.isfinite(scores)
+            logits = result.logits.numpy()
+            uniform = (logits.max(axis=1) == logits.min(axis=1))[bad]
             result.non_finite_note = non_finite_note(
-                "GAIA-A", {"this batch": scores}, gaia_a_non_finite_reason(result.output_component.numpy()[bad]))
+                "GAIA-A", {"this batch": scores}, gaia_a_non_finite_reason(result.output_component.numpy()[bad], uniform))
             if warn_without_zeros:
                 warnings.warn(result.non_finite_note, NonFiniteScoreWarning, stacklevel=2)
     return result
