@@ -10,7 +10,8 @@ from torch import Tensor
 
 from gaia_viz.detectors.base import Detector, check_positive, register
 from gaia_viz.errors import ModelError
-from gaia_viz.forward import ForwardNeeds, ForwardOutputs, model_logits
+from gaia_viz.forward import ForwardNeeds, ForwardOutputs
+from gaia_viz.model_output import model_logits
 from gaia_viz.model_state import eval_mode
 
 

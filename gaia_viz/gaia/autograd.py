@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import LayerError, ModelError
-from gaia_viz.forward import model_logits
+from gaia_viz.model_output import model_logits
 from gaia_viz.gaia.layout import LayerInfo, ModelLayout, model_layout
 from gaia_viz.model_state import activation_gradients_only, model_device
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import LayerError, ModelError
-from gaia_viz.forward import model_logits
+from gaia_viz.model_output import model_logits
 from gaia_viz.gaia.zeros import activation_kinds
 from gaia_viz.model_state import activation_gradients_only
 
