@@ -258,6 +258,7 @@ def render_report(result: dict, command: str) -> str:
             f"`{config['layers']['head']}`; batch size {config.get('batch_size')}; OOD policies "
             f"{config.get('ood_policies')}; method parameters {json.dumps(config['method_params'])}.", "",
             _skipped_line(config), "",
+            *(f"Note: {note}" for note in config.get("notes") or []), "",
             f"![histograms]({name}_histograms.png) ![roc]({name}_roc.png)", "",
         ]
     return "\n".join(parts)

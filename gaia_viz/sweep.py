@@ -5,9 +5,13 @@ sweep merges those needs and runs :func:`gaia_viz.forward.shared_forward` once p
 (without gradients when no method needs one), then lets every detector score from its
 outputs. Fitted methods (ReAct, KNN, Mahalanobis, ViM, fDBD, NNGuide, DICE) learn from one
 shared pass over the fit set, run only when some chunk they must score is not cached. A
-chosen method the model cannot feed (no classifier head, no pooled features: found on one
-image before anything is scored) is left out with a warning and its reason in
-``RunConfig.left_out``; the others still run, and if none can, that is a ModelError.
+chosen method that cannot run on this model or data, whatever its error (no classifier head,
+no pooled features, GAIA on a token model: found on one image before anything is scored; a
+fit that fails on the fit set, such as ViM with fewer fit images than its ``dim``), is left
+out with one warning and its reason in ``RunConfig.left_out``; the others still run, and if
+none can, the run stops with every reason. Only an error in the model's own forward pass
+stops the run outright. Scores that are inf/NaN are kept and said (``RunConfig.notes``:
+which method, how many, why); their metrics are NaN. Each cause gets one note.
 
 Results are cached on disk (:mod:`gaia_viz.cache`) per dataset, per method and per chunk of
 ``chunk_size`` samples, keyed by what determines the numbers: the weights, the dataset's

@@ -186,6 +186,14 @@ def test_report_table_names_left_out_methods():
              "config": {"left_out": {"vim": "cannot be fitted on fit (3 images): ..."}}}
     text = metrics_markdown(entry)
     assert "| ViM | left out |" in text and "- ViM left out: cannot be fitted on fit (3 images)" in text
+    undefined = {"methods": {"gaia_a": {"far": {"fpr95": None, "auroc": None}},
+                             "msp": {"far": {"fpr95": 0.5, "auroc": 0.75}}},
+                 "config": {}, "undefined": {"gaia_a": "GAIA-A: 4 of 4 scores are not finite (...)"}}
+    text = metrics_markdown(undefined)
+    assert "| GAIA-A | n/a |" in text and "- n/a: GAIA-A: 4 of 4 scores are not finite" in text
+    from gaia_viz.report import reading
+
+    assert reading(undefined).startswith("Best average FPR95: **msp**")
 
 
 @pytest.fixture
