@@ -11,12 +11,13 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from gaia_viz.allocator import retain_freed_memory
-from gaia_viz.errors import GaiaVizError
+from gaia_viz.errors import GaiaVizError, GaiaVizWarning
 from gaia_viz.paths import check_allowed, check_path_text, check_text, echo
 from gaia_viz.progress import terminal_progress
 
@@ -98,12 +99,23 @@ def write_outputs(evaluation, out: Path) -> None:
 
 
 def format_table(evaluation) -> str:
+    """The metrics in %, and below them the chosen methods left out (their reasons are the
+    ``warning:`` lines on stderr and ``config.left_out`` in metrics.json)."""
     table = evaluation.metrics_table()
     table = table[["method", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out"]].copy()
     for column in ("fpr95", "auroc", "aupr_in", "aupr_out"):
-        table[column] = (100 * table[column]).map(lambda v: f"{v:6.2f}")
+        table[column] = (100 * table[column]).map(lambda v: f"{v:6.2f}" if v == v else "   n/a")  # NaN: undefined
     header = "FPR95 = % of OOD accepted at 95 % TPR on ID (lower is better); AUROC/AUPR in % (higher is better)"
-    return header + "\n" + table.to_string(index=False)
+    lines = [header, table.to_string(index=False)]
+    from gaia_viz.sweep import non_finite_methods
+
+    undefined = non_finite_methods(evaluation)
+    if undefined:
+        lines.append(f"n/a: scores that are not finite (why: the warning lines and config.notes): {', '.join(undefined)}")
+    left_out = evaluation.config.left_out
+    if left_out:
+        lines.append(f"left out (no numbers; why: the warning lines and config.left_out): {', '.join(left_out)}")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -178,6 +190,8 @@ def _report_skipped(evaluation) -> None:
 def _report_notes(evaluation) -> None:
     """One stderr line per warning about the numbers (GAIA-Z without exact zeros, ...); they
     are also in metrics.json under config.notes."""
+    for method, reason in evaluation.config.left_out.items():
+        sys.stderr.write(f"warning: {method} left out: {reason}\n")
     for note in evaluation.config.notes:
         sys.stderr.write(f"warning: {note}\n")
 
@@ -237,9 +251,13 @@ def _evaluate_on_rank(args, device: str, context) -> int:
     )
     progress, close = terminal_progress(args.quiet or not context.is_main)
     try:
-        evaluation = evaluate(inputs.model, id_set, ood_sets, settings, fit_set=inputs.fit_set, device=device,
-                              cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=progress,
-                              run=inputs.run, distributed=context)
+        with warnings.catch_warnings():
+            # the evaluation records each of these once (config.left_out, config.notes) and they are
+            # printed below as one `warning:` line per cause, not as Python warnings
+            warnings.simplefilter("ignore", GaiaVizWarning)
+            evaluation = evaluate(inputs.model, id_set, ood_sets, settings, fit_set=inputs.fit_set, device=device,
+                                  cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=progress,
+                                  run=inputs.run, distributed=context)
     finally:
         close()
     if evaluation is None:  # a rank other than 0: its chunks are in the run cache, rank 0 reports

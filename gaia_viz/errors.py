@@ -36,3 +36,21 @@ class MetricInputError(GaiaVizError, ValueError):
 
 class AttributionError(GaiaVizError, ValueError):
     """An attribution method cannot run with these arguments (input shape, target, window)."""
+
+
+class GaiaVizWarning(UserWarning):
+    """A warning about the numbers (a method left out, GAIA-Z without exact zeros, a
+    non-finite score, a layer fallback). An evaluation records each cause once in its run
+    record (``config.left_out`` / ``config.notes``), where the CLI and the app read it."""
+
+
+class LeftOutWarning(GaiaVizWarning):
+    """Chosen methods were left out of an evaluation, as they cannot run on this model or data."""
+
+
+class NonFiniteScoreWarning(GaiaVizWarning):
+    """Some scores are inf or NaN; the warning says which method, how many and why."""
+
+
+class LayerFallbackWarning(GaiaVizWarning):
+    """GAIA hooks fallback layers (convolution outputs: the model has no normalisation layers)."""

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import DataError, ModelError
+from gaia_viz.model_output import model_logits
 from gaia_viz.model_state import eval_mode, model_device
 
 ProgressFn = Callable[[float, str], None]
@@ -140,14 +141,10 @@ def _plain_forward(model: nn.Module, x: Tensor, features: bool, map_layer: str |
             if map_layer is not None:
                 handles.append(modules[map_layer].register_forward_hook(
                     lambda _m, _i, output: captured.__setitem__("map", output.clone())))
-            logits = model(x)
+            logits = model_logits(model(x))
         finally:
             for handle in handles:
                 handle.remove()
-    if not isinstance(logits, Tensor) or logits.ndim != 2:
-        raise ModelError(
-            "the model must return a logits tensor of shape [batch, classes]; got "
-            f"{type(logits).__name__}{tuple(getattr(logits, 'shape', ()))}.")
     feats = None
     if head is not None:
         if "features" not in captured:
@@ -222,4 +219,4 @@ def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 __all__ = ["FitOutputs", "ForwardNeeds", "ForwardOutputs", "collect_outputs", "features_and_logits",
-           "merge_needs", "pooled_map_layer", "shared_forward", "split_batch"]
+           "merge_needs", "model_logits", "pooled_map_layer", "shared_forward", "split_batch"]

@@ -222,11 +222,23 @@ METRIC_NAMES = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")
 
 
 def metrics_rows(method: str, id_scores, ood_scores_by_set: Mapping[str, Sequence[float]],
-                 tpr: float = DEFAULT_TPR) -> list[dict]:
+                 tpr: float = DEFAULT_TPR, non_finite: str = "raise") -> list[dict]:
     """One row ``{method, ood_set, fpr95, auroc, aupr_in, aupr_out, detection_error}`` per OOD
-    set, plus an ``ood_set="average"`` row (the mean over the sets) when there are several."""
-    rows = [dict(method=method, ood_set=name, **evaluate_scores(id_scores, scores, tpr=tpr))
-            for name, scores in ood_scores_by_set.items()]
+    set, plus an ``ood_set="average"`` row (the mean over the sets) when there are several.
+
+    ``non_finite="nan"``: a set whose scores (or the ID scores) are not all finite gets NaN
+    metrics, and so does the average, instead of a MetricInputError (the caller says why,
+    e.g. an evaluation's ``config.notes``)."""
+    if non_finite not in ("raise", "nan"):
+        raise MetricInputError(f"non_finite must be 'raise' or 'nan', got {non_finite!r}")
+    id_finite = bool(np.isfinite(np.asarray(id_scores, dtype=np.float64)).all())
+
+    def metrics(scores) -> dict:
+        if non_finite == "nan" and not (id_finite and np.isfinite(np.asarray(scores, dtype=np.float64)).all()):
+            return dict.fromkeys(METRIC_NAMES, float("nan"))
+        return evaluate_scores(id_scores, scores, tpr=tpr)
+
+    rows = [dict(method=method, ood_set=name, **metrics(scores)) for name, scores in ood_scores_by_set.items()]
     if len(rows) > 1:
         rows.append(dict(method=method, ood_set="average",
                          **{k: float(np.mean([row[k] for row in rows])) for k in METRIC_NAMES}))

@@ -168,10 +168,21 @@ def metrics_frame(model_entry: dict):
     for method, per_set in model_entry["methods"].items():
         row = {"method": METHOD_LABELS.get(method, method)}
         for ood_set, values in per_set.items():
-            row[f"{ood_set} FPR95 ↓ (%)"] = round(100 * values["fpr95"], 2)
-            row[f"{ood_set} AUROC ↑ (%)"] = round(100 * values["auroc"], 2)
+            row[f"{ood_set} FPR95 ↓ (%)"] = _percent(values["fpr95"])
+            row[f"{ood_set} AUROC ↑ (%)"] = _percent(values["auroc"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _percent(value: float | None) -> float:
+    """A metric in %, rounded; NaN where it is undefined (None in metrics.json: non-finite scores)."""
+    return float("nan") if value is None else round(100 * value, 2)
+
+
+def _cell(values: dict) -> str:
+    if values["fpr95"] is None or values["auroc"] is None:
+        return "n/a"
+    return f"{100 * values['fpr95']:.2f} / {100 * values['auroc']:.2f}"
 
 
 def metrics_markdown(model_entry: dict) -> str:
@@ -184,15 +195,28 @@ def metrics_markdown(model_entry: dict) -> str:
     from gaia_viz.detectors import METHOD_LABELS
 
     for method, per_set in methods.items():
-        cells = [f"{100 * per_set[s]['fpr95']:.2f} / {100 * per_set[s]['auroc']:.2f}" for s in columns]
+        cells = [_cell(per_set[s]) for s in columns]
         lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    left_out = (model_entry.get("config") or {}).get("left_out") or {}
+    for method in left_out:  # chosen, but it cannot run on this model or data: said where its numbers would be
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join("left out" for _ in columns) + " |")
+    if left_out:
+        lines += ["", *(f"- {METHOD_LABELS.get(m, m)} left out: {reason}" for m, reason in left_out.items())]
+    undefined = model_entry.get("undefined") or {}
+    if undefined:
+        lines += ["", *(f"- n/a: {note}" for note in undefined.values())]
     return "\n".join(lines)
 
 
 def reading(model_entry: dict) -> str:
     """A short, honest reading: where GAIA wins and where it does not (by average FPR95)."""
-    methods = model_entry["methods"]
-    key = "average" if "average" in next(iter(methods.values())) else next(iter(next(iter(methods.values()))))
+    key = "average" if "average" in next(iter(model_entry["methods"].values())) else \
+        next(iter(next(iter(model_entry["methods"].values()))))
+    # a method with undefined metrics (non-finite scores) is not ranked
+    methods = {m: per_set for m, per_set in model_entry["methods"].items()
+               if all(v["fpr95"] is not None for v in per_set.values())}
+    if not methods:
+        return "No method has defined metrics (see the notes)."
     ranked = sorted(methods, key=lambda m: methods[m][key]["fpr95"])
     best = ranked[0]
     lines = [f"Best average FPR95: **{best}** ({100 * methods[best][key]['fpr95']:.1f} %)."]
@@ -234,6 +258,7 @@ def render_report(result: dict, command: str) -> str:
             f"`{config['layers']['head']}`; batch size {config.get('batch_size')}; OOD policies "
             f"{config.get('ood_policies')}; method parameters {json.dumps(config['method_params'])}.", "",
             _skipped_line(config), "",
+            *(f"Note: {note}" for note in config.get("notes") or []), "",
             f"![histograms]({name}_histograms.png) ![roc]({name}_roc.png)", "",
         ]
     return "\n".join(parts)

@@ -25,8 +25,9 @@ class RunConfig:
       ``max_samples`` (the per-set cap, None = all), ``data`` (a label of the data choice).
     Determined by the sweep:
       ``model`` (fingerprint of architecture and weights), ``methods`` (those scored),
-      ``left_out`` (method -> reason, for chosen methods this model cannot feed: no
-      classifier head, no pooled features, ...; the others still run), ``method_params``
+      ``left_out`` (method -> reason, for chosen methods that cannot run on this model or
+      data: no classifier head, no pooled features, GAIA on a token model, a fit that fails
+      on the fit set, ...; the others still run), ``method_params``
       (each method's parameters, ODIN's ``input_std`` included), ``layers``
       (``{"zero", "inner", "head"}``: GAIA-Z layers, GAIA-A inner layers and head layer),
       ``fit_set`` (fingerprint of the fit data, when a method fits), ``datasets``
@@ -34,7 +35,9 @@ class RunConfig:
       policy, ``"center-crop"`` or ``"resize"``), ``batch_size``, ``chunk_size``, ``device``,
       ``world_size`` (processes that scored, 1 without torchrun), ``workers`` (loader
       processes), ``skipped`` (dataset name -> ``[[path, reason], ...]`` of unreadable files
-      left out), ``notes`` (warnings about the numbers, e.g. GAIA-Z without exact zeros),
+      left out), ``notes`` (warnings about the numbers, one per cause: GAIA-Z without exact
+      zeros or with all-zero gradients, non-finite scores, the convolution fallback, an ID
+      accuracy at chance),
       ``timing`` (seconds and images/s of loading and of scoring).
     """
 

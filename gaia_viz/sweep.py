@@ -5,9 +5,13 @@ sweep merges those needs and runs :func:`gaia_viz.forward.shared_forward` once p
 (without gradients when no method needs one), then lets every detector score from its
 outputs. Fitted methods (ReAct, KNN, Mahalanobis, ViM, fDBD, NNGuide, DICE) learn from one
 shared pass over the fit set, run only when some chunk they must score is not cached. A
-chosen method the model cannot feed (no classifier head, no pooled features: found on one
-image before anything is scored) is left out with a warning and its reason in
-``RunConfig.left_out``; the others still run, and if none can, that is a ModelError.
+chosen method that cannot run on this model or data, whatever its error (no classifier head,
+no pooled features, GAIA on a token model: found on one image before anything is scored; a
+fit that fails on the fit set, such as ViM with fewer fit images than its ``dim``), is left
+out with one warning and its reason in ``RunConfig.left_out``; the others still run, and if
+none can, the run stops with every reason. Only an error in the model's own forward pass
+stops the run outright. Scores that are inf/NaN are kept and said (``RunConfig.notes``:
+which method, how many, why); their metrics are NaN. Each cause gets one note.
 
 Results are cached on disk (:mod:`gaia_viz.cache`) per dataset, per method and per chunk of
 ``chunk_size`` samples, keyed by what determines the numbers: the weights, the dataset's
@@ -42,7 +46,7 @@ from torch import nn
 from gaia_viz.cache import ChunkStore, read_fitted_state, stable_hash, write_fitted_state
 from gaia_viz.detectors import DETECTORS, METHOD_LABELS, Detector, detector_parameters, make_detector
 from gaia_viz.distributed import SINGLE, DistributedContext, broadcast_object, broadcast_tensors, gather_to_main, share
-from gaia_viz.errors import DataError, GaiaVizError, ModelError
+from gaia_viz.errors import DataError, GaiaVizError, LayerFallbackWarning, LeftOutWarning, ModelError
 from gaia_viz.forward import ForwardNeeds, collect_outputs, merge_needs, shared_forward
 from gaia_viz.loader import BatchLoader, LoadedBatch, batch_ranges
 from gaia_viz.metrics import metrics_rows
@@ -198,6 +202,21 @@ def resolve_layers(model: nn.Module, sample: torch.Tensor, needs: ForwardNeeds) 
                           inner_channels=[layout.info(n).channels for n in inner])
 
 
+def _layer_notes(model: nn.Module, sample: torch.Tensor, needs: ForwardNeeds) -> list[str]:
+    """The note when GAIA's default layers for ``needs`` are a fallback (a model without
+    normalisation layers: its convolution outputs), else none."""
+    from gaia_viz.gaia import model_layout
+
+    if not (needs.gaia_z or needs.gaia_a):
+        return []
+    layout = model_layout(model, sample.unsqueeze(0).to(model_device(model)))
+    defaults = [label for label, used in (
+        ("GAIA-Z", needs.gaia_z and needs.zero_layers is None),
+        ("GAIA-A", needs.gaia_a and needs.inner_layers is None and layout.declared.inner_layers is None)) if used]
+    note = layout.conv_fallback_note(" and ".join(defaults)) if defaults else None
+    return [note] if note else []
+
+
 def build_detectors(model: nn.Module, settings: SweepSettings, preset=None) -> dict[str, Detector]:
     """One detector per method: the preset's defaults (:meth:`Detector.data_defaults`) under
     the user's parameters."""
@@ -209,28 +228,55 @@ def build_detectors(model: nn.Module, settings: SweepSettings, preset=None) -> d
     return detectors
 
 
+def check_model_runs(model: nn.Module, sample: torch.Tensor) -> torch.Tensor:
+    """The model's own forward pass (no hooks, no gradients) on the one image ``sample``
+    (C, H, W); returns its logits (1, classes). An error here is the model's, not a
+    method's, so it stops the run: ModelError saying what failed (non-finite logits too)."""
+    x = sample.unsqueeze(0).to(model_device(model))
+    try:
+        return shared_forward(model, x, ForwardNeeds(), warn_without_zeros=False).logits
+    except GaiaVizError:
+        raise
+    except Exception as exc:  # the model's own code failed on this input
+        raise ModelError(f"the model's own forward pass failed on an image of shape {tuple(x.shape)}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
 def unusable_methods(model: nn.Module, sample: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, str]:
-    """``{method: reason}`` for the detectors whose needs this model cannot meet (no
-    classifier head, no pooled features, a feature map the head does not pool, ...), found
-    on the one image ``sample`` (C, H, W): one shared forward with every detector's needs,
-    and only when that fails one forward per detector. The reason is the ModelError's
-    message. Errors every method would hit (non-finite logits) leave every method out."""
+    """``{method: reason}`` for the detectors that cannot run on this model (no classifier
+    head, no pooled features, a feature map the head does not pool, GAIA on a token model or
+    on a model with nothing to hook, ...), found on the one image ``sample`` (C, H, W): one
+    shared forward with every detector's needs, and only when that fails one forward per
+    detector. The reason is the error's message, whatever its class (ModelError,
+    LayerError, ...). The model's own forward pass is checked first
+    (:func:`check_model_runs`): when it fails, that error is raised, as no method can run."""
+    return {method: _reason(exc) for method, exc in _method_errors(model, sample, detectors).items()}
+
+
+def _method_errors(model: nn.Module, sample: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, Exception]:
+    """:func:`unusable_methods` with the errors themselves."""
+    check_model_runs(model, sample)
     x = sample.unsqueeze(0).to(model_device(model))
     try:
         outputs = shared_forward(model, x, merge_needs(d.needs() for d in detectors.values()),
                                  warn_without_zeros=False)  # judged per data set
-    except ModelError:
+    except Exception:  # some method's needs cannot be met: find which, one by one
         outputs = None
-    reasons = {}
+    errors = {}
     for method, detector in detectors.items():
         try:
             if outputs is None:
                 detector.check_model(x)
             else:
                 detector.validate_outputs(outputs)
-        except ModelError as exc:
-            reasons[method] = str(exc)
-    return reasons
+        except Exception as exc:  # the model ran above, so this is the method's problem
+            errors[method] = exc
+    return errors
+
+
+def _reason(exc: Exception) -> str:
+    """A left-out method's reason: the message of a GaiaVizError, else the class too."""
+    return str(exc) if isinstance(exc, GaiaVizError) else f"{type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- scoring
@@ -244,7 +290,8 @@ def _score_batch(model, x, detectors: Mapping[str, Detector], needs: ForwardNeed
     if outputs.features is not None:
         entries[FEATURES] = {FEATURES: outputs.features.float().numpy()}
     for method, detector in detectors.items():
-        entries[method] = {method: detector.score_forward(outputs).double().numpy(), **detector.arrays(outputs)}
+        # inf/NaN kept: the evaluation says for how many images and why (_non_finite_notes)
+        entries[method] = {method: detector.raw_scores(outputs).double().numpy(), **detector.arrays(outputs)}
     return entries
 
 
@@ -332,17 +379,25 @@ class Evaluation:
         rows = []
         for method in self.methods:
             rows += metrics_rows(method, self.method_scores(method, self.id_name),
-                                 {ood: self.method_scores(method, ood) for ood in self.ood_names}, tpr=tpr)
+                                 {ood: self.method_scores(method, ood) for ood in self.ood_names}, tpr=tpr,
+                                 non_finite="nan")  # NaN where scores are inf/NaN; config.notes says why
         return pd.DataFrame(rows)
 
     def metrics_json(self) -> dict:
-        """The CLI's schema: {"methods": {method: {ood: {fpr95, auroc, aupr_in, aupr_out}}}, "config"}."""
+        """The CLI's schema: {"methods": {method: {ood: {fpr95, auroc, aupr_in, aupr_out}}}, "config"};
+        a metric that is undefined (non-finite scores) is null, and ``"undefined"`` holds
+        ``{method: why}`` (the note of ``config.notes``)."""
         methods: dict[str, dict] = {}
         for row in self.metrics_table().to_dict("records"):
             methods.setdefault(row["method"], {})[row["ood_set"]] = {
-                k: row[k] for k in ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")
+                k: (None if np.isnan(row[k]) else row[k]) for k in ("fpr95", "auroc", "aupr_in", "aupr_out",
+                                                                   "detection_error")
             }
-        return {"methods": methods, "config": self.config.to_dict()}
+        result = {"methods": methods, "config": self.config.to_dict()}
+        undefined = non_finite_methods(self)
+        if undefined:
+            result["undefined"] = undefined
+        return result
 
     def id_accuracy(self) -> float | None:
         rows = self.scores[self.scores["dataset"] == self.id_name]
@@ -365,19 +420,89 @@ class Evaluation:
 
 
 def _exact_zero_notes(model: nn.Module, results: Mapping[str, dict], layers: ResolvedLayers) -> list[str]:
-    """One note when GAIA-Z's gradients hold almost no exact zeros on some data sets
-    (:mod:`gaia_viz.gaia.zeros`), judged on each whole set from its cached per-channel ratios."""
-    from gaia_viz.gaia.zeros import activation_kinds, exact_zero_fraction, lacks_exact_zeros, no_exact_zeros_note
+    """One note when GAIA-Z's gradients hold almost no exact zeros on some data sets, and one
+    when some images' gradients are exactly zero everywhere (the opposite cause;
+    :mod:`gaia_viz.gaia.zeros`), judged on each whole set from its cached per-channel ratios."""
+    from gaia_viz.gaia.zeros import (
+        activation_kinds,
+        all_zero_note,
+        all_zero_samples,
+        lacks_exact_zeros,
+        mean_exact_zero_fraction,
+        no_exact_zeros_note,
+    )
 
     if not layers.zero:
         return []
-    fractions = {name: float(exact_zero_fraction(arrays["nonzero_ratio"], layers.zero_channels).mean())
-                 for name, arrays in results.items() if "nonzero_ratio" in arrays}
-    lacking = [name for name, fraction in fractions.items() if lacks_exact_zeros(fraction)]
-    if not lacking:
+    notes = []
+    ratios = {name: arrays["nonzero_ratio"] for name, arrays in results.items() if "nonzero_ratio" in arrays}
+    all_zero = {name: int(all_zero_samples(r).sum()) for name, r in ratios.items()}
+    if any(all_zero.values()):  # the opposite cause: gradients that are zero everywhere
+        notes.append(all_zero_note(sum(all_zero.values()), sum(len(r) for r in ratios.values()),
+                                   ", ".join(f"{count} of {len(ratios[name])} on {name}"
+                                             for name, count in all_zero.items() if count)))
+    fractions = {name: mean_exact_zero_fraction(r, layers.zero_channels) for name, r in ratios.items()}
+    lacking = [name for name, fraction in fractions.items() if fraction is not None and lacks_exact_zeros(fraction)]
+    if lacking:
+        notes.append(no_exact_zeros_note(max(fractions[n] for n in lacking), activation_kinds(model),
+                                         where=", ".join(lacking)))
+    return notes
+
+
+def _non_finite_notes(detectors: Mapping[str, Detector], results: Mapping[str, dict]) -> list[str]:
+    """One note per method whose scores are not all finite: how many, on which sets and why
+    (:meth:`Detector.explain_non_finite` on just those samples), judged on the whole sets."""
+    from gaia_viz.notes import non_finite_note
+
+    notes = []
+    for method, detector in detectors.items():
+        by_set = {name: np.asarray(arrays[method], dtype=np.float64) for name, arrays in results.items()}
+        if all(np.isfinite(scores).all() for scores in by_set.values()):
+            continue
+        bad = {name: ~np.isfinite(scores) for name, scores in by_set.items()}
+        keys = [k for k, v in next(iter(results.values())).items()
+                if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == len(bad[next(iter(results))])]
+        arrays = {k: np.concatenate([np.asarray(results[n][k])[bad[n]] for n in results]) for k in keys}
+        notes.append(non_finite_note(detector.label, by_set, detector.explain_non_finite(arrays)))
+    return notes
+
+
+ACCURACY_NOTE = "ID accuracy"
+CHANCE_MIN_LABELLED = 30  # fewer labelled images cannot tell a model at chance from a weak one
+
+
+def _accuracy_notes(id_arrays: Mapping[str, np.ndarray], num_classes: int, id_name: str) -> list[str]:
+    """A note when the ID accuracy is not clearly above chance (1 / classes): within three
+    binomial standard deviations of it, on at least :data:`CHANCE_MIN_LABELLED` labelled
+    images. The usual cause is a label order that is not the model's (BiT checkpoints and a
+    folder's sorted class names), which no OOD score shows."""
+    labels, predictions = np.asarray(id_arrays["label"]), np.asarray(id_arrays["prediction"])
+    labelled = labels >= 0
+    n = int(labelled.sum())
+    if n < CHANCE_MIN_LABELLED or num_classes < 2:
         return []
-    return [no_exact_zeros_note(max(fractions[n] for n in lacking), activation_kinds(model),
-                                where=", ".join(lacking))]
+    accuracy = float((labels[labelled] == predictions[labelled]).mean())
+    chance = 1.0 / num_classes
+    if accuracy > chance + 3 * np.sqrt(chance * (1 - chance) / n):
+        return []
+    return [f"{ACCURACY_NOTE} is {100 * accuracy:.2f} % on the {n} labelled images of {id_name}, no better than "
+            f"chance for {num_classes} classes ({100 * chance:.2f} %): the labels may not follow the model's class "
+            "order (a folder's classes are sorted by name; a BiT or other ImageNet checkpoint needs the class list "
+            "it was trained with), or the checkpoint or the preprocessing does not fit the model. The OOD scores "
+            "use no labels, but they are those of a model that does not recognise the ID set."]
+
+
+def non_finite_methods(evaluation: "Evaluation") -> dict[str, str]:
+    """``{method: note}`` for the methods of ``evaluation`` whose scores are not all finite:
+    their metrics are n/a (NaN in :meth:`Evaluation.metrics_table`) and the note says why."""
+    from gaia_viz.notes import NON_FINITE, notes_about
+
+    found = {}
+    for method in evaluation.methods:
+        about = [n for n in notes_about(evaluation.config.notes, METHOD_LABELS.get(method, method)) if NON_FINITE in n]
+        if about:
+            found[method] = about[0]
+    return found
 
 
 def gaia_z_note(evaluation: "Evaluation") -> str | None:
@@ -460,20 +585,20 @@ class _Sweep:
 
         sample = id_set[0][0]
         detectors = build_detectors(model, settings, getattr(id_set, "preset", None))
-        self.left_out = unusable_methods(model, sample, detectors)
-        if len(self.left_out) == len(detectors):
-            raise ModelError("no chosen method can run on this model: "
-                             + "; ".join(f"{m}: {reason}" for m, reason in self.left_out.items()))
-        if self.left_out:
-            warnings.warn("left out of the evaluation, as this model cannot feed them: "
-                          + "; ".join(f"{m}: {reason}" for m, reason in self.left_out.items()), stacklevel=3)
-        self.methods = [m for m in settings.methods if m not in self.left_out]
-        self.detectors = {m: detectors[m] for m in self.methods}
+        self.num_classes = int(check_model_runs(model, sample).shape[1])  # an error here stops the run
+        self.left_out: dict[str, str] = {}
+        self.methods = list(settings.methods)
+        self.detectors = dict(detectors)
         self.needs_fit = [m for m, d in self.detectors.items() if d.needs_fit]
+        self.leave_out(_method_errors(model, sample, detectors), "as this model cannot feed them")
         if self.needs_fit and fit_set is None:
             raise DataError(f"{', '.join(self.needs_fit)} must be fitted on ID training data: give a fit set")
         self.fit_set = fit_set
-        self.layers = resolve_layers(model, sample, merge_needs(d.needs() for d in self.detectors.values()))
+        merged = merge_needs(d.needs() for d in self.detectors.values())
+        self.layers = resolve_layers(model, sample, merged)
+        self.layer_notes = _layer_notes(model, sample, merged)
+        for note in self.layer_notes:  # once per evaluation (the batches' GAIA passes do not warn)
+            warnings.warn(note, LayerFallbackWarning, stacklevel=3)
         self.own_layers = {m: resolve_layers(model, sample, d.needs()).as_dict() for m, d in self.detectors.items()}
 
         self.model_fp = model_fingerprint(model)
@@ -492,6 +617,36 @@ class _Sweep:
         self.found: dict[str, dict[int, dict[str, dict]]] = {name: {} for name in self.datasets}
         self.total = sum(len(ds) for ds in self.datasets.values())
         self.pin_memory = self.device.type == "cuda"
+
+    def leave_out(self, errors: Mapping[str, Exception], why: str) -> None:
+        """Drop the methods of ``errors`` (``{method: error}``) from this run, record each
+        reason once in ``left_out`` and warn once. When no method is left, the run stops
+        with every reason: a ModelError, or the errors' own class when all are alike (a
+        LayerError for GAIA alone on a model it cannot hook)."""
+        if not errors:
+            return
+        reasons = {m: _reason(exc) for m, exc in errors.items()}
+        self.left_out.update(reasons)
+        self.methods = [m for m in self.methods if m not in reasons]
+        if not self.methods:
+            classes = {type(exc) for exc in errors.values()}
+            cls = classes.pop() if len(classes) == 1 and issubclass(next(iter(classes)), GaiaVizError) else ModelError
+            raise cls("no chosen method can run on this model: "
+                      + "; ".join(f"{m}: {reason}" for m, reason in self.left_out.items()))
+        self.detectors = {m: self.detectors[m] for m in self.methods}
+        self.needs_fit = [m for m in self.needs_fit if m in self.methods]
+        for attribute in ("own_layers", "method_params"):
+            if hasattr(self, attribute):
+                setattr(self, attribute, {m: v for m, v in getattr(self, attribute).items() if m in self.methods})
+        if hasattr(self, "entries"):
+            self.entries = [e for e in self.entries if e not in reasons]
+        warnings.warn(f"left out of the evaluation, {why}: "
+                      + "; ".join(f"{m}: {reason}" for m, reason in reasons.items()), LeftOutWarning, stacklevel=4)
+
+    def without_left_out(self, tasks: Sequence[ChunkTask]) -> list[ChunkTask]:
+        """``tasks`` without the entries of methods left out since they were planned."""
+        kept = [t._replace(missing=tuple(e for e in t.missing if e not in self.left_out)) for t in tasks]
+        return [t for t in kept if t.missing]
 
     def fitted_key(self, method: str) -> str:
         return stable_hash(dict(format=SCORES_FORMAT, model=self.model_fp, entry=method, fitted=True,
@@ -540,8 +695,14 @@ class _Sweep:
 
             outputs = collect_outputs(self.model, ((b.images, b.labels) for b in fit_loader),
                                       progress=fit_progress, total=len(fit_set))
+            failed = {}
             for method in self.needs_fit:
-                self.detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
+                try:
+                    self.detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
+                except GaiaVizError as exc:  # this method cannot fit on this data: the others go on
+                    failed[method] = type(exc)(f"cannot be fitted on {fit_name} ({len(fit_set)} images): {exc}")
+        failed = broadcast_object(failed if context.is_main else None, context)
+        self.leave_out(failed, "as they cannot be fitted on this fit set")
         states = {}
         for method in self.needs_fit:
             state = broadcast_tensors(self.detectors[method].fitted_state() if context.is_main else None, context)
@@ -656,7 +817,10 @@ class _Sweep:
             model=self.model_fp, methods=list(self.methods), method_params=self.method_params,
             left_out=self.left_out, layers=layers.as_dict(), fit_set=self.fit_fp, datasets=self.data_fps,
             id_set=self.id_name, ood_sets=ood_names,
-            notes=[*(run.notes if run else []), *_exact_zero_notes(self.model, results, layers)],
+            notes=list(dict.fromkeys([  # one note per cause
+                *(run.notes if run else []), *self.layer_notes, *_exact_zero_notes(self.model, results, layers),
+                *_non_finite_notes(self.detectors, results),
+                *_accuracy_notes(results[self.id_name], self.num_classes, self.id_name)])),
             ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in self.datasets.items()},
             batch_size=self.settings.batch_size, chunk_size=self.settings.chunk_size, device=str(self.device),
             world_size=self.context.world_size, workers=self.settings.workers, timing=timing,
@@ -759,6 +923,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
         tracker.say(f"starting: {counted_here:,} of {tracker.total:,} images from the run cache")
 
     fitted_now, fit_seconds = sweep.fit(tasks, tracker, cached_images)
+    tasks, mine = sweep.without_left_out(tasks), sweep.without_left_out(mine)  # a method that could not fit
     rank_timing = sweep.score(mine, tracker, cancel)
     reports = gather_to_main(rank_timing, context)  # returns on rank 0 once every rank is done
     if not context.is_main:
@@ -776,6 +941,7 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
 
 __all__ = [
     "ALL_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_METHODS", "GAIA_METHODS", "METHOD_LABELS", "Evaluation",
-    "EvaluationCancelled", "FEATURES", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges", "gaia_z_note",
-    "score_batch", "dataset_fingerprint", "evaluate", "model_fingerprint", "resolve_layers", "unusable_methods",
+    "EvaluationCancelled", "FEATURES", "ResolvedLayers", "SweepSettings", "build_detectors", "chunk_ranges",
+    "gaia_z_note", "score_batch", "dataset_fingerprint", "evaluate", "model_fingerprint", "non_finite_methods",
+    "resolve_layers", "unusable_methods",
 ]

@@ -15,6 +15,7 @@ from gaia_viz.app.page import (  # noqa: E402
     require_setup,
     scores,
     user_errors,
+    warn_about_accuracy,
     warn_about_numbers,
 )
 from gaia_viz.app.paths import escape_markdown  # noqa: E402
@@ -72,6 +73,7 @@ columns[1].metric("Images scored", f"{len(view.scores):,}")
 columns[2].metric("Seconds", f"{view.seconds:.1f}",
                   help=f"{view.cache_hits} of {1 + len(view.ood_names)} data sets came from the run cache")
 columns[3].metric("Device", view.config.device or setup.device)
+warn_about_accuracy(view)
 checkpoint_text = f" ({escape_markdown(setup.checkpoint)})" if setup.checkpoint else ""
 st.caption(f"Model **{escape_markdown(setup.model_name)}**{checkpoint_text}; preset "
            f"**{setup.preset}**; OOD policy **{setup.ood_policy}**; ID set **{escape_markdown(view.id_name)}** "

@@ -88,7 +88,7 @@ def subset_metrics(evaluation, layers: Mapping[str, Sequence[str] | None], tpr: 
         chosen = layers.get(method)
         rows += metrics_rows(method, subset_scores(evaluation, evaluation.id_name, method, chosen),
                              {ood: subset_scores(evaluation, ood, method, chosen) for ood in evaluation.ood_names},
-                             tpr=tpr)
+                             tpr=tpr, non_finite="nan")
     return pd.DataFrame(rows, columns=METRIC_TABLE_COLUMNS)
 
 
@@ -100,7 +100,7 @@ def view_metrics(evaluation, layers: Mapping[str, Sequence[str] | None], tpr: fl
         chosen = layers.get(method)
         rows += metrics_rows(method, method_scores(evaluation, method, evaluation.id_name, chosen),
                              {ood: method_scores(evaluation, method, ood, chosen) for ood in evaluation.ood_names},
-                             tpr=tpr)
+                             tpr=tpr, non_finite="nan")
     return pd.DataFrame(rows, columns=METRIC_TABLE_COLUMNS)
 
 

@@ -177,21 +177,40 @@ RANDOM_WEIGHTS_NOTE = ("{model} has random weights (no pretrained weights were l
 def warn_about_numbers(evaluation, methods) -> None:
     """Next to the numbers of ``methods``: that the model's weights are random, when they are
     (:data:`RANDOM_WEIGHTS_NOTE`), and what the sweep noted about them (GAIA-Z on a model
-    whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`; methods
-    this model cannot feed, left out with the reason)."""
+    whose gradients hold almost no exact zeros, :func:`gaia_viz.sweep.gaia_z_note`; scores
+    that are not finite; any other note naming the method, :func:`gaia_viz.notes.notes_about`;
+    methods this model cannot feed, left out with the reason), each note once."""
+    from gaia_viz.notes import notes_about
     from gaia_viz.sweep import METHOD_LABELS, gaia_z_note
 
     setup = st.session_state.get(SETUP)
     if setup is not None and setup.random_weights:
         st.warning(escape_markdown(RANDOM_WEIGHTS_NOTE.format(model=setup.model_name)))
+    shown = set()
     if "gaia_z" in methods:
         note = gaia_z_note(evaluation)
         if note:
             st.warning(escape_markdown(note))
+            shown.add(note)
+    for method in methods:  # the other notes about these methods (non-finite scores, layer fallbacks), once each
+        for note in notes_about(evaluation.config.notes, METHOD_LABELS.get(method, method)):
+            if note not in shown:
+                st.warning(escape_markdown(note))
+                shown.add(note)
     for method in methods:
         reason = evaluation.config.left_out.get(method)
         if reason:
             st.warning(escape_markdown(f"{METHOD_LABELS.get(method, method)} is left out for this model: {reason}"))
+
+
+def warn_about_accuracy(evaluation) -> None:
+    """Next to the ID accuracy: the sweep's note when it is no better than chance (a label
+    order that is not the model's, :data:`gaia_viz.sweep.ACCURACY_NOTE`)."""
+    from gaia_viz.sweep import ACCURACY_NOTE
+
+    for note in evaluation.config.notes:
+        if note.startswith(ACCURACY_NOTE):
+            st.warning(escape_markdown(note))
 
 
 def layers_caption(evaluation, method: str) -> str:
@@ -215,5 +234,6 @@ def effective_layers(evaluation, method: str) -> list[str] | None:
     return list(chosen) if chosen is not None else None
 
 
-__all__ = ["LATEX_STRUT", "effective_layers", "formula", "layers_caption", "render_status", "require_scores", "require_setup", "scores", "shown_jobs",
-           "start_run", "user_errors", "warn_about_numbers"]
+__all__ = ["LATEX_STRUT", "effective_layers", "formula", "layers_caption", "render_status", "require_scores",
+           "require_setup", "scores", "shown_jobs", "start_run", "user_errors", "warn_about_accuracy",
+           "warn_about_numbers"]

@@ -97,6 +97,16 @@ class Detector(abc.ABC):
     def score_forward(self, outputs: ForwardOutputs) -> Tensor:
         """OOD scores ``Tensor[B]`` from a shared forward pass that met :meth:`needs`."""
 
+    def raw_scores(self, outputs: ForwardOutputs) -> Tensor:
+        """:meth:`score_forward`, except that inf/NaN scores are returned, not refused: the
+        sweep keeps them and says for how many images and why (:meth:`explain_non_finite`)."""
+        return self.score_forward(outputs)
+
+    def explain_non_finite(self, arrays: dict[str, np.ndarray]) -> str:
+        """Why this method's scores are not finite on the samples of ``arrays`` (what
+        :meth:`arrays` and the score column hold for just those samples)."""
+        return "its formula overflowed or divided by zero on these images"
+
     def validate_outputs(self, outputs: ForwardOutputs) -> None:
         """Raise ModelError when ``outputs`` cannot feed this method in a way
         :func:`~gaia_viz.forward.shared_forward` does not refuse itself (ASH/SCALE on the

@@ -94,6 +94,11 @@ class GaiaA(Detector):
     def score_forward(self, outputs: ForwardOutputs) -> Tensor:
         return outputs.gaia.gaia_a
 
+    def explain_non_finite(self, arrays) -> str:
+        from gaia_viz.gaia.scores import gaia_a_non_finite_reason
+
+        return gaia_a_non_finite_reason(arrays["output_component"])
+
     def arrays(self, outputs: ForwardOutputs) -> dict[str, np.ndarray]:
         result = outputs.gaia
         return {

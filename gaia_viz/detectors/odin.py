@@ -11,6 +11,7 @@ from torch import Tensor
 from gaia_viz.detectors.base import Detector, check_positive, register
 from gaia_viz.errors import ModelError
 from gaia_viz.forward import ForwardNeeds, ForwardOutputs
+from gaia_viz.model_output import model_logits
 from gaia_viz.model_state import eval_mode
 
 
@@ -90,7 +91,7 @@ class ODIN(Detector):
     def score_perturbed(self, x_perturbed: Tensor) -> Tensor:
         """``-max softmax(f(x') / T)`` for already perturbed inputs."""
         with torch.no_grad(), eval_mode(self.model):
-            logits = self.model(x_perturbed)
+            logits = model_logits(self.model(x_perturbed))
         return (-torch.softmax(logits.float() / self.temperature, dim=1).amax(dim=1)).cpu()
 
     def score_forward(self, outputs: ForwardOutputs) -> Tensor:

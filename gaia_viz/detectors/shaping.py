@@ -109,7 +109,16 @@ class ActivationShaping(Detector):
             check_pooled_map(self.model, outputs, self.label)
             self._map_checked = True
 
+    NON_FINITE_REASON = ("the sharpening factor exp(s1/s2) overflowed or the kept activations sum to zero; activation "
+                         "shaping assumes non-negative (post-ReLU) activations, and a lower percentile keeps more of them")
+
     def score_forward(self, outputs: ForwardOutputs) -> Tensor:
+        return refuse_non_finite(self.raw_scores(outputs), self.label, self.NON_FINITE_REASON)
+
+    def explain_non_finite(self, arrays) -> str:
+        return self.NON_FINITE_REASON
+
+    def raw_scores(self, outputs: ForwardOutputs) -> Tensor:
         self.validate_outputs(outputs)
         head = classifier_head(self.model)
         with torch.no_grad():
@@ -119,7 +128,4 @@ class ActivationShaping(Detector):
                 feature_map = outputs.feature_map.float()
                 pooled = self.shape(feature_map.flatten(1)).view_as(feature_map).mean(dim=(2, 3))
             logits = head(pooled).float().cpu()
-        return refuse_non_finite(
-            energy_from_logits(logits), self.label,
-            "the sharpening factor exp(s1/s2) overflowed or the kept activations sum to zero; activation "
-            "shaping assumes non-negative (post-ReLU) activations, and a lower percentile keeps more of them")
+        return energy_from_logits(logits)

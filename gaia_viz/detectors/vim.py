@@ -71,6 +71,10 @@ class ViM(OutputDetector):
         dim = principal_dim(feature_dim) if self.dim is None else self.dim
         if not 0 < dim < feature_dim:
             raise ModelError(f"ViM's dim must be below the feature size {feature_dim}, got {dim}.")
+        if features.shape[0] <= dim:  # the centred fit features span at most N dimensions: no residual beyond dim
+            raise DataError(f"ViM: the {features.shape[0]} fit features have no residual outside the {dim}-d "
+                            f"principal subspace (dim={dim} of {feature_dim} feature dimensions); fit on more ID "
+                            f"training images than dim, or pass a dim below {features.shape[0]}")
         h = features.double()
         origin = -(torch.linalg.pinv(weight) @ bias)
         centred = h - origin
@@ -79,7 +83,8 @@ class ViM(OutputDetector):
         residual_norm = (centred @ residual_basis).norm(dim=1).mean()
         if not residual_norm > RESIDUAL_FLOOR * centred.norm(dim=1).mean():
             raise DataError(f"ViM: the {h.shape[0]} fit features have no residual outside the {dim}-d principal "
-                            "subspace; fit on more ID training images")
+                            f"subspace (dim={dim} of {feature_dim} feature dimensions); fit on more ID training "
+                            f"images than dim, or pass a dim below {h.shape[0]}")
         self.alpha = float((h @ weight.T + bias).max(dim=1).values.mean() / residual_norm)
         self.origin, self.residual_basis = origin, residual_basis
         self._fitted = True

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import LayerError, ModelError
+from gaia_viz.model_output import model_logits
 from gaia_viz.gaia.layout import LayerInfo, ModelLayout, model_layout
 from gaia_viz.model_state import activation_gradients_only, model_device
 
@@ -254,7 +255,7 @@ def tapped_forward(model, x, layers, inputs_of=(), device=None, input_leaf=False
         if input_leaf:
             x = tap.input = x.detach().requires_grad_()
         try:
-            logits = model(x)
+            logits = model_logits(model(x))
             missing = [name for name in layers if name not in tap.outputs]
             missing += [name for name in module_outputs if name not in tap.module_outputs]
             if missing:

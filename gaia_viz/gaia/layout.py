@@ -15,13 +15,13 @@ A model may declare its own GAIA defaults as an attribute ``gaia_defaults`` hold
 :class:`GaiaLayerDefaults` (Big Transfer's ResNet-v2 declares the paper's layers); the
 generic rules below apply to whatever it leaves as None.
 
-Token models (ViT, DeiT, Swin) are refused for GAIA (:data:`TOKEN_MODEL_REASON`).
+Token models (ViT, DeiT, Swin, LeViT) are refused for GAIA (:data:`TOKEN_MODEL_REASON`, with
+the activations found in the model).
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Sequence
@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import LayerError, ModelError
+from gaia_viz.model_output import model_logits
+from gaia_viz.gaia.zeros import activation_kinds
 from gaia_viz.model_state import activation_gradients_only
 
 NORM_TYPES = (
@@ -41,16 +43,16 @@ NORM_TYPES = (
 # norms that are not subclasses of torch's own (torchvision's FrozenBatchNorm2d, timm's
 # FrozenBatchNormAct2d, RmsNorm2d, ...) are recognised by their class name
 NORM_CLASS_NAME = re.compile(r"(Batch|Group|Layer|Instance|Rms)Norm")
+CONV_FALLBACK_NOTE = "this model has no normalisation layers"
 FUSED_ACTIVATION_CHILD = "act"  # timm's norm+activation modules keep the activation here
 TOKEN_MODEL_REASON = (
     "GAIA (Chen et al., NeurIPS 2023) is defined on convolutional feature maps and is not "
-    "defined for token models (ViT, DeiT, Swin): GAIA-Z counts the exact zeros that "
-    "piecewise-linear activations (ReLU) put into gradients, and these models use GELU, whose "
-    "gradients are never exactly zero, so every ratio is 1; GAIA-A averages gradients over the "
-    "spatial positions that a global pooling reads, while these models read a class token or "
-    "pool tokens after attention mixed them. Use a convolutional model for GAIA, or the "
-    "output- and feature-based methods (msp, energy, maxlogit, odin, react, knn, mahalanobis) "
-    "for this one."
+    "defined for token models (ViT, DeiT, Swin, LeViT): GAIA-Z counts, per channel of a feature "
+    "map, the exact zeros that piecewise-linear activations (ReLU) put into gradients, and GAIA-A "
+    "averages gradients over the spatial positions that a global pooling reads, while these models "
+    "read a class token or pool tokens after attention mixed them. Use a convolutional model for "
+    "GAIA, or the output- and feature-based methods (msp, energy, maxlogit, odin, react, knn, "
+    "mahalanobis) for this one."
 )
 
 
@@ -87,6 +89,10 @@ class LayerInfo:
     activation: str | None = None
     activation_kind: str | None = None
     activation_input_modified_in_place: bool = False  # the activation runs in place
+    is_conv: bool = False  # an nn.Conv2d or a subclass (timm's ScaledStdConv2d, StdConv2d, ...)
+    # a convolution whose output is the class-score map (SqueezeNet's classifier.1): as many
+    # channels as the model has classes and no module with weights of its own runs after it
+    is_logits_map: bool = False
 
     @property
     def positions(self) -> int:
@@ -110,6 +116,7 @@ class ModelLayout:
     declared: GaiaLayerDefaults = NO_DECLARED_DEFAULTS  # the model's own ``gaia_defaults``
     # why GAIA is refused for this model (a token model), naming the module that shows it
     token_model: str | None = None
+    activations: tuple[str, ...] = ()  # the model's activation modules, "GELU (12)" (zeros.activation_kinds)
 
     def info(self, name: str) -> LayerInfo:
         for layer in self.feature_layers:
@@ -129,7 +136,14 @@ class ModelLayout:
     def check_gaia_defined(self) -> None:
         """LayerError when GAIA is not defined for this model (a token model)."""
         if self.token_model is not None:
-            raise LayerError(f"{TOKEN_MODEL_REASON} (found: {self.token_model})")
+            from gaia_viz.gaia.zeros import ZERO_SLOPE_ACTIVATIONS
+
+            found = ", ".join(self.activations) or "none as modules"
+            smooth = [a.split(" (")[0] for a in self.activations if a.split(" (")[0] not in ZERO_SLOPE_ACTIVATIONS]
+            slope = (f"; {', '.join(smooth)} never {'has' if len(smooth) == 1 else 'have'} an exactly zero slope, "
+                     "so GAIA-Z would have no zeros to count either" if smooth else "")
+            raise LayerError(f"{TOKEN_MODEL_REASON} Activations found in this model: {found}{slope} "
+                             f"(token model: {self.token_model})")
 
     def default_zero_layers(self) -> list[str]:
         """GAIA-Z default: the model's declared layers, else every normalisation layer over
@@ -143,17 +157,39 @@ class ModelLayout:
             return self._declared(self.declared.zero_layers)
         if self.norm_layers:
             return self.norm_layers
-        convs = [layer.name for layer in self.feature_layers if layer.kind == "Conv2d"]
+        convs = self._fallback_convs()
         if not convs:
             raise LayerError(
-                "this model has neither normalisation layers nor Conv2d layers over feature "
-                "maps, so GAIA has nothing to hook; pass layers=[...] explicitly"
+                "this model has neither normalisation layers nor convolutions (nn.Conv2d or a "
+                "subclass) over feature maps, so GAIA has nothing to hook; pass layers=[...] explicitly"
             )
-        warnings.warn(
-            "model has no normalisation layers: GAIA hooks its Conv2d outputs instead",
-            stacklevel=3,
-        )
         return convs
+
+    def _fallback_convs(self) -> list[str]:
+        """The convolutions the fallback hooks: every one over feature maps except those whose
+        output is the class-score map (:attr:`LayerInfo.is_logits_map`)."""
+        return [layer.name for layer in self.feature_layers if layer.is_conv and not layer.is_logits_map]
+
+    @property
+    def uses_conv_fallback(self) -> bool:
+        """True when GAIA's default layers are convolution outputs (no normalisation layers,
+        none declared): :meth:`conv_fallback_note` says so."""
+        return (self.token_model is None and self.declared.zero_layers is None and not self.norm_layers
+                and bool(self._fallback_convs()))
+
+    def conv_fallback_note(self, scores: str = "GAIA-Z and GAIA-A") -> str | None:
+        """The note for ``scores`` (their labels) on the default layers of a model without
+        normalisation layers (one line), or None when the fallback is not used."""
+        if not self.uses_conv_fallback:
+            return None
+        convs = self._fallback_convs()
+        skipped = [layer.name for layer in self.feature_layers if layer.is_logits_map]
+        skipped_text = (f"; {', '.join(skipped)} {'is' if len(skipped) == 1 else 'are'} not hooked, as "
+                        f"{'its' if len(skipped) == 1 else 'their'} output is the class-score map itself (as many "
+                        "channels as classes, no layer with weights after it)" if skipped else "")
+        return (f"{scores}: {CONV_FALLBACK_NOTE}, so GAIA's default layers are its {len(convs)} convolution outputs "
+                f"({convs[0]} ... {convs[-1]}; a gradient there is zero where the ReLU after it is inactive)"
+                f"{skipped_text}. Pass layers=[...] to choose others.")
 
     def _declared(self, names: Sequence[str]) -> list[str]:
         for name in names:
@@ -199,9 +235,12 @@ class ModelLayout:
         for name, order in self.classifier_layers:
             if order > head_order:
                 return name
+        scores_map = [layer.name for layer in self.feature_layers if layer.is_logits_map]
+        why = (f" (this model's class scores come from the convolution {scores_map[-1]} over the feature map, "
+               "pooled afterwards, so there is no pooled feature vector)" if scores_map else "")
         raise LayerError(
             "GAIA-A needs the pooled feature vector fed to the classifier (an nn.Linear, or a "
-            f"1x1 convolution on the pooled map), and no such module runs after {head_layer!r}"
+            f"1x1 convolution on the pooled map), and no such module runs after {head_layer!r}{why}"
         )
 
     def resolve_layers(self, layers: Sequence[str] | str | None, default) -> list[str]:
@@ -337,8 +376,11 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
     finally:
         for handle in handles:
             handle.remove()
-    if not isinstance(logits, Tensor) or logits.ndim != 2:
-        raise ModelError("the model must return logits of shape (batch, classes)")
+
+    logits = model_logits(logits)
+    # completion order of the last module with weights of its own (a container's are its children's)
+    last_weighted = max((rec["order"] for rec in records.values()
+                         if any(True for _ in rec["module"].parameters(recurse=False))), default=0)
 
     feature_layers = []
     classifier_layers = []
@@ -368,6 +410,9 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
                 width=width, channel_dim=channel_dim, order=rec["order"],
                 modified_in_place=rec["output"]._version != rec["version"],
                 is_norm=_is_norm(module),
+                is_conv=isinstance(module, nn.Conv2d),
+                is_logits_map=(isinstance(module, nn.Conv2d) and channels == int(logits.shape[1])
+                               and rec["order"] >= last_weighted),
                 activation=act_name,
                 activation_kind=type(activation).__name__ if act_name else None,
                 activation_input_modified_in_place=bool(
@@ -381,4 +426,5 @@ def _discover_layout(model: nn.Module, x: Tensor) -> ModelLayout:
         num_classes=int(logits.shape[1]),
         declared=declared_defaults(model),
         token_model=_token_model_evidence(records),
+        activations=tuple(activation_kinds(model)),
     )

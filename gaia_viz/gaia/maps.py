@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaia_viz.errors import ModelError
+from gaia_viz.errors import LayerFallbackWarning, ModelError
 from gaia_viz.gaia.autograd import grads, prepare_input, tapped_forward
 from gaia_viz.gaia.layout import model_layout
 
@@ -94,8 +95,12 @@ def describe_layers(model: nn.Module, x: Tensor) -> list[dict]:
 
 
 def default_layers(model: nn.Module, x: Tensor) -> dict:
-    """The layers GAIA uses when none are given: {'zero': [...], 'inner': [...], 'head': name}."""
+    """The layers GAIA uses when none are given: {'zero': [...], 'inner': [...], 'head': name}
+    (a :class:`~gaia_viz.errors.LayerFallbackWarning` when they are convolution outputs)."""
     layout = model_layout(model, prepare_input(model, x, None))
+    note = layout.conv_fallback_note()
+    if note:
+        warnings.warn(note, LayerFallbackWarning, stacklevel=2)
     return dict(zero=layout.resolve_zero_layers(), inner=layout.resolve_inner_layers(),
                 head=layout.resolve_head_layer())
 

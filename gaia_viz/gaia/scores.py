@@ -5,6 +5,7 @@ from the per-layer partial sums (:func:`gaia_z_from_partials`, :func:`gaia_a_fro
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -13,11 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaia_viz.errors import LayerError
+from gaia_viz.errors import LayerError, LayerFallbackWarning, NonFiniteScoreWarning
+from gaia_viz.notes import non_finite_note
 from gaia_viz.gaia.autograd import grads, prepare_input, reduced_grads, tapped_forward
 from gaia_viz.gaia.layout import LayerInfo, model_layout
 from gaia_viz.gaia.zeros import (
+    ZeroGradientWarning,
     activation_kinds,
+    all_zero_note,
+    all_zero_samples,
     exact_zero_fraction,
     lacks_exact_zeros,
     no_exact_zeros_note,
@@ -49,13 +54,19 @@ class GaiaResult:
     # GAIA-Z's data-dependent exact zeros per sample (:func:`gaia_viz.gaia.zeros.exact_zero_fraction`)
     exact_zero_fraction: Tensor | None = None
     exact_zeros_note: str | None = None  # the warning when the batch has almost none
+    all_zero: Tensor | None = None  # (B,) bool: every hooked gradient entry exactly zero (r = 0 everywhere)
+    zero_gradients_note: str | None = None  # the warning when some samples are all_zero
+    non_finite_note: str | None = None  # the warning when some GAIA-A scores are inf/NaN (o = 0)
+    layers_note: str | None = None  # the warning when the default layers are a fallback (convolutions)
 
     @property
     def lacks_exact_zeros(self) -> bool:
         """True when GAIA-Z was computed and its gradients hold almost no exact zeros, so the
         score carries no information (``exact_zeros_note`` says why)."""
-        return self.exact_zero_fraction is not None and lacks_exact_zeros(
-            float(self.exact_zero_fraction.mean()))
+        if self.exact_zero_fraction is None:
+            return False
+        fraction = self.exact_zero_fraction[~self.all_zero] if self.all_zero is not None else self.exact_zero_fraction
+        return bool(len(fraction)) and lacks_exact_zeros(float(fraction.mean()))  # all-zero samples: another note
 
     @property
     def predictions(self) -> Tensor:
@@ -87,6 +98,34 @@ class GaiaResult:
         return torch.as_tensor(gaia_a_from_partials(
             self.avg_partial_sums.numpy(), self.avg_channel_counts,
             self.output_component.numpy()))
+
+
+# why GAIA-A is not finite where its output component is 0 (the score divides by o^2)
+GAIA_A_ZERO_OUTPUT = "the output component o is 0 for these images"
+_UNIFORM = ("the softmax is uniform (every class has the same logit, e.g. a head with zero weights: the gradient "
+            "of sum_k log_softmax(f(x))_k is 1 - C * softmax(f(x)), which is then 0)")
+_CUT = ("the output does not depend on the head layer for these inputs (every path from it to the logits passes "
+        "an inactive ReLU)")
+_DIVIDES = "and GAIA-A divides by o^2 (x / 0 = inf, 0 / 0 = NaN)"
+
+
+def gaia_a_non_finite_reason(output_component: np.ndarray, uniform: np.ndarray | None = None) -> str:
+    """Why GAIA-A is not finite on samples with output components ``output_component``;
+    ``uniform``: per sample, whether its logits are all equal (None: not known, both causes
+    of o = 0 are named)."""
+    o = np.asarray(output_component, dtype=np.float64)
+    zero = o == 0
+    if not zero.any():
+        return "a gradient is inf or NaN (it overflowed in the backward pass)"
+    if uniform is None:
+        cause = f"the gradient at the head layer is exactly zero: {_UNIFORM}, or {_CUT}"
+    else:
+        uniform = np.asarray(uniform, dtype=bool)
+        cause = _UNIFORM if uniform[zero].all() else _CUT if not uniform[zero].any() else f"{_UNIFORM}, or {_CUT}"
+    reason = f"{GAIA_A_ZERO_OUTPUT}: {cause}, {_DIVIDES}"
+    if not zero.all():
+        reason = f"for {int(zero.sum())} of them {reason}; for the others a gradient overflowed"
+    return reason
 
 
 def gaia_z_from_partials(partial_sums: np.ndarray, channel_counts: np.ndarray,
@@ -143,9 +182,10 @@ def _zero_pass(result, logits, tap, layout, layers):
         for name in layers:  # to the CPU after the pass: a copy inside a hook would stall it
             info = layout.info(name)
             result.nonzero_ratio[name] = counts[name].cpu().double() / info.positions
+        ratios = torch.cat([result.nonzero_ratio[n] for n in layers], 1).numpy()
         result.exact_zero_fraction = torch.as_tensor(exact_zero_fraction(
-            torch.cat([result.nonzero_ratio[n] for n in layers], 1).numpy(),
-            [result.nonzero_ratio[n].shape[1] for n in layers]))
+            ratios, [result.nonzero_ratio[n].shape[1] for n in layers]))
+        result.all_zero = torch.as_tensor(all_zero_samples(ratios))
     return run
 
 
@@ -193,7 +233,12 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
     When the GAIA-Z gradients of the batch hold almost no exact zeros (smooth activations:
     :mod:`gaia_viz.gaia.zeros`), ``result.lacks_exact_zeros`` is set, ``exact_zeros_note``
     says why and, with ``warn_without_zeros``, a :class:`~gaia_viz.gaia.zeros.NoExactZerosWarning`
-    is issued (the sweep judges whole data sets instead and records a note).
+    is issued (the sweep judges whole data sets instead and records a note). Where GAIA-A is
+    inf or NaN (its output component ``o`` is 0: a uniform softmax), ``non_finite_note`` says
+    for how many images and why, and with ``warn_without_zeros`` a
+    :class:`~gaia_viz.errors.NonFiniteScoreWarning` is issued. A model without normalisation
+    layers has convolution outputs as its default layers: ``layers_note`` says so, and with
+    ``warn_without_zeros`` a :class:`~gaia_viz.errors.LayerFallbackWarning` (once per call).
     """
     from gaia_viz.models.heads import classifier_head
 
@@ -206,12 +251,18 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
         linear = layout.classifier_after(head)
     else:
         inner, head, linear = [], None, None
+    # a model without normalisation layers: the default layers are convolution outputs, said once per call
+    defaults = [label for label, used in (("GAIA-Z", zero and layers is None), ("GAIA-A", average and (
+        inner_layers is None and layout.declared.inner_layers is None))) if used]
+    result_layers_note = layout.conv_fallback_note(" and ".join(defaults)) if defaults else None
+    if result_layers_note and warn_without_zeros:
+        warnings.warn(result_layers_note, LayerFallbackWarning, stacklevel=2)
     taps = list(dict.fromkeys(zero_layers + inner))
     if not taps and head is None and input_objective is None:
         raise LayerError("nothing to compute: both GAIA-Z and GAIA-A are switched off")
 
     result = GaiaResult(logits=torch.empty(0), zero_layers=zero_layers, inner_layers=inner,
-                        head_layer=head)
+                        head_layer=head, layers_note=result_layers_note)
     classifier = classifier_head(model) if capture_features else None
     inputs_of = list(dict.fromkeys(n for n in (linear, classifier and classifier.name) if n))
     with tapped_forward(model, x, taps, inputs_of=inputs_of, keep_outputs=keep_outputs,
@@ -232,11 +283,25 @@ def gaia_analyze(model: nn.Module, x: Tensor, layers: Sequence[str] | None = Non
             passes.append(_input_pass(result, logits, tap, input_objective))
         for i, run_pass in enumerate(passes):
             run_pass(retain_graph=i < len(passes) - 1)
+    if result.all_zero is not None and bool(result.all_zero.any()):
+        result.zero_gradients_note = all_zero_note(int(result.all_zero.sum()), len(result.all_zero))
+        if warn_without_zeros:
+            warnings.warn(result.zero_gradients_note, ZeroGradientWarning, stacklevel=2)
     if result.lacks_exact_zeros:
-        result.exact_zeros_note = no_exact_zeros_note(float(result.exact_zero_fraction.mean()),
-                                                      activation_kinds(model))
+        result.exact_zeros_note = no_exact_zeros_note(
+            float(result.exact_zero_fraction[~result.all_zero].mean()), activation_kinds(model))
         if warn_without_zeros:
             warn_no_exact_zeros(result.exact_zeros_note)
+    if average:
+        scores = result.gaia_a.numpy()
+        if not np.isfinite(scores).all():
+            bad = ~np.isfinite(scores)
+            logits = result.logits.numpy()
+            uniform = (logits.max(axis=1) == logits.min(axis=1))[bad]
+            result.non_finite_note = non_finite_note(
+                "GAIA-A", {"this batch": scores}, gaia_a_non_finite_reason(result.output_component.numpy()[bad], uniform))
+            if warn_without_zeros:
+                warnings.warn(result.non_finite_note, NonFiniteScoreWarning, stacklevel=2)
     return result
 
 

@@ -17,6 +17,11 @@ smooth activations exactly 0 % (EfficientNet, ConvNeXt, also where strided convo
 leave structural zeros), MobileNetV3 (ReLU in its first blocks, Hardswish after) 3 %.
 :data:`EXACT_ZERO_THRESHOLD` (1 %) sits between "none" and every model with a ReLU layer,
 and far above the rare zeros a smooth activation gives by float underflow in its tails.
+
+The opposite case has its own note (:func:`all_zero_note`): a sample whose every hooked
+gradient is exactly zero (every ratio 0: the output does not depend on these layers for it,
+e.g. an all-zero input through a ReLU network, or a zeroed head). Such samples are left out
+of the exact-zero fraction, so they are never reported as "no exact zeros".
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
+from gaia_viz.errors import GaiaVizWarning
+
 EXACT_ZERO_THRESHOLD = 0.01
 NO_EXACT_ZEROS_NOTE = "GAIA-Z: the hooked gradients hold almost no exact zeros"
 # activations whose gradient is exactly zero on part of their domain
@@ -38,8 +45,39 @@ ZERO_SLOPE_ACTIVATIONS = frozenset({
 _NOT_ACTIVATIONS = frozenset({"MultiheadAttention", "Softmax", "Softmax2d", "LogSoftmax", "Softmin"})
 
 
-class NoExactZerosWarning(UserWarning):
+ALL_ZERO_NOTE = "GAIA-Z: every gradient is exactly zero"
+
+
+class NoExactZerosWarning(GaiaVizWarning):
     """GAIA-Z was computed on gradients that hold almost no exact zeros."""
+
+
+class ZeroGradientWarning(GaiaVizWarning):
+    """GAIA-Z was computed on gradients that are exactly zero everywhere (the opposite case)."""
+
+
+def all_zero_samples(nonzero_ratio: np.ndarray) -> np.ndarray:
+    """(N,) booleans: the samples whose every hooked gradient entry is exactly zero (every
+    ``r[l, c]`` is 0). ``nonzero_ratio``: (N, channels of all layers)."""
+    ratio = np.asarray(nonzero_ratio, dtype=np.float64)
+    return ~(ratio != 0).any(axis=1) if ratio.size else np.zeros(len(ratio), dtype=bool)
+
+
+def mean_exact_zero_fraction(nonzero_ratio: np.ndarray, channel_counts: Sequence[int]) -> float | None:
+    """The mean of :func:`exact_zero_fraction` over the samples whose gradients are not all
+    zero (those are a different case: :func:`all_zero_note`); None when every sample's are."""
+    ratio = np.asarray(nonzero_ratio, dtype=np.float64)
+    keep = ~all_zero_samples(ratio)
+    return float(exact_zero_fraction(ratio[keep], channel_counts).mean()) if keep.any() else None
+
+
+def all_zero_note(count: int, total: int, where: str | None = None) -> str:
+    """The warning for GAIA-Z numbers whose gradients are all exactly zero (one line)."""
+    scope = f" for {count} of {total} images" + (f" ({where})" if where else "")
+    return (f"{ALL_ZERO_NOTE}{scope} (the model's output does not depend on these layers for this input: "
+            "every path from them to the maximum logit is cut, e.g. by ReLUs that are all inactive or a head "
+            "with zero weights): every non-zero ratio r is 0, so GAIA-Z is 0 there and says nothing about "
+            "the input. This is the opposite of a model without exact zeros (smooth activations).")
 
 
 def exact_zero_fraction(nonzero_ratio: np.ndarray, channel_counts: Sequence[int]) -> np.ndarray:
@@ -88,6 +126,8 @@ def no_exact_zeros_note(fraction: float, activations: Sequence[str], where: str 
     kind = (f"this model's {', '.join(a.split(' (')[0] for a in smooth)} never have an exactly zero "
             "slope" if smooth else "the hooked layers' gradients do not pass through such an activation")
     scope = f" on {where}" if where else ""
+    if smooth:
+        scope = f" (smooth activations){scope}"
     return (f"{NO_EXACT_ZEROS_NOTE}{scope} ({100 * fraction:.2f} % of gradient entries per channel "
             f"are exactly zero, below {100 * EXACT_ZERO_THRESHOLD:.0f} %): GAIA-Z counts the zeros that "
             f"piecewise-linear activations such as ReLU produce, and {kind}; activations found in the "
@@ -99,5 +139,6 @@ def warn_no_exact_zeros(note: str, stacklevel: int = 3) -> None:
     warnings.warn(note, NoExactZerosWarning, stacklevel=stacklevel)
 
 
-__all__ = ["EXACT_ZERO_THRESHOLD", "NO_EXACT_ZEROS_NOTE", "NoExactZerosWarning", "activation_kinds",
-           "exact_zero_fraction", "lacks_exact_zeros", "no_exact_zeros_note", "warn_no_exact_zeros"]
+__all__ = ["ALL_ZERO_NOTE", "EXACT_ZERO_THRESHOLD", "NO_EXACT_ZEROS_NOTE", "NoExactZerosWarning",
+           "ZeroGradientWarning", "activation_kinds", "all_zero_note", "all_zero_samples", "exact_zero_fraction",
+           "lacks_exact_zeros", "mean_exact_zero_fraction", "no_exact_zeros_note", "warn_no_exact_zeros"]
