@@ -72,6 +72,10 @@ def run_app(current_page: str | None = None) -> None:
         if link is not None:
             sidebar_module.seed_from_query(link.setup_params, lambda message: state.warn_link(message, draw=False))
             st.session_state[AUTO_RUN] = link.had_view
+        elif (followed := state.followed_link(list(ALL_METHODS), sidebar_module.SETUP_QUERY_KEYS)) is not None:
+            if followed.setup_changed:  # Back/Forward to another set-up: absent parameters are defaults
+                sidebar_module.seed_from_query(followed.setup_params,
+                                               lambda message: state.warn_link(message, draw=False), complete=True)
         # The page to show is the default only when the request names none: the default
         # page's URL is "/", so a request for /Evaluate would find no page of that name and
         # Streamlit would show "Page not found" over the right page.
@@ -86,7 +90,7 @@ def run_app(current_page: str | None = None) -> None:
         try:
             navigation.run()
         finally:
-            state.write_query({**sidebar_module.setup_query(), **state.view_query(state.selection())})
+            state.write_query(state.link_query())
     finally:
         _ACTIVE.on = False
 

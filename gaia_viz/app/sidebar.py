@@ -135,10 +135,15 @@ def setup_query() -> dict[str, str]:
     return query
 
 
-def seed_from_query(params: dict[str, str], warn) -> None:
+def seed_from_query(params: dict[str, str], warn, complete: bool = False) -> None:
     """Set the sidebar's widgets from a link's set-up parameters (before they are drawn).
-    ``warn(message)`` gets each value that could not be used."""
+    ``warn(message)`` gets each value that could not be used. With ``complete`` (a link
+    followed inside a session, e.g. Back to another set-up), a parameter the link leaves out
+    is its default, as :func:`setup_query` leaves defaults out."""
     state = st.session_state
+    if complete:
+        params = {"model": "demo", "data": "demo", "samples": str(DEFAULT_MAX_SAMPLES), **params}
+        _reset_unnamed(params)
     model = params.get("model", "").strip()
     kind = None
     if model:
@@ -180,6 +185,7 @@ def seed_from_query(params: dict[str, str], warn) -> None:
             state["sb_demo_ood"] = [n for n in names if n in DEMO_OOD_NAMES] or list(DEMO_OOD_NAMES)
         else:
             state["sb_bench_ood_requested"] = [n.strip() for n in params["ood_sets"].split(",") if n.strip()]
+            state.pop("sb_bench_ood", None)  # the requested sets are applied when the widget is made
     if data == "custom":
         for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit")):
             if param in params:
@@ -199,6 +205,21 @@ def seed_from_query(params: dict[str, str], warn) -> None:
             state["sb_max_samples"] = int(params["samples"])
         else:
             warn(f"samples={params['samples']!r} in the link is not a whole number")
+
+
+def _reset_unnamed(params: dict[str, str]) -> None:
+    """Reset the set-up widgets a complete link leaves at their defaults (see :func:`seed_from_query`)."""
+    from gaia_viz.demo import DEMO_OOD_NAMES
+
+    state = st.session_state
+    for key in [k for k in state if str(k).startswith(("sb_checkpoint_path::", "sb_preset::", "sb_ood_policy::"))]:
+        del state[key]  # the widgets' own defaults apply when they are drawn
+    if params["data"] == "demo" and "ood_sets" not in params:
+        state["sb_demo_ood"] = list(DEMO_OOD_NAMES)
+    if params["data"] == "custom":
+        for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit"), ("ood_sets", "sb_custom_ood")):
+            if param not in params:
+                state[key] = ""
 
 
 # --------------------------------------------------------------------------- sections

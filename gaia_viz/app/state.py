@@ -11,6 +11,8 @@
 * ``"session_token"``: this browser session's id in the job registry
   (:mod:`gaia_viz.app.jobs`), so a run started here can be cancelled from here.
 * ``"link_warnings"``: what was wrong in the link this session was opened with, shown once.
+* ``"link_written_query"``: the query string this session last wrote; a run that arrives
+  with another one followed a link (:func:`followed_link`).
 
 Scores are not session state: finished evaluations live in the process-wide score store of
 :mod:`gaia_viz.app.jobs`, keyed by the set-up's score identity, and grow as methods are added.
@@ -22,9 +24,11 @@ its key, so a changed set-up can never show a stale choice. Streamlit drops the 
 widget that is not drawn in a run (a page switch), which is why the Selection, not the
 widget, is the truth.
 
-The link: :func:`view_query` turns the state into query-string parameters (written on every
-run, so the address bar always reopens the same view) and :func:`selection_from_query`
-reads a link back (bad values become warnings and fall back). Parameters:
+The link: :func:`view_query` turns the state into query-string parameters (written at the end
+of a run when they changed, so the address bar always reopens the same view, one history
+entry per change), :func:`link_query` adds the set-up's, every in-app link carries them
+(:func:`page_link`), and :func:`selection_from_query` reads a link back (bad values become
+warnings and fall back), at a session's start and whenever a link is followed. Parameters:
 ``methods`` (comma list of method ids), ``layers`` / ``inner_layers`` (GAIA-Z layers / GAIA-A
 inner layers, names as in ``named_modules()``), ``method`` (the thresholded one), ``tpr``
 (0-1) or ``threshold``, ``ood`` (the OOD set a page compares with), ``image`` (``set:index``),
@@ -50,6 +54,7 @@ SETUP_ERRORS = "setup_errors"
 SELECTION = "selection"
 SESSION_TOKEN = "session_token"
 LINK_WARNINGS = "link_warnings"
+WRITTEN_QUERY = "link_written_query"
 TPR_RANGE = (0.5, 1.0)
 HISTOGRAM_SETS = ("all", "one")
 HISTOGRAM_SCALES = ("fraction", "count", "log")
@@ -302,14 +307,32 @@ def view_query(chosen: Selection) -> dict[str, str]:
     return query
 
 
+def link_query(**changes) -> dict[str, str]:
+    """The whole view as query-string parameters: the sidebar's set-up
+    (:func:`gaia_viz.app.sidebar.setup_query`) and the Selection with ``changes``. The address
+    bar holds it, and every in-app link carries it (:func:`page_link`), so a link opens the
+    same view wherever it is followed."""
+    from gaia_viz.app.sidebar import setup_query
+
+    return {**setup_query(), **view_query(replace(selection(), **changes))}
+
+
+def page_link(page: str, label: str, target=None, changes: Mapping | None = None, **kwargs):
+    """``st.page_link`` to ``page`` carrying the whole view (:func:`link_query`, with the
+    Selection ``changes``, e.g. ``{"image": ("faces", 3)}``). A link, not a button calling
+    ``st.switch_page``: Streamlit drops every widget's state (the sidebar's set-up included)
+    when a script switches the page, while a followed link keeps it, as the sidebar's
+    navigation does; the target page reads the link's selection (:func:`followed_link`)."""
+    return (target or st).page_link(page, label=label, query_params=link_query(**dict(changes or {})), **kwargs)
+
+
 def write_query(params: Mapping[str, str]) -> None:
-    """Make the address bar's query string exactly ``params`` (only what changed is sent)."""
-    current = st.query_params.to_dict()
-    for key in [k for k in current if k not in params]:
-        del st.query_params[key]
-    for key, value in params.items():
-        if current.get(key) != value:
-            st.query_params[key] = value
+    """Make the address bar's query string exactly ``params``: one message, and only when it
+    changed (the browser adds a history entry for every query-string message)."""
+    params = {key: str(value) for key, value in params.items()}
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+    st.session_state[WRITTEN_QUERY] = params
 
 
 def warn_link(message: str, draw: bool = True) -> None:
@@ -358,6 +381,26 @@ class LinkState:
     selection: Selection = field(default_factory=Selection)
     setup_params: dict = field(default_factory=dict)
     had_view: bool = False  # the link named a view (auto-run what it needs)
+    setup_changed: bool = True  # a followed link: its set-up differs from the one shown
+
+
+def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> LinkState | None:
+    """On a later run: when the query string is not the one this session wrote last, the user
+    followed a link inside the session (an in-app :func:`page_link`, the browser's Back or
+    Forward): its view replaces the Selection (a link holds the whole view, so what it leaves
+    out is the default) and it is returned, with ``setup_changed`` when its set-up parameters
+    differ from the written ones. None when nothing was followed."""
+    written = st.session_state.get(WRITTEN_QUERY)
+    params = st.query_params.to_dict()
+    if written is None or params == written:
+        return None
+    chosen, warnings = selection_from_query(params, known_methods)
+    st.session_state[SELECTION] = chosen
+    for message in warnings:
+        warn_link(message, draw=False)
+    setup_params = {k: v for k, v in params.items() if k in setup_keys}
+    changed = any(params.get(k) != written.get(k) for k in setup_keys)
+    return LinkState(chosen, setup_params, had_view=False, setup_changed=changed)
 
 
 def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> LinkState | None:
@@ -376,5 +419,6 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
 
 
 __all__ = ["ATTRIBUTION_VIEWS", "HISTOGRAM_SCALES", "HISTOGRAM_SETS", "LINK_WARNINGS", "LinkState", "MAP_AGREEMENT", "SELECTION", "SESSION_TOKEN", "SETUP", "SETUP_ERRORS", "Selection",
-           "bound_widget", "checked_layers", "selection", "selection_from_query", "session_token",
+           "WRITTEN_QUERY", "bound_widget", "checked_layers", "followed_link", "link_query", "page_link", "selection",
+           "selection_from_query", "session_token",
            "show_link_warnings", "start_session", "update_selection", "view_query", "warn_link", "write_query"]
