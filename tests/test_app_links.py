@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from test_app_pages import PAGES, follow, go, links_to, open_app
+from test_app_pages import PAGES, follow, go, links_to, open_app, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
@@ -88,3 +88,117 @@ def test_every_in_app_link_carries_the_set_up_and_the_selection(monkeypatch):
     at = follow(at, next(link for link in home_links if link.proto.page == "Tune_threshold"))
     assert at.title[0].value == "Tune threshold"
     assert_cifar_view(at, image=picked)
+
+
+# --------------------------------------------------------------------------- (3) link values bounded
+
+
+def warnings_of(at) -> list[str]:
+    """The warnings' text, Markdown escapes removed."""
+    return [w.value.replace("\\", "") for w in at.warning]
+
+
+def assert_no_traceback_and_short_warnings(at, context=""):
+    assert not at.exception, (context, at.exception)
+    texts = warnings_of(at)
+    assert all(len(text) < 600 for text in texts), (context, [len(t) for t in texts])
+    assert len(texts) == len(set(texts)), (context, texts)  # each bad value named once
+
+
+@pytest.mark.parametrize("page, query, phrase", [
+    ("evaluate", {"image": "digits:" + "9" * 5000}, "5,007 characters long"),  # was: int-digit-limit traceback
+    ("inspect", {"image": "digits:" + "9" * 4000}, "is not <data set>:<index>"),
+    ("inspect", {"target": "9" * 4000, "samples": "9" * 4000}, "target="),
+    ("tune", {"model": "cifar_resnet" + "2" * 4000}, "is not a model name"),
+    ("evaluate", {"methods": "gaia_z," + "m" * 20000}, "20,007 characters long"),
+    ("evaluate", {"methods": "gaia_z," + ",".join(f"bogus{i}" for i in range(300))}, "and 292 more"),
+    ("inspect", {"attr_params": ",".join(["integrated_gradients.n_steps:" + "9" * 60] * 20)}, "17 more values refused"),
+    ("tune", {"image": "digits:²"}, "is not <data set>:<index>"),
+])
+def test_hostile_link_values_warn_shortened_and_fall_back(page, query, phrase):
+    at = open_app(page, query=query)
+    assert_no_traceback_and_short_warnings(at)
+    assert any(phrase in text for text in warnings_of(at)), warnings_of(at)
+    assert at.session_state["setup"] is not None and at.session_state["setup"].is_demo
+
+
+def test_a_path_as_model_falls_back_to_the_demo_with_a_warning():
+    """Was: ``model=../../etc/passwd`` switched to "torchvision classifier" with an empty custom set."""
+    at = open_app("tune", query={"model": "../../etc/passwd"})
+    assert_no_traceback_and_short_warnings(at)
+    (warning,) = [w for w in warnings_of(at) if "model=" in w]
+    assert "etc/passwd" in warning and "using the demo model" in warning
+    assert at.sidebar.selectbox(key="sb_model_kind").value == "demo"
+    assert at.session_state["sb_data_kind"] == "demo" and at.session_state["setup"].is_demo
+    assert "model" not in at.query_params  # the address bar holds the view shown
+
+
+def test_unknown_sets_and_images_in_a_link_are_named_not_ignored():
+    """Was: ``image=x:99999`` and ``ood=<script>...`` were ignored silently."""
+    at = open_app("tune", query={"image": "x:99999", "ood": "<script>alert(1)</script>", "utm": "1"})
+    assert_no_traceback_and_short_warnings(at)
+    texts = " ".join(warnings_of(at))
+    assert "ood=" in texts and "not an OOD set of this set-up" in texts
+    assert "image=" in texts and "no data set" in texts
+    assert "unknown parameter(s) in the link: 'utm'" in texts
+    chosen = at.session_state["selection"]
+    assert chosen.ood_set is None and chosen.image is None
+    assert "ood" not in at.query_params and "image" not in at.query_params
+    at = open_app("inspect", query={"image": "faces:99999"})
+    assert_no_traceback_and_short_warnings(at)
+    assert any("has 100 images (#0 to #99); showing #0" in t for t in warnings_of(at)), warnings_of(at)
+    assert at.session_state["selection"].image == ("faces", 0)
+
+
+def test_link_value_helpers_bound_numbers_and_echoes():
+    from gaia_viz.app.state import readable_params, shown, whole_number
+
+    assert whole_number("42") == 42 and whole_number("9" * 9) == 999_999_999
+    assert whole_number("9" * 10) is None and whole_number("9" * 5000) is None and whole_number("²") is None
+    assert whole_number("-1") is None and whole_number("1e3") is None
+    assert shown("x" * 20_000) == "'" + "x" * 40 + "…'" and shown("a\nb") == "'a\\nb'"
+    warnings = []
+    assert readable_params({"tpr": "0.9", "ood": "a\x00b", "methods": "m" * 5000, "other": "1"},
+                           ["tpr", "ood", "methods"], warnings) == {"tpr": "0.9"}
+    assert len(warnings) == 2 and all(len(w) < 200 for w in warnings)
+
+
+# A property of every page: no link value, however hostile, shows a traceback. Values are
+# drawn from what breaks parsers (huge integers, control and non-ASCII characters, markup,
+# near-miss names); set-up keys that start big runs are limited to small or invalid values.
+HOSTILE = ["9" * 4500, "-1", "1e309", "nan", "inf", "²", "0", "<script>alert(1)</script>", "../../etc/passwd",
+           "a\x00b", "\u2028", "digits:", ":", "faces:-3", "faces:" + "9" * 20, "x" * 5000, ",,,", "gaia_z,,msp",
+           "bn1,zzz", "integrated_gradients.n_steps:1e9", "tv:", "timm:", "cifar_resnet0", "**bold**", "%00", " "]
+VALUES = {"samples": ["40", "abc", "9" * 4500], "data": ["demo", "custom", "nope"],
+          "model": ["demo", "tv:../x", "timm:nope", "cifar_resnet999999", "gaia_resnet18"]}
+
+
+def hostile_queries():
+    from hypothesis import strategies as st
+
+    from gaia_viz.app.sidebar import SETUP_QUERY_KEYS
+    from gaia_viz.app.state import VIEW_KEYS
+
+    keys = st.sampled_from([*VIEW_KEYS, *[k for k in SETUP_QUERY_KEYS if k not in VALUES], "zz_unknown"])
+    value = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=30))
+    free = st.dictionaries(keys, value, max_size=6)
+    fixed = st.fixed_dictionaries({}, optional={key: st.sampled_from(choices) for key, choices in VALUES.items()})
+    return st.builds(lambda a, b: {**a, **b}, free, fixed)
+
+
+@pytest.mark.parametrize("page", ["home", "inspect", "evaluate", "tune", "channels", "map", "how", "report"])
+def test_no_link_shows_a_traceback_on_any_page(page, tmp_path, monkeypatch):
+    hypothesis = pytest.importorskip("hypothesis", reason="the property test needs hypothesis (requirements-dev.txt)")
+    monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(tmp_path))  # no real data: nothing big is scored
+    files = {**PAGES, "how": "pages/5_How_GAIA_works.py", "report": "pages/6_Real_data_report.py"}
+
+    @hypothesis.settings(max_examples=3, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(hostile_queries())
+    def opens_without_traceback(query):
+        at = open_app(None, query=query)
+        at.switch_page(files[page])
+        at = settle(at.run())
+        assert_no_traceback_and_short_warnings(at, (page, query))
+
+    opens_without_traceback()

@@ -84,7 +84,7 @@ def run_app(current_page: str | None = None) -> None:
                          default=(page_path(path).resolve() == current) if current else index == 0)
                  for index, (path, title, icon) in enumerate(PAGES)]
         navigation = st.navigation(pages)
-        sidebar_module.sidebar()
+        state.check_link_against(sidebar_module.sidebar())
         render_status()
         state.show_link_warnings()
         try:

@@ -43,6 +43,7 @@ with), plus the set-up (see :data:`gaia_viz.app.sidebar.SETUP_QUERY_KEYS`).
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
@@ -55,11 +56,18 @@ SELECTION = "selection"
 SESSION_TOKEN = "session_token"
 LINK_WARNINGS = "link_warnings"
 WRITTEN_QUERY = "link_written_query"
+LINK_PENDING = "link_pending_checks"  # the link's OOD set and image, checked once the set-up is built
+UPLOAD_IMAGE = "upload"  # Inspect's image set name for the user's uploads
 TPR_RANGE = (0.5, 1.0)
 HISTOGRAM_SETS = ("all", "one")
 HISTOGRAM_SCALES = ("fraction", "count", "log")
 ATTRIBUTION_VIEWS = ("signed", "abs")
 MAP_AGREEMENT = "agree"
+VIEW_KEYS = ("methods", "layers", "inner_layers", "method", "tpr", "threshold", "ood", "image", "hist", "hist_scale",
+             "attribution", "target", "attr_view", "attr_params", "map_color", "map_compare")
+ECHO_CHARS = 40  # a link value in a warning: at most this many characters, then '…'
+MAX_LINK_CHARS = 4096  # the longest link value read at all (a list of paths included)
+MAX_DIGITS = 9  # the longest image index, class index or sample count a link may hold
 
 
 @dataclass(frozen=True)
@@ -171,31 +179,75 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in str(text).split(",") if part.strip()]
 
 
+def shown(value) -> str:
+    """A link value as a warning names it: quoted, control characters escaped, at most
+    :data:`ECHO_CHARS` characters and then '…' (a 20,000-character value is not echoed)."""
+    from gaia_viz.paths import echo
+
+    return f"'{echo(value, ECHO_CHARS + 1)}'"
+
+
+def whole_number(text, digits: int = MAX_DIGITS) -> int | None:
+    """``text`` as a non-negative integer of at most ``digits`` ASCII digits, else None. Python
+    refuses to parse integers of more than 4,300 digits (and ``str.isdigit`` accepts '²')."""
+    text = str(text).strip()
+    return int(text) if re.fullmatch(rf"[0-9]{{1,{digits}}}", text) else None
+
+
+def readable_params(params: Mapping[str, str], keys: Sequence[str], warnings: list[str]) -> dict[str, str]:
+    """The link parameters among ``keys`` that may be read at all: a value longer than
+    :data:`MAX_LINK_CHARS` or holding a control character is refused, named once in ``warnings``."""
+    from gaia_viz.paths import _CONTROL
+
+    kept = {}
+    for key in keys:
+        if key not in params:
+            continue
+        value = str(params[key])
+        if len(value) > MAX_LINK_CHARS:
+            warnings.append(f"{key} in the link is {len(value):,} characters long (at most {MAX_LINK_CHARS:,}): "
+                            f"{shown(value)} was ignored")
+        elif _CONTROL.search(value):
+            warnings.append(f"{key}={shown(value)} in the link holds a control character: ignored")
+        else:
+            kept[key] = value
+    return kept
+
+
+def shown_names(names: Sequence[str], limit: int = 8) -> str:
+    """Names for a warning: each shortened, at most ``limit`` of them."""
+    listed = ", ".join(shown(n) for n in names[:limit])
+    return listed + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def selection_from_query(params: Mapping[str, str], known_methods: Sequence[str],
                          base: Selection | None = None) -> tuple[Selection, list[str]]:
-    """The Selection a link asks for, and a warning for every value that was refused.
+    """The Selection a link asks for, and one warning for every value that was refused (its
+    value shortened, :func:`shown`); a refused value falls back to ``base`` (the defaults).
 
-    Layers are checked later, against the evaluated model (:func:`checked_layers`)."""
+    Layers are checked later, against the evaluated model (:func:`checked_layers`), and the
+    OOD set and image against the set-up (:func:`check_link_against`)."""
     chosen = base or Selection()
     warnings: list[str] = []
+    params = readable_params(params, VIEW_KEYS, warnings)
     changes: dict = {}
     if "methods" in params:
-        names = _split(params["methods"])
+        names = list(dict.fromkeys(_split(params["methods"])))
         unknown = [m for m in names if m not in known_methods]
         good = [m for m in names if m in known_methods]
         if unknown:
-            warnings.append(f"unknown method(s) in the link: {', '.join(unknown)} (known: {', '.join(known_methods)})")
+            warnings.append(f"unknown method(s) in the link: {shown_names(unknown)} (known: {', '.join(known_methods)})")
         if good:
-            changes["methods"] = tuple(dict.fromkeys(good))
+            changes["methods"] = tuple(good)
     if "method" in params:
         if params["method"] in known_methods:
             changes["method"] = params["method"]
         else:
-            warnings.append(f"unknown method in the link: {params['method']!r}; thresholding {chosen.method}")
+            warnings.append(f"unknown method in the link: {shown(params['method'])}; thresholding {chosen.method}")
     for key, attr in (("layers", "zero_layers"), ("inner_layers", "inner_layers")):
         if key in params:
             names = _split(params[key])
-            changes[attr] = tuple(names) if names else None
+            changes[attr] = tuple(dict.fromkeys(names)) if names else None
     if "tpr" in params:
         try:
             tpr = float(params["tpr"])
@@ -204,7 +256,7 @@ def selection_from_query(params: Mapping[str, str], known_methods: Sequence[str]
         if TPR_RANGE[0] <= tpr <= TPR_RANGE[1]:
             changes.update(tpr=tpr, threshold_mode="tpr")
         else:
-            warnings.append(f"tpr={params['tpr']!r} in the link is not a fraction between "
+            warnings.append(f"tpr={shown(params['tpr'])} in the link is not a fraction between "
                             f"{TPR_RANGE[0]} and {TPR_RANGE[1]}; using {chosen.tpr}")
     if "threshold" in params and "tpr" not in params:
         try:
@@ -213,33 +265,34 @@ def selection_from_query(params: Mapping[str, str], known_methods: Sequence[str]
                 raise ValueError
             changes.update(threshold=value, threshold_mode="score")
         except ValueError:
-            warnings.append(f"threshold={params['threshold']!r} in the link is not a number; using the TPR")
+            warnings.append(f"threshold={shown(params['threshold'])} in the link is not a number; using the TPR")
     if "ood" in params and params["ood"].strip():
         changes["ood_set"] = params["ood"].strip()
     if "image" in params:
         name, sep, index = params["image"].rpartition(":")
-        if sep and name and index.isdigit():
-            changes["image"] = (name, int(index))
+        if sep and name and whole_number(index) is not None:
+            changes["image"] = (name, whole_number(index))
         else:
-            warnings.append(f"image={params['image']!r} in the link is not <data set>:<index>")
+            warnings.append(f"image={shown(params['image'])} in the link is not <data set>:<index> "
+                            f"(an index of at most {MAX_DIGITS} digits)")
     for key, attr, allowed in (("hist", "histogram_sets", HISTOGRAM_SETS), ("hist_scale", "histogram_scale", HISTOGRAM_SCALES),
                                ("attr_view", "attribution_view", ATTRIBUTION_VIEWS)):
         if key in params:
             if params[key] in allowed:
                 changes[attr] = params[key]
             else:
-                warnings.append(f"{key}={params[key]!r} in the link is not one of {', '.join(allowed)}")
+                warnings.append(f"{key}={shown(params[key])} in the link is not one of {', '.join(allowed)}")
     changes.update(_attribution_from_query(params, warnings))
     if "map_color" in params:
         if params["map_color"] in ("set", MAP_AGREEMENT, *known_methods):
             changes["map_color"] = params["map_color"]
         else:
-            warnings.append(f"map_color={params['map_color']!r} in the link is not 'set', 'agree' or a method")
+            warnings.append(f"map_color={shown(params['map_color'])} in the link is not 'set', 'agree' or a method")
     if "map_compare" in params:
         if params["map_compare"] in known_methods:
             changes["map_compare"] = params["map_compare"]
         else:
-            warnings.append(f"map_compare={params['map_compare']!r} in the link is not a method")
+            warnings.append(f"map_compare={shown(params['map_compare'])} in the link is not a method")
     return replace(chosen, **changes), warnings
 
 
@@ -247,30 +300,36 @@ def _attribution_from_query(params: Mapping[str, str], warnings: list[str]) -> d
     """Inspect's attribution choices in a link (see the module docstring)."""
     from gaia_viz.attribution import ATTRIBUTION_METHODS, control
     from gaia_viz.errors import GaiaVizError
+    from gaia_viz.paths import echo
 
     changes: dict = {}
     if "attribution" in params:
         if params["attribution"] in ATTRIBUTION_METHODS:
             changes["attribution"] = params["attribution"]
         else:
-            warnings.append(f"attribution={params['attribution']!r} in the link is not one of "
+            warnings.append(f"attribution={shown(params['attribution'])} in the link is not one of "
                             f"{', '.join(ATTRIBUTION_METHODS)}")
     if "target" in params:
-        if params["target"].isdigit():
-            changes["target"] = int(params["target"])
+        if whole_number(params["target"]) is not None:
+            changes["target"] = whole_number(params["target"])
         else:
-            warnings.append(f"target={params['target']!r} in the link is not a class index")
+            warnings.append(f"target={shown(params['target'])} in the link is not a class index")
     if "attr_params" in params:
         pairs = {}
+        refused = []
         for item in _split(params["attr_params"]):
             key, sep, text = item.partition(":")
             method, dot, param = key.partition(".")
             try:
-                if not (sep and dot):
-                    raise GaiaVizError(f"{item!r} is not method.param:value")
+                if not (sep and dot) or len(text) > 2 * ECHO_CHARS:
+                    raise GaiaVizError(f"{shown(item)} is not method.param:value")
                 pairs[key] = control(method, param).parse(text)
             except GaiaVizError as exc:
-                warnings.append(f"attr_params in the link: {exc}; left at its default")
+                refused.append(echo(exc, 3 * ECHO_CHARS))
+        for reason in refused[:3]:
+            warnings.append(f"attr_params in the link: {reason}; left at its default")
+        if len(refused) > 3:
+            warnings.append(f"attr_params in the link: {len(refused) - 3} more values refused; left at their defaults")
         changes["attribution_params"] = tuple(sorted(pairs.items()))
     return changes
 
@@ -368,10 +427,44 @@ def checked_layers(chosen: Sequence[str] | None, available: Sequence[str], label
         return ()
     unknown = [name for name in chosen if name not in available]
     if unknown:
-        warn_link(f"{label} layer(s) {', '.join(unknown)} are not in this model's evaluated layers "
-                  f"({', '.join(available)}); they were dropped")
+        warn_link(f"{label} layer(s) {shown_names(unknown)} are not in this model's evaluated layers "
+                  f"({', '.join(list(available)[:12])}{', …' if len(available) > 12 else ''}); they were dropped")
     kept = tuple(name for name in available if name in chosen)
     return kept if kept and len(kept) < len(available) else None
+
+
+def check_link_against(setup) -> None:
+    """The OOD set and image of the link just read, against the set-up the sidebar built:
+    a set this set-up does not have, or an index past a set's end, is one warning and falls
+    back (the first OOD set; the set's first image, or none). Once per link read."""
+    if setup is None or not st.session_state.get(LINK_PENDING):
+        return
+    pending = st.session_state.pop(LINK_PENDING)
+    chosen = selection()
+    if "ood" in pending and chosen.ood_set is not None and chosen.ood_set not in setup.ood_sets:
+        warn_link(f"ood={shown(chosen.ood_set)} in the link is not an OOD set of this set-up "
+                  f"({shown_names(list(setup.ood_sets))}); showing the first", draw=False)
+        update_selection(ood_set=None)
+    if "image" in pending and chosen.image is not None and chosen.image[0] != UPLOAD_IMAGE:
+        name, index = chosen.image
+        sets = setup.image_sets
+        if name not in sets:
+            warn_link(f"image={shown(pending['image'])} in the link: this set-up has no data set {shown(name)} "
+                      f"({shown_names(list(sets))}); showing the first", draw=False)
+            update_selection(image=None)
+        elif index >= len(sets[name]):
+            warn_link(f"image={shown(pending['image'])} in the link: {shown(name)} has {len(sets[name]):,} images "
+                      f"(#0 to #{len(sets[name]) - 1:,}); showing #0", draw=False)
+            update_selection(image=(name, 0))
+
+
+def _remember_checks(params: Mapping[str, str]) -> None:
+    st.session_state[LINK_PENDING] = {key: params[key] for key in ("ood", "image") if key in params}
+
+
+def _unknown_keys(params: Mapping[str, str], setup_keys: Sequence[str]) -> list[str]:
+    unknown = [key for key in params if key not in VIEW_KEYS and key not in setup_keys]
+    return [f"unknown parameter(s) in the link: {shown_names(unknown)}; ignored"] if unknown else []
 
 
 @dataclass
@@ -396,7 +489,8 @@ def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
         return None
     chosen, warnings = selection_from_query(params, known_methods)
     st.session_state[SELECTION] = chosen
-    for message in warnings:
+    _remember_checks(params)
+    for message in _unknown_keys(params, setup_keys) + warnings:
         warn_link(message, draw=False)
     setup_params = {k: v for k, v in params.items() if k in setup_keys}
     changed = any(params.get(k) != written.get(k) for k in setup_keys)
@@ -411,7 +505,8 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     params = st.query_params.to_dict()
     chosen, warnings = selection_from_query(params, known_methods)
     st.session_state[SELECTION] = chosen
-    for message in warnings:
+    _remember_checks(params)
+    for message in _unknown_keys(params, setup_keys) + warnings:
         warn_link(message, draw=False)
     view_keys = {"methods", "layers", "inner_layers", "method", "tpr", "threshold", "image", "map_color"}
     return LinkState(chosen, {k: v for k, v in params.items() if k in setup_keys},
@@ -419,6 +514,6 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
 
 
 __all__ = ["ATTRIBUTION_VIEWS", "HISTOGRAM_SCALES", "HISTOGRAM_SETS", "LINK_WARNINGS", "LinkState", "MAP_AGREEMENT", "SELECTION", "SESSION_TOKEN", "SETUP", "SETUP_ERRORS", "Selection",
-           "WRITTEN_QUERY", "bound_widget", "checked_layers", "followed_link", "link_query", "page_link", "selection",
-           "selection_from_query", "session_token",
+           "WRITTEN_QUERY", "bound_widget", "check_link_against", "checked_layers", "followed_link", "link_query", "page_link", "selection",
+           "selection_from_query", "session_token", "shown", "shown_names", "whole_number", "readable_params",
            "show_link_warnings", "start_session", "update_selection", "view_query", "warn_link", "write_query"]
