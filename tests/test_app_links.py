@@ -202,3 +202,49 @@ def test_no_link_shows_a_traceback_on_any_page(page, tmp_path, monkeypatch):
         assert_no_traceback_and_short_warnings(at, (page, query))
 
     opens_without_traceback()
+
+
+# --------------------------------------------------------------------------- (4) the sidebar keeps choices
+
+
+def sent_values(widget) -> list[str] | None:
+    """What the browser is told to show for a multiselect in this run (None: it keeps its own)."""
+    return list(widget.proto.raw_values) if widget.proto.set_value else None
+
+
+def test_the_sidebar_never_undoes_a_choice_and_the_methods_box_shows_what_runs(tmp_path):
+    """Was: choosing BiT made Data jump to CIFAR-10; choosing the demo data then reverted the
+    model to the demo CNN and emptied the OOD sets and the methods, while the Run button
+    still listed the methods."""
+    at = open_app("evaluate")
+    at.sidebar.multiselect(key="sb_demo_ood").set_value(["faces", "noise"]).run()
+    at.sidebar.selectbox(key="sb_model_kind").set_value("bit").run()
+    assert not at.exception, at.exception
+    assert at.session_state["sb_data_kind"] == "demo"  # the data stays what the user chose
+    assert any("not: for it the digits are unfamiliar too" in c.value for c in at.sidebar.caption)
+    at.sidebar.checkbox(key="sb_random_weights::bit").check().run()
+    methods = at.multiselect(key="w_methods")
+    # The run that stopped at the model error did not draw the box; drawn again, the browser
+    # is sent the methods the Run button names (it showed "Choose options").
+    assert sent_values(methods) == ["GAIA-Z", "GAIA-A", "MSP", "Energy"]
+    run_button = next(b for b in at.button if b.key and b.key.startswith("run::"))
+    assert run_button.label == "Run evaluation (gaia_z, gaia_a, msp, energy)"
+    at.sidebar.selectbox(key="sb_data_kind").set_value("custom").run()
+    assert at.session_state["sb_model_kind"] == "bit"
+    at.sidebar.selectbox(key="sb_data_kind").set_value("demo").run()
+    assert not at.exception, at.exception
+    assert at.session_state["sb_model_kind"] == "bit"  # was: back to the demo CNN
+    ood = at.sidebar.multiselect(key="sb_demo_ood")
+    assert ood.value == ["faces", "noise"] and sent_values(ood) == ["faces", "noise"]  # was: empty
+    assert at.session_state["selection"].methods == ("gaia_z", "gaia_a", "msp", "energy")
+    at.sidebar.selectbox(key="sb_model_kind").set_value("demo").run()
+    assert at.session_state["sb_data_kind"] == "demo" and at.session_state["setup"].is_demo
+
+
+def test_unavailable_data_is_the_one_change_and_it_is_said(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(tmp_path))  # no CIFAR-10 here
+    at = open_app("evaluate", query={"model": "gaia_resnet18", "data": "cifar10-real"})
+    assert not at.exception, at.exception
+    assert at.session_state["sb_data_kind"] == "custom" and at.session_state["sb_model_kind"] == "gaia"
+    (note,) = [w for w in warnings_of(at) if "is not available" in w]
+    assert "CIFAR-10 (real)" in note and "data root" in note

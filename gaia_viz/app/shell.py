@@ -76,6 +76,7 @@ def run_app(current_page: str | None = None) -> None:
             if followed.setup_changed:  # Back/Forward to another set-up: absent parameters are defaults
                 sidebar_module.seed_from_query(followed.setup_params,
                                                lambda message: state.warn_link(message, draw=False), complete=True)
+        state.resend_undrawn_widgets()
         # The page to show is the default only when the request names none: the default
         # page's URL is "/", so a request for /Evaluate would find no page of that name and
         # Streamlit would show "Page not found" over the right page.
@@ -85,12 +86,17 @@ def run_app(current_page: str | None = None) -> None:
                  for index, (path, title, icon) in enumerate(PAGES)]
         navigation = st.navigation(pages)
         state.check_link_against(sidebar_module.sidebar())
+        state.note_drawn_widgets()
+        # Written before the page runs: after a page's st.stop() nothing more reaches the
+        # browser (the callbacks that change the view ran before this run started).
+        state.write_query(state.link_query())
         render_status()
         state.show_link_warnings()
         try:
             navigation.run()
         finally:
-            state.write_query(state.link_query())
+            state.note_drawn_widgets()
+            state.write_query(state.link_query())  # what the page itself changed, when it finished
     finally:
         _ACTIVE.on = False
 

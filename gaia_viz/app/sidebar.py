@@ -22,7 +22,8 @@ import streamlit as st
 from gaia_viz.app import loaders
 from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import Setup, SetupError, SetupFix
-from gaia_viz.app.state import MAX_DIGITS, SETUP, SETUP_ERRORS, shown_names, readable_params, shown, whole_number
+from gaia_viz.app.state import (MAX_DIGITS, SETUP, SETUP_ERRORS, readable_params, shown, shown_names, warn_link,
+                                whole_number)
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
 from gaia_viz.errors import GaiaVizError
@@ -262,23 +263,6 @@ def _reset_unnamed(params: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- sections
 
 
-def _on_model_kind_change():
-    # The demo model only understands the demo digits and vice versa: keep the pair consistent.
-    kind = st.session_state["sb_model_kind"]
-    if kind == "demo":
-        st.session_state["sb_data_kind"] = "demo"
-    elif st.session_state.get("sb_data_kind") == "demo":
-        st.session_state["sb_data_kind"] = "cifar10-real" if _real_cifar_available() else "custom"
-
-
-def _on_data_kind_change():
-    kind = st.session_state["sb_data_kind"]
-    if kind == "demo":
-        st.session_state["sb_model_kind"] = "demo"
-    elif kind == "cifar10-real" and st.session_state.get("sb_model_kind") == "demo":
-        st.session_state["sb_model_kind"] = "cifar"
-
-
 def _real_cifar_available(data_root: str | None = None) -> bool:
     root = data_root if data_root is not None else checked_data_root()[0]
     if not root:
@@ -348,8 +332,10 @@ def _checkpoint_widgets(kind: str) -> dict:
 def _model_widgets(data_root: str) -> _Choice:
     """The model widgets: ``values`` = name, checkpoint, data, digest, pretrained, allow_download."""
     choice = _Choice()
+    # No callback changes the data with the model (or back): every model reads every data kind
+    # through its own preset, so no choice of the user is ever undone by another.
     kind = st.selectbox("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, key="sb_model_kind",
-                        on_change=_on_model_kind_change, label_visibility="collapsed")
+                        label_visibility="collapsed")
     values = dict(pretrained=True, allow_download=False)
     random_key = f"sb_random_weights::{kind}"
     try:
@@ -473,11 +459,24 @@ def _data_widgets(data_root: str) -> _Choice:
 
     choice = _Choice()
     kinds = [k for k in DATA_KINDS if k != "cifar10-real" or _real_cifar_available(data_root)]
-    if st.session_state.get("sb_data_kind") not in kinds:
+    wanted = st.session_state.get("sb_data_kind")
+    if wanted not in kinds:
         model_is_demo = st.session_state.get("sb_model_kind", "demo") == "demo"
         st.session_state["sb_data_kind"] = "demo" if model_is_demo else kinds[-1]
+        if wanted is not None:  # the only change the sidebar makes on its own: say which and why
+            warn_link(f"{DATA_KINDS.get(wanted, wanted)} is not available: the data root "
+                      f"{echo(data_root) if data_root else '(none set)'} holds no cifar10/test with an OOD set, "
+                      f"so the data is {DATA_KINDS[st.session_state['sb_data_kind']]}. Set the data root in the "
+                      "sidebar.")
     kind = st.selectbox("Data", kinds, format_func=DATA_KINDS.get, key="sb_data_kind",
-                        on_change=_on_data_kind_change, label_visibility="collapsed")
+                        label_visibility="collapsed")
+    model_kind = st.session_state.get("sb_model_kind", "demo")
+    if (kind == "demo") != (model_kind == "demo"):
+        st.caption("The demo sets are handwritten digits (ID) and five OOD sets; the demo CNN was trained on "
+                   "those digits. " + ("This model was not: for it the digits are unfamiliar too, so GAIA compares "
+                                       "two kinds of OOD images." if kind == "demo" else
+                                       "Other images reach it as 28 x 28 grey digits; its numbers say how unlike "
+                                       "digits they are."))
     if kind == "demo":
         st.session_state.setdefault("sb_demo_ood", list(DEMO_OOD_NAMES))
         chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, key="sb_demo_ood",

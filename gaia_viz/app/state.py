@@ -11,8 +11,9 @@
 * ``"session_token"``: this browser session's id in the job registry
   (:mod:`gaia_viz.app.jobs`), so a run started here can be cancelled from here.
 * ``"link_warnings"``: what was wrong in the link this session was opened with, shown once.
-* ``"link_written_query"``: the query string this session last wrote; a run that arrives
-  with another one followed a link (:func:`followed_link`).
+* ``"link_written_query"`` / ``"link_written_page"``: the query string this session last
+  wrote and the page it wrote it on; a run on another page (or a Back/Forward step) that
+  arrives with another query string followed a link (:func:`followed_link`).
 
 Scores are not session state: finished evaluations live in the process-wide score store of
 :mod:`gaia_viz.app.jobs`, keyed by the set-up's score identity, and grow as methods are added.
@@ -56,6 +57,8 @@ SELECTION = "selection"
 SESSION_TOKEN = "session_token"
 LINK_WARNINGS = "link_warnings"
 WRITTEN_QUERY = "link_written_query"
+WRITTEN_PAGE = "link_written_page"  # the page of the run that wrote it
+DRAWN_WIDGETS = "widgets_drawn_last_run"
 LINK_PENDING = "link_pending_checks"  # the link's OOD set and image, checked once the set-up is built
 UPLOAD_IMAGE = "upload"  # Inspect's image set name for the user's uploads
 TPR_RANGE = (0.5, 1.0)
@@ -165,11 +168,55 @@ def bound_widget(draw: Callable, key: str, value, on_change: Callable[[object], 
         st.session_state[seeded] = _frozen(new)
         on_change(new)
 
+    note_drawn_widgets(key)
     return draw(key=key, on_change=copy_back, **kwargs)
 
 
 def _frozen(value):
     return tuple(value) if isinstance(value, list) else value
+
+
+def drawn_widgets() -> frozenset[str]:
+    """The widget keys drawn so far in this script run."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.shared.widget_user_keys_this_run.snapshot() if ctx is not None else frozenset()
+
+
+def resend_undrawn_widgets(prefixes: tuple[str, ...] = ("sb_", "w_")) -> None:
+    """At the start of a run, before anything is drawn: set again the value of every widget
+    (keys starting with ``prefixes``) that the last run did not draw, and start recording
+    what this run draws (:func:`note_drawn_widgets`).
+
+    A run that stops early (``st.stop``: the set-up has an error, scores are missing) keeps
+    the values of the widgets it did not reach, while the browser forgets them; drawn again,
+    the browser showed the widget's default ("Choose options", the demo's OOD sets emptied)
+    while the script went on with the kept value (the Run button listed the methods). Set
+    again, the value is sent to the browser with the widget."""
+    from streamlit.errors import StreamlitAPIException
+
+    drawn = st.session_state.get(DRAWN_WIDGETS)
+    st.session_state[DRAWN_WIDGETS] = set()
+    if drawn is None:
+        return
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefixes) and k not in drawn]:
+        value = st.session_state[key]
+        if key.endswith("::seeded") or "upload" in key or not isinstance(value, (str, int, float, list, tuple)):
+            continue  # markers, uploads (None or files) and other state that is no plain value
+        try:
+            st.session_state[key] = value
+        except StreamlitAPIException:  # a button: its value cannot be set
+            pass
+
+
+def note_drawn_widgets(*keys: str) -> None:
+    """Record ``keys`` and every widget drawn so far in this run as drawn (for
+    :func:`resend_undrawn_widgets`). The set is changed in place: after a page's ``st.stop()``
+    Streamlit refuses new session-state assignments, not changes to what is stored."""
+    drawn = st.session_state.get(DRAWN_WIDGETS)
+    if drawn is not None:
+        drawn.update(drawn_widgets(), keys)
 
 
 # --------------------------------------------------------------------------- links
@@ -392,6 +439,17 @@ def write_query(params: Mapping[str, str]) -> None:
     if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)
     st.session_state[WRITTEN_QUERY] = params
+    st.session_state[WRITTEN_PAGE] = _page_and_history()[0]
+
+
+def _page_and_history() -> tuple[str | None, bool]:
+    """This run's page (its script hash) and whether the browser's Back/Forward started it."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return None, False
+    return ctx.page_script_hash, bool(getattr(ctx, "is_history_navigation", False))
 
 
 def warn_link(message: str, draw: bool = True) -> None:
@@ -485,7 +543,10 @@ def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     differ from the written ones. None when nothing was followed."""
     written = st.session_state.get(WRITTEN_QUERY)
     params = st.query_params.to_dict()
-    if written is None or params == written:
+    # Only a page change or a history step follows a link: a rerun the script asked for
+    # (st.rerun) carries the query string from before the run's own write.
+    moved = _page_and_history() != (st.session_state.get(WRITTEN_PAGE), False)
+    if written is None or params == written or not moved:
         return None
     chosen, warnings = selection_from_query(params, known_methods)
     st.session_state[SELECTION] = chosen
@@ -514,6 +575,6 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
 
 
 __all__ = ["ATTRIBUTION_VIEWS", "HISTOGRAM_SCALES", "HISTOGRAM_SETS", "LINK_WARNINGS", "LinkState", "MAP_AGREEMENT", "SELECTION", "SESSION_TOKEN", "SETUP", "SETUP_ERRORS", "Selection",
-           "WRITTEN_QUERY", "bound_widget", "check_link_against", "checked_layers", "followed_link", "link_query", "page_link", "selection",
+           "WRITTEN_QUERY", "bound_widget", "drawn_widgets", "note_drawn_widgets", "resend_undrawn_widgets", "check_link_against", "checked_layers", "followed_link", "link_query", "page_link", "selection",
            "selection_from_query", "session_token", "shown", "shown_names", "whole_number", "readable_params",
            "show_link_warnings", "start_session", "update_selection", "view_query", "warn_link", "write_query"]
