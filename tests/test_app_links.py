@@ -248,3 +248,75 @@ def test_unavailable_data_is_the_one_change_and_it_is_said(tmp_path, monkeypatch
     assert at.session_state["sb_data_kind"] == "custom" and at.session_state["sb_model_kind"] == "gaia"
     (note,) = [w for w in warnings_of(at) if "is not available" in w]
     assert "CIFAR-10 (real)" in note and "data root" in note
+
+
+# --------------------------------------------------------------------------- (7) history
+
+
+@pytest.fixture()
+def query_writes(monkeypatch):
+    """Every query-string message the app sends (the browser adds one history entry for each)."""
+    from streamlit.runtime.state.query_params import QueryParams
+
+    sent = []
+    original = QueryParams._send_query_param_msg
+
+    def send(self):
+        sent.append(dict(self._query_params))
+        return original(self)
+
+    monkeypatch.setattr(QueryParams, "_send_query_param_msg", send)
+    return sent
+
+
+def test_one_query_message_per_view_change_and_none_for_a_page_switch(query_writes):
+    """Was: the query was written key by key (each a history entry: Back stayed on the page)."""
+    at = open_app("tune")
+    query_writes.clear()
+    for page in ("evaluate", "channels", "tune"):
+        at = go(at, page)
+    assert query_writes == []  # the view did not change: the browser's own page entry only
+    at.slider(key="w_tune_tpr").set_value(0.8).run()
+    assert [w.get("tpr") for w in query_writes] == ["0.8"]
+    query_writes.clear()
+    at.radio(key="w_tune_mode").set_value("score").run()
+    slider = next(s for s in at.slider if s.key.startswith("w_tune_score::"))
+    slider.set_value(slider.max).run()
+    assert len(query_writes) == 1 and "threshold" in query_writes[0] and "tpr" not in query_writes[0]
+    query_writes.clear()
+    at = follow(at, links_to(at, "inspect")[0])  # the link holds the whole view: nothing to write
+    assert at.title[0].value == "Inspect one image" and query_writes == []
+
+
+def test_back_and_forward_restore_each_view_with_its_parameters():
+    """Was: after Back the URL had lost its parameters and the page kept the last view. The
+    browser's Back reopens the earlier entry's page with its query string (AppTest: the page
+    and query of that entry, the widgets' state sent along)."""
+    at = open_app("evaluate", query={"methods": "gaia_z,msp", "ood_sets": "faces,noise", "samples": "60"})
+    assert at.session_state["selection"].methods == ("gaia_z", "msp")
+    first = dict(at.query_params)
+    at = go(at, "tune")
+    at.slider(key="w_tune_tpr").set_value(0.8).run()
+    at.sidebar.multiselect(key="sb_demo_ood").set_value(["faces"]).run()
+    at.sidebar.number_input(key="sb_max_samples").set_value(40).run()
+    at = settle(at)
+    second = dict(at.query_params)
+    assert second["tpr"] == "0.8" and second["ood_sets"] == "faces" and second["samples"] == "40"
+
+    at.query_params.clear()
+    at.query_params.update(first)
+    at.switch_page(PAGES["evaluate"])
+    at = settle(at.run())
+    assert not at.exception, at.exception
+    chosen = at.session_state["selection"]
+    assert chosen.methods == ("gaia_z", "msp") and chosen.tpr == 0.95
+    assert at.session_state["sb_demo_ood"] == ["faces", "noise"] and at.session_state["sb_max_samples"] == 60
+    assert dict(at.query_params) == first and not warnings_of(at)
+
+    at.query_params.clear()
+    at.query_params.update(second)  # Forward
+    at.switch_page(PAGES["tune"])
+    at = settle(at.run())
+    assert at.session_state["selection"].tpr == pytest.approx(0.8)
+    assert at.session_state["sb_demo_ood"] == ["faces"] and at.session_state["sb_max_samples"] == 40
+    assert dict(at.query_params) == second
