@@ -81,7 +81,7 @@ def test_every_in_app_link_carries_the_set_up_and_the_selection(monkeypatch):
     assert_cifar_view(at, image=picked)
 
     at = go(at, "home")
-    home_links = at.get("page_link")
+    home_links = at.main.get("page_link")
     assert len(home_links) == 3
     for link in home_links:
         assert {k: query_of(link)[k] for k in CIFAR_VIEW} == CIFAR_VIEW, link.proto.label

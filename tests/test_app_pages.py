@@ -70,8 +70,8 @@ def follow(at: AppTest, link) -> AppTest:
 
 
 def links_to(at: AppTest, page: str) -> list:
-    """The page links of this run that open ``page`` (a key of :data:`PAGES`)."""
-    return [link for link in at.get("page_link") if link.proto.page == Path(PAGES[page]).stem.split("_", 1)[1]]
+    """The page links of this run's main panel that open ``page`` (a key of :data:`PAGES`)."""
+    return [link for link in at.main.get("page_link") if link.proto.page == Path(PAGES[page]).stem.split("_", 1)[1]]
 
 
 def go(at: AppTest, page: str) -> AppTest:
@@ -118,7 +118,7 @@ def test_app_opens_on_the_home_page_with_the_demo():
     assert at.title[0].value.startswith("gaia-viz")
     assert "GAIA" in at.markdown[0].value and "exactly zero" in at.markdown[0].value
     assert len(at.get("plotly_chart")) == 1  # the digit vs face figure
-    links = [link.proto.label for link in at.get("page_link")]
+    links = [link.proto.label for link in at.main.get("page_link")]
     assert links == ["Learn how GAIA works", "Inspect an image", "Tune a threshold"]
     assert at.sidebar.selectbox(key="sb_model_kind").value == "demo"
     assert isinstance(at.session_state["setup"], Setup) and at.session_state["setup"].is_demo

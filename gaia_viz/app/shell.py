@@ -1,5 +1,9 @@
 """The app around every page: start-up, navigation, the sidebar, run status and the link.
 
+The navigation is the sidebar's list of page links (``st.navigation`` is hidden): each link
+carries the whole view (:func:`gaia_viz.app.state.page_link`), so a page switch is one
+browser-history entry and keeps the address bar's view.
+
 ``app.py`` calls :func:`run_app`. Every page file starts with :func:`page_guard`, because a
 link to a page can reach Streamlit before ``app.py`` ever ran in the process: with a
 ``pages/`` folder beside the main script, Streamlit's automatic multipage handling serves a
@@ -84,9 +88,16 @@ def run_app(current_page: str | None = None) -> None:
         pages = [st.Page(str(page_path(path)), title=title, icon=icon,
                          default=(page_path(path).resolve() == current) if current else index == 0)
                  for index, (path, title, icon) in enumerate(PAGES)]
-        navigation = st.navigation(pages)
+        # Streamlit's own navigation drops the query string on every page switch (and the
+        # view written back then was a second history entry): the sidebar's links are page
+        # links carrying the whole view instead, one history entry per switch.
+        navigation = st.navigation(pages, position="hidden")
+        nav_box = st.sidebar.container(key="app_nav")
         state.check_link_against(sidebar_module.sidebar())
         state.note_drawn_widgets()
+        with nav_box:
+            for path, title, icon in PAGES:
+                state.page_link(path, title, icon=icon, width="stretch")
         # Written before the page runs: after a page's st.stop() nothing more reaches the
         # browser (the callbacks that change the view ran before this run started).
         state.write_query(state.link_query())

@@ -545,7 +545,8 @@ def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     params = st.query_params.to_dict()
     # Only a page change or a history step follows a link: a rerun the script asked for
     # (st.rerun) carries the query string from before the run's own write.
-    moved = _page_and_history() != (st.session_state.get(WRITTEN_PAGE), False)
+    page, history = _page_and_history()
+    moved = history or (page != st.session_state.get(WRITTEN_PAGE) and bool(params))  # no query: no view named
     if written is None or params == written or not moved:
         return None
     chosen, warnings = selection_from_query(params, known_methods)

@@ -171,7 +171,8 @@ FIVE_LABELS = ("GAIA-Z", "GAIA-A", "MSP", "Energy", "MaxLogit")
 
 
 def _nav(page):
-    return page.get_by_test_id("stSidebarNav")
+    """The app's navigation: the sidebar's page links (each carries the whole view)."""
+    return page.locator(".st-key-app_nav")
 
 
 def _metric_grid(page, title: str):
