@@ -546,8 +546,8 @@ def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     # Only a page change or a history step follows a link: a rerun the script asked for
     # (st.rerun) carries the query string from before the run's own write.
     page, history = _page_and_history()
-    moved = history or (page != st.session_state.get(WRITTEN_PAGE) and bool(params))  # no query: no view named
-    if written is None or params == written or not moved:
+    moved = history or page != st.session_state.get(WRITTEN_PAGE)
+    if written is None or params == written or not moved or not params:  # no query names no view
         return None
     chosen, warnings = selection_from_query(params, known_methods)
     st.session_state[SELECTION] = chosen
