@@ -7,7 +7,7 @@ page_guard(__file__)
 import streamlit as st  # noqa: E402
 
 from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app.state import page_link  # noqa: E402
+from gaia_viz.app.page import page_link  # noqa: E402
 from gaia_viz.figures import images as figures  # noqa: E402
 
 ID_INDEX, OOD_INDEX = 0, 0

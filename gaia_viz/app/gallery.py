@@ -10,7 +10,7 @@ import streamlit as st
 from PIL import Image
 
 from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.state import page_link
+from gaia_viz.app.page import page_link
 
 THUMBNAIL_SIZE = 96
 INSPECT_PAGE = "pages/1_Inspect.py"
@@ -43,7 +43,7 @@ def file_caption(image_set, index: int) -> str:
 
 def inspect_link(set_name: str, index: int, target=None, label: str = "Inspect", **kwargs):
     """A link that opens image ``index`` of ``set_name`` on the Inspect page, with the whole
-    view (set-up and selection) in it, as the address bar holds it (:func:`gaia_viz.app.state.page_link`)."""
+    view (set-up and selection) in it, as the address bar holds it (:func:`gaia_viz.app.page.page_link`)."""
     return page_link(INSPECT_PAGE, label, target, changes={"image": (set_name, int(index))}, **kwargs)
 
 

@@ -1,7 +1,7 @@
 """The app around every page: start-up, navigation, the sidebar, run status and the link.
 
 The navigation is the sidebar's list of page links (``st.navigation`` is hidden): each link
-carries the whole view (:func:`gaia_viz.app.state.page_link`), so a page switch is one
+carries the whole view (:func:`gaia_viz.app.page.page_link`), so a page switch is one
 browser-history entry and keeps the address bar's view.
 
 ``app.py`` calls :func:`run_app`. Every page file starts with :func:`page_guard`, because a
@@ -64,7 +64,7 @@ def run_app(current_page: str | None = None) -> None:
     as the page to show when the request names none."""
     from gaia_viz.app import sidebar as sidebar_module
     from gaia_viz.app import state
-    from gaia_viz.app.page import AUTO_RUN, render_status
+    from gaia_viz.app.page import AUTO_RUN, link_query, page_link, render_status
     from gaia_viz.sweep import ALL_METHODS
 
     _ACTIVE.on = True
@@ -97,17 +97,17 @@ def run_app(current_page: str | None = None) -> None:
         state.note_drawn_widgets()
         with nav_box:
             for path, title, icon in PAGES:
-                state.page_link(path, title, icon=icon, width="stretch")
+                page_link(path, title, icon=icon, width="stretch")
         # Written before the page runs: after a page's st.stop() nothing more reaches the
         # browser (the callbacks that change the view ran before this run started).
-        state.write_query(state.link_query())
+        state.write_query(link_query())
         render_status()
         state.show_link_warnings()
         try:
             navigation.run()
         finally:
             state.note_drawn_widgets()
-            state.write_query(state.link_query())  # what the page itself changed, when it finished
+            state.write_query(link_query())  # what the page itself changed, when it finished
     finally:
         _ACTIVE.on = False
 

@@ -27,8 +27,8 @@ widget, is the truth.
 
 The link: :func:`view_query` turns the state into query-string parameters (written at the end
 of a run when they changed, so the address bar always reopens the same view, one history
-entry per change), :func:`link_query` adds the set-up's, every in-app link carries them
-(:func:`page_link`), and :func:`selection_from_query` reads a link back (bad values become
+entry per change), :func:`gaia_viz.app.page.link_query` adds the set-up's, every in-app link
+carries them (:func:`gaia_viz.app.page.page_link`), and :func:`selection_from_query` reads a link back (bad values become
 warnings and fall back), at a session's start and whenever a link is followed. Parameters:
 ``methods`` (comma list of method ids), ``layers`` / ``inner_layers`` (GAIA-Z layers / GAIA-A
 inner layers, names as in ``named_modules()``), ``method`` (the thresholded one), ``tpr``
@@ -244,7 +244,8 @@ def whole_number(text, digits: int = MAX_DIGITS) -> int | None:
 def readable_params(params: Mapping[str, str], keys: Sequence[str], warnings: list[str]) -> dict[str, str]:
     """The link parameters among ``keys`` that may be read at all: a value longer than
     :data:`MAX_LINK_CHARS` or holding a control character is refused, named once in ``warnings``."""
-    from gaia_viz.paths import _CONTROL
+    from gaia_viz.errors import GaiaVizError
+    from gaia_viz.paths import check_text
 
     kept = {}
     for key in keys:
@@ -254,10 +255,11 @@ def readable_params(params: Mapping[str, str], keys: Sequence[str], warnings: li
         if len(value) > MAX_LINK_CHARS:
             warnings.append(f"{key} in the link is {len(value):,} characters long (at most {MAX_LINK_CHARS:,}): "
                             f"{shown(value)} was ignored")
-        elif _CONTROL.search(value):
+            continue
+        try:
+            kept[key] = check_text(value, key)
+        except GaiaVizError:
             warnings.append(f"{key}={shown(value)} in the link holds a control character: ignored")
-        else:
-            kept[key] = value
     return kept
 
 
@@ -413,25 +415,6 @@ def view_query(chosen: Selection) -> dict[str, str]:
     return query
 
 
-def link_query(**changes) -> dict[str, str]:
-    """The whole view as query-string parameters: the sidebar's set-up
-    (:func:`gaia_viz.app.sidebar.setup_query`) and the Selection with ``changes``. The address
-    bar holds it, and every in-app link carries it (:func:`page_link`), so a link opens the
-    same view wherever it is followed."""
-    from gaia_viz.app.sidebar import setup_query
-
-    return {**setup_query(), **view_query(replace(selection(), **changes))}
-
-
-def page_link(page: str, label: str, target=None, changes: Mapping | None = None, **kwargs):
-    """``st.page_link`` to ``page`` carrying the whole view (:func:`link_query`, with the
-    Selection ``changes``, e.g. ``{"image": ("faces", 3)}``). A link, not a button calling
-    ``st.switch_page``: Streamlit drops every widget's state (the sidebar's set-up included)
-    when a script switches the page, while a followed link keeps it, as the sidebar's
-    navigation does; the target page reads the link's selection (:func:`followed_link`)."""
-    return (target or st).page_link(page, label=label, query_params=link_query(**dict(changes or {})), **kwargs)
-
-
 def write_query(params: Mapping[str, str]) -> None:
     """Make the address bar's query string exactly ``params``: one message, and only when it
     changed (the browser adds a history entry for every query-string message)."""
@@ -537,7 +520,7 @@ class LinkState:
 
 def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> LinkState | None:
     """On a later run: when the query string is not the one this session wrote last, the user
-    followed a link inside the session (an in-app :func:`page_link`, the browser's Back or
+    followed a link inside the session (an in-app :func:`gaia_viz.app.page.page_link`, the browser's Back or
     Forward): its view replaces the Selection (a link holds the whole view, so what it leaves
     out is the default) and it is returned, with ``setup_changed`` when its set-up parameters
     differ from the written ones. None when nothing was followed."""
@@ -576,6 +559,6 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
 
 
 __all__ = ["ATTRIBUTION_VIEWS", "HISTOGRAM_SCALES", "HISTOGRAM_SETS", "LINK_WARNINGS", "LinkState", "MAP_AGREEMENT", "SELECTION", "SESSION_TOKEN", "SETUP", "SETUP_ERRORS", "Selection",
-           "WRITTEN_QUERY", "bound_widget", "drawn_widgets", "note_drawn_widgets", "resend_undrawn_widgets", "check_link_against", "checked_layers", "followed_link", "link_query", "page_link", "selection",
+           "WRITTEN_QUERY", "bound_widget", "drawn_widgets", "note_drawn_widgets", "resend_undrawn_widgets", "check_link_against", "checked_layers", "followed_link", "selection",
            "selection_from_query", "session_token", "shown", "shown_names", "whole_number", "readable_params",
            "show_link_warnings", "start_session", "update_selection", "view_query", "warn_link", "write_query"]
