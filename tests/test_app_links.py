@@ -163,8 +163,7 @@ def test_link_value_helpers_bound_numbers_and_echoes():
     assert len(warnings) == 2 and all(len(w) < 200 for w in warnings)
 
 
-# A property of every page: no link value, however hostile, and no choice in a box after it
-# shows a traceback. Values are
+# A property of every page: no link value, however hostile, shows a traceback. Values are
 # drawn from what breaks parsers (huge integers, control and non-ASCII characters, markup,
 # near-miss names); set-up keys that start big runs are limited to small or invalid values.
 HOSTILE = ["9" * 4500, "-1", "1e309", "nan", "inf", "²", "0", "<script>alert(1)</script>", "../../etc/passwd",
@@ -193,23 +192,14 @@ def test_no_link_shows_a_traceback_on_any_page(page, tmp_path, monkeypatch):
     monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(tmp_path))  # no real data: nothing big is scored
     files = {**PAGES, "how": "pages/5_How_GAIA_works.py", "report": "pages/6_Real_data_report.py"}
 
-    from hypothesis import strategies as st
-
-    @hypothesis.settings(max_examples=2 if page in ("how", "inspect") else 3, deadline=None, derandomize=True, database=None,
+    @hypothesis.settings(max_examples=3, deadline=None, derandomize=True, database=None,
                          suppress_health_check=list(hypothesis.HealthCheck))
-    @hypothesis.given(hostile_queries(), st.data())
-    def opens_without_traceback(query, data):
+    @hypothesis.given(hostile_queries())
+    def opens_without_traceback(query):
         at = open_app(None, query=query)
         at.switch_page(files[page])
         at = settle(at.run())
         assert_no_traceback_and_short_warnings(at, (page, query))
-        # then one widget of the page set to any of its options
-        boxes = [box for box in at.main.selectbox if len(box.options) > 1 and not box.disabled]
-        if boxes:
-            box = data.draw(st.sampled_from(boxes), label="selectbox")
-            choice = data.draw(st.integers(0, len(box.options) - 1), label="option")
-            at = settle(box.select_index(choice).run())
-            assert_no_traceback_and_short_warnings(at, (page, query, box.key, choice))
 
     opens_without_traceback()
 
