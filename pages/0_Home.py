@@ -7,6 +7,7 @@ page_guard(__file__)
 import streamlit as st  # noqa: E402
 
 from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
+from gaia_viz.app.page import page_link  # noqa: E402
 from gaia_viz.figures import images as figures  # noqa: E402
 
 ID_INDEX, OOD_INDEX = 0, 0
@@ -41,13 +42,13 @@ st.caption(f"The demo's digit CNN at layer `{digit['layer']}`: on average {digit
 st.subheader("Three ways in")
 learn, inspect, tune = st.columns(3)
 with learn:
-    st.page_link("pages/5_How_GAIA_works.py", label="Learn how GAIA works", icon=":material/school:")
+    page_link("pages/5_How_GAIA_works.py", "Learn how GAIA works", icon=":material/school:")
     st.caption("One digit and one face followed through every formula, with the numbers plugged in.")
 with inspect:
-    st.page_link("pages/1_Inspect.py", label="Inspect an image", icon=":material/image_search:")
+    page_link("pages/1_Inspect.py", "Inspect an image", icon=":material/image_search:")
     st.caption("Upload your own image or pick one from a set: prediction, attributions, GAIA maps, verdict.")
 with tune:
-    st.page_link("pages/3_Tune_threshold.py", label="Tune a threshold", icon=":material/tune:")
+    page_link("pages/3_Tune_threshold.py", "Tune a threshold", icon=":material/tune:")
     st.caption("Choose an operating point on real scores, see what it catches, export it to Python.")
 st.caption("Everything runs on the embedded demo out of the box; choose your own model and data in the sidebar. "
            "Every view is a link: copy the address to share it.")

@@ -222,8 +222,8 @@ if chosen.inspect_layer and chosen.inspect_layer not in known_layers:  # only a 
               f"({', '.join(sorted(known_layers))}); showing {rule_layer}")
     update_selection(inspect_layer=None)
 start_layer = chosen.inspect_layer if chosen.inspect_layer in fam_layers else rule_layer
-if selection().inspect_layer not in fam_layers:
-    update_selection(inspect_layer=start_layer)  # the layer shown is in the link, the default too
+# The default is not written into the link: it follows from the set-up by the rule, and writing
+# it on arrival would add a second browser-history entry for one view change.
 layer = bound_widget(st.selectbox, f"inspect_layer::{setup.score_key}::{family_method}", start_layer,
                      lambda value: update_selection(inspect_layer=value), label="Layer", options=fam_layers,
                      help=f"Opens on {rule_layer}: {rule}.")

@@ -11,7 +11,7 @@ import streamlit as st  # noqa: E402
 from gaia_viz.app import analysis  # noqa: E402
 from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
 from gaia_viz.app.features import setup_features, setup_projection  # noqa: E402
-from gaia_viz.app.gallery import file_caption, model_view, open_on_inspect, thumbnail  # noqa: E402
+from gaia_viz.app.gallery import file_caption, inspect_link, model_view, thumbnail  # noqa: E402
 from gaia_viz.app.page import (  # noqa: E402
     effective_layers,
     layers_caption,
@@ -142,5 +142,4 @@ if color not in ("set", MAP_AGREEMENT):
 if color == MAP_AGREEMENT:
     right.markdown(f"Decisions: **{escape_markdown(row['color'])}**.")
 right.caption(f"Map position ({row['x']:.3g}, {row['y']:.3g}).")
-if right.button("Open on Inspect", type="primary", key="w_map_open"):
-    open_on_inspect(set_name, index)
+inspect_link(set_name, index, right, label="Open on Inspect", icon=":material/image_search:")

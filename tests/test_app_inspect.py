@@ -424,3 +424,24 @@ def test_several_uploads_give_a_grid_of_verdicts(run_cache):
     verdicts = [m.value for m in at.markdown if m.value.startswith((":green[**ID**]", ":red[**OOD**]"))]
     assert len(verdicts) == 3 * 2  # GAIA-Z and GAIA-A for each image
     assert any("All 3 uploaded images" in h.value for h in at.subheader)
+
+
+@needs_demo
+def test_another_upload_then_another_method_is_no_traceback(run_cache):
+    """Was: pick the second of two uploads under "Image to inspect in detail", change the
+    attribution method: ``ValueError: invalid literal for int() ... 'predicted (8)'``. The class
+    box's first label names the image's predicted class; the browser still sent the first
+    image's label, which the page parsed as a class index."""
+    at = inspect_page()
+    at.file_uploader(key="inspect_upload").set_value([
+        ("photo.png", png_bytes((64, 48), (30, 160, 40)), "image/png"), ("seven.png", digit_png(), "image/png")]).run()
+    first_label = prefixed(at.selectbox, "w_inspect_target::").options[0]
+    at.selectbox(key="inspect_upload_pick").set_value("seven.png").run()
+    target = prefixed(at.selectbox, "w_inspect_target::")
+    assert target.options[0] != first_label  # the two images are predicted as different classes
+    target.options.append(first_label)  # what the browser sends: the label it still shows
+    target.set_value(first_label)
+    at.selectbox(key="w_inspect_attribution").set_value("integrated_gradients").run()
+    assert not at.exception, at.exception
+    assert at.session_state["selection"].target is None and at.session_state["selection"].attribution == "integrated_gradients"
+    assert prefixed(at.selectbox, "w_inspect_target::").value == "predicted"

@@ -12,6 +12,7 @@ only the first test pays for scoring the demo.
 import base64
 import json
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 import pandas as pd
@@ -57,15 +58,20 @@ def open_app(page: str | None = None, samples: int = SAMPLES, query: dict | None
     return settle(at.run())
 
 
-def after_switch(at: AppTest, page: str) -> AppTest:
-    """Run the click that calls ``st.switch_page``, check it went to ``page``, then stay there.
+def follow(at: AppTest, link) -> AppTest:
+    """Click a page link as the browser does: open the link's page with the link's query
+    string, sending the widgets' state along (so the sidebar keeps what it holds)."""
+    query = parse_qs(link.proto.query_string, keep_blank_values=True)
+    at.query_params.clear()
+    at.query_params.update({key: values[-1] for key, values in query.items()})
+    at.switch_page(next(path for path in PAGES.values()
+                        if Path(path).stem.split("_", 1)[1] == link.proto.page or (not link.proto.page and path == PAGES["home"])))
+    return settle(at.run())
 
-    AppTest runs the page a script switched to in that run only (its next run goes back to
-    the page of ``at.switch_page``), so the test stays on ``page`` as the browser would."""
-    at.run()
-    assert not at.exception, at.exception
-    assert at.title[0].value == {"inspect": "Inspect one image"}[page]
-    return go(at, page)
+
+def links_to(at: AppTest, page: str) -> list:
+    """The page links of this run's main panel that open ``page`` (a key of :data:`PAGES`)."""
+    return [link for link in at.main.get("page_link") if link.proto.page == Path(PAGES[page]).stem.split("_", 1)[1]]
 
 
 def go(at: AppTest, page: str) -> AppTest:
@@ -112,7 +118,7 @@ def test_app_opens_on_the_home_page_with_the_demo():
     assert at.title[0].value.startswith("gaia-viz")
     assert "GAIA" in at.markdown[0].value and "exactly zero" in at.markdown[0].value
     assert len(at.get("plotly_chart")) == 1  # the digit vs face figure
-    links = [link.proto.label for link in at.get("page_link")]
+    links = [link.proto.label for link in at.main.get("page_link")]
     assert links == ["Learn how GAIA works", "Inspect an image", "Tune a threshold"]
     assert at.sidebar.selectbox(key="sb_model_kind").value == "demo"
     assert isinstance(at.session_state["setup"], Setup) and at.session_state["setup"].is_demo
@@ -322,12 +328,12 @@ def test_hardest_cases_show_what_the_model_saw_and_open_on_inspect():
     widget(at, "selectbox", "w_ood::").set_value("faces").run()
     images = [img for element in at.get("image") for img in element.proto.imgs]
     assert len(images) == 16 and all(img.caption.startswith("#") for img in images)
-    first = next(b for b in at.button if b.key and b.key.startswith("w_tune_inspect::"))
-    _, _, set_name, index = first.key.split("::")
+    first = links_to(at, "inspect")[0]
+    set_name, index = parse_qs(first.proto.query_string)["image"][0].rsplit(":", 1)
     assert set_name == "faces"
     assert any("generated in memory" in c.value for c in at.caption)  # the demo sets have no files
-    first.click()
-    at = after_switch(at, "inspect")
+    at = follow(at, first)
+    assert at.title[0].value == "Inspect one image"
     assert at.session_state["selection"].image == ("faces", int(index))
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert f"faces #{index}, as the model sees it" in captions
@@ -601,8 +607,9 @@ def test_data_map_plots_every_image_with_its_decision_and_opens_the_picked_one()
     assert not at.exception, at.exception
     score_spec = json.loads(next(c for c in at.get("plotly_chart") if c.key == "w_data_map").proto.spec)
     assert "colorbar" in score_spec["data"][0]["marker"]
-    at.button(key="w_map_open").click()
-    at = after_switch(at, "inspect")
+    (link,) = [link for link in links_to(at, "inspect") if link.proto.label == "Open on Inspect"]
+    at = follow(at, link)
+    assert at.title[0].value == "Inspect one image"
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert "faces #3, as the model sees it" in captions
 

@@ -18,6 +18,8 @@ EVALUATE = "pages/2_Evaluate.py"
 @pytest.fixture(autouse=True)
 def run_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path / "run-cache"))  # cold: nothing cached
+    jobs.wait_for_jobs(TIMEOUT)
+    jobs.STORE.clear()  # nor in memory, whichever test file scored these set-ups before in this process
 
 
 @pytest.fixture

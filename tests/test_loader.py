@@ -37,7 +37,9 @@ def folders(tmp_path_factory):
         Image.new("RGB", (30, 30), (40 * i, 0, 0)).save(bad / f"{i}.png")
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, format="PNG")
-    (bad / "cut.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # header intact
+    damaged = bytearray(buffer.getvalue())  # damaged in the middle, its end intact: the folder check passes it
+    damaged[len(damaged) // 2: len(damaged) // 2 + 64] = bytes(64)  # (a file cut short is skipped up front)
+    (bad / "cut.png").write_bytes(bytes(damaged))
     return root
 
 

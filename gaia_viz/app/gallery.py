@@ -10,7 +10,7 @@ import streamlit as st
 from PIL import Image
 
 from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.state import update_selection
+from gaia_viz.app.page import page_link
 
 THUMBNAIL_SIZE = 96
 INSPECT_PAGE = "pages/1_Inspect.py"
@@ -41,16 +41,17 @@ def file_caption(image_set, index: int) -> str:
     return Path(path).name if path else "generated in memory, no file"
 
 
-def open_on_inspect(set_name: str, index: int) -> None:
-    """Make ``(set_name, index)`` the Selection's image and go to the Inspect page."""
-    update_selection(image=(set_name, int(index)))
-    st.switch_page(INSPECT_PAGE)
+def inspect_link(set_name: str, index: int, target=None, label: str = "Inspect", **kwargs):
+    """A link that opens image ``index`` of ``set_name`` on the Inspect page, with the whole
+    view (set-up and selection) in it, as the address bar holds it (:func:`gaia_viz.app.page.page_link`)."""
+    return page_link(INSPECT_PAGE, label, target, changes={"image": (set_name, int(index))}, **kwargs)
 
 
 def show_cases(image_set, indices: Sequence[int], captions: Sequence[str], preset, key: str,
                per_row: int = 8) -> None:
     """One card per index: the model's view of the image (:func:`model_view`), the caption,
-    the file name and an "Inspect" button that opens the image on the Inspect page."""
+    the file name and an "Inspect" link that opens the image on the Inspect page (``key``:
+    unused since the button became a link; kept for the callers)."""
     if len(indices) == 0:
         st.caption("No images.")
         return
@@ -65,9 +66,8 @@ def show_cases(image_set, indices: Sequence[int], captions: Sequence[str], prese
             column.image(thumbnail(model_view(image_set, i, preset)), caption=caption)
             if paths[i]:
                 column.caption(escape_markdown(file_caption(image_set, i)))
-            if column.button("Inspect", key=f"{key}::{image_set.name}::{i}", width="stretch",
-                             help=f"Open {paths[i] or f'{image_set.name} #{i}'} on the Inspect page"):
-                open_on_inspect(image_set.name, i)
+            inspect_link(image_set.name, i, column, width="stretch", icon=":material/image_search:",
+                         help=f"Open {paths[i] or f'{image_set.name} #{i}'} on the Inspect page")
 
 
-__all__ = ["file_caption", "model_view", "open_on_inspect", "show_cases", "thumbnail"]
+__all__ = ["file_caption", "model_view", "inspect_link", "show_cases", "thumbnail"]

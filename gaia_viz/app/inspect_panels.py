@@ -2,7 +2,7 @@
 what they chose, so the page reads top to bottom as a few calls.
 
 Widget keys (``w_inspect_*``; set-up dependent ones carry ``setup.score_key``):
-``w_inspect_target::<score key>`` (the class explained), ``w_inspect_attr_view`` (signed or
+``w_inspect_target::<score key>::<predicted class>`` (the class explained), ``w_inspect_attr_view`` (signed or
 |value|), ``w_inspect_param::<score key>::<method>::<param>`` (one per researcher control of
 :data:`gaia_viz.attribution.CONTROLS`), ``inspect_all_methods`` (the side-by-side grid).
 """
@@ -42,6 +42,11 @@ class AttributionChoice:
     target_text: str
 
 
+def _class_index(value, classes: int) -> int | None:
+    """The class the target box chose, None for the predicted one (or a value that is no class)."""
+    return value if isinstance(value, int) and 0 <= value < classes else None
+
+
 def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
     """Method, class explained, signed/|value| view and overlay opacity."""
     chosen = selection()
@@ -56,14 +61,16 @@ def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
         st.warning(f"Class {chosen.target} is not one of this model's {classes} classes: explaining the "
                    "predicted class.")
     left, middle, right = st.columns(3)
+    # The first option's label names this image's predicted class, so the key carries it: a
+    # browser holding another image's label ("predicted (8)") can never feed it back.
     picked = bound_widget(
-        left.selectbox, f"w_inspect_target::{setup.score_key}", PREDICTED if target is None else target,
-        lambda value: update_selection(target=None if value == PREDICTED else int(value)),
+        left.selectbox, f"w_inspect_target::{setup.score_key}::{predicted}", PREDICTED if target is None else target,
+        lambda value: update_selection(target=_class_index(value, classes)),
         label="Explain the class", options=[PREDICTED, *range(classes)],
         format_func=lambda c: (f"predicted ({class_label(predicted, class_names)})" if c == PREDICTED
                                else class_label(c, class_names)),
         help="The logit whose attribution is shown; by default the predicted class.")
-    target = None if picked == PREDICTED else int(picked)
+    target = _class_index(picked, classes)
     view = bound_widget(
         middle.radio, "w_inspect_attr_view", chosen.attribution_view,
         lambda value: update_selection(attribution_view=value), label="Show signed methods as",

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Sequence
+from dataclasses import replace
+from typing import Mapping, Sequence
 
 import streamlit as st
 
 from gaia_viz.app import jobs
 from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import Setup, SetupError
-from gaia_viz.app.sidebar import show_error
-from gaia_viz.app.state import SETUP, SETUP_ERRORS, selection, session_token
+from gaia_viz.app.sidebar import setup_query, show_error
+from gaia_viz.app.state import SETUP, SETUP_ERRORS, selection, session_token, view_query
 from gaia_viz.errors import GaiaVizError
 from gaia_viz.gaia.families import GAIA_FAMILIES
 
@@ -23,6 +24,27 @@ from gaia_viz.gaia.families import GAIA_FAMILIES
 LATEX_STRUT = r"\rule[-0.7em]{0pt}{2.1em}"
 AUTO_RUN = "link_auto_run"  # session key: the session was opened with a link to a view
 CANCELLED = "cancelled_runs"  # session key: set-up score keys this session cancelled
+
+
+def link_query(**changes) -> dict[str, str]:
+    """The whole view as query-string parameters: the sidebar's set-up
+    (:func:`gaia_viz.app.sidebar.setup_query`) and the Selection with ``changes``. The address
+    bar holds it, and every in-app link carries it (:func:`page_link`), so a link opens the
+    same view wherever it is followed."""
+    return {**setup_query(), **view_query(replace(selection(), **changes))}
+
+
+def page_link(page: str, label: str, target=None, changes: Mapping | None = None, **kwargs):
+    """``st.page_link`` to ``page`` carrying the whole view (:func:`link_query`, with the
+    Selection ``changes``, e.g. ``{"image": ("faces", 3)}``). A link, not a button calling
+    ``st.switch_page``: Streamlit drops every widget's state (the sidebar's set-up included)
+    when a script switches the page, while a followed link keeps it, as the sidebar's
+    navigation does; the target page reads the link's selection
+    (:func:`gaia_viz.app.state.followed_link`)."""
+    from gaia_viz.settings import REPO_ROOT
+
+    return (target or st).page_link(str(REPO_ROOT / page), label=label,
+                                    query_params=link_query(**dict(changes or {})), **kwargs)
 
 
 @contextlib.contextmanager
@@ -234,6 +256,6 @@ def effective_layers(evaluation, method: str) -> list[str] | None:
     return list(chosen) if chosen is not None else None
 
 
-__all__ = ["LATEX_STRUT", "effective_layers", "formula", "layers_caption", "render_status", "require_scores",
-           "require_setup", "scores", "shown_jobs", "start_run", "user_errors", "warn_about_accuracy",
+__all__ = ["LATEX_STRUT", "effective_layers", "formula", "layers_caption", "link_query", "page_link", "render_status",
+           "require_scores", "require_setup", "scores", "shown_jobs", "start_run", "user_errors", "warn_about_accuracy",
            "warn_about_numbers"]

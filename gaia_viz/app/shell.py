@@ -1,5 +1,9 @@
 """The app around every page: start-up, navigation, the sidebar, run status and the link.
 
+The navigation is the sidebar's list of page links (``st.navigation`` is hidden): each link
+carries the whole view (:func:`gaia_viz.app.page.page_link`), so a page switch is one
+browser-history entry and keeps the address bar's view.
+
 ``app.py`` calls :func:`run_app`. Every page file starts with :func:`page_guard`, because a
 link to a page can reach Streamlit before ``app.py`` ever ran in the process: with a
 ``pages/`` folder beside the main script, Streamlit's automatic multipage handling serves a
@@ -60,7 +64,7 @@ def run_app(current_page: str | None = None) -> None:
     as the page to show when the request names none."""
     from gaia_viz.app import sidebar as sidebar_module
     from gaia_viz.app import state
-    from gaia_viz.app.page import AUTO_RUN, render_status
+    from gaia_viz.app.page import AUTO_RUN, link_query, page_link, render_status
     from gaia_viz.sweep import ALL_METHODS
 
     _ACTIVE.on = True
@@ -72,6 +76,11 @@ def run_app(current_page: str | None = None) -> None:
         if link is not None:
             sidebar_module.seed_from_query(link.setup_params, lambda message: state.warn_link(message, draw=False))
             st.session_state[AUTO_RUN] = link.had_view
+        elif (followed := state.followed_link(list(ALL_METHODS), sidebar_module.SETUP_QUERY_KEYS)) is not None:
+            if followed.setup_changed:  # Back/Forward to another set-up: absent parameters are defaults
+                sidebar_module.seed_from_query(followed.setup_params,
+                                               lambda message: state.warn_link(message, draw=False), complete=True)
+        state.resend_undrawn_widgets()
         # The page to show is the default only when the request names none: the default
         # page's URL is "/", so a request for /Evaluate would find no page of that name and
         # Streamlit would show "Page not found" over the right page.
@@ -79,14 +88,26 @@ def run_app(current_page: str | None = None) -> None:
         pages = [st.Page(str(page_path(path)), title=title, icon=icon,
                          default=(page_path(path).resolve() == current) if current else index == 0)
                  for index, (path, title, icon) in enumerate(PAGES)]
-        navigation = st.navigation(pages)
-        sidebar_module.sidebar()
+        # Streamlit's own navigation drops the query string on every page switch (and the
+        # view written back then was a second history entry): the sidebar's links are page
+        # links carrying the whole view instead, one history entry per switch.
+        navigation = st.navigation(pages, position="hidden")
+        nav_box = st.sidebar.container(key="app_nav")
+        state.check_link_against(sidebar_module.sidebar())
+        state.note_drawn_widgets()
+        with nav_box:
+            for path, title, icon in PAGES:
+                page_link(path, title, icon=icon, width="stretch")
+        # Written before the page runs: after a page's st.stop() nothing more reaches the
+        # browser (the callbacks that change the view ran before this run started).
+        state.write_query(link_query())
         render_status()
         state.show_link_warnings()
         try:
             navigation.run()
         finally:
-            write_link()
+            state.note_drawn_widgets()
+            state.write_query(link_query())  # what the page itself changed, when it finished
     finally:
         _ACTIVE.on = False
 
@@ -94,10 +115,10 @@ def run_app(current_page: str | None = None) -> None:
 def write_link() -> None:
     """Mirror the set-up and the view in the address bar. Every app run ends with it; a
     fragment that changes the view (a slider) calls it too, as its rerun skips the app."""
-    from gaia_viz.app import sidebar as sidebar_module
     from gaia_viz.app import state
+    from gaia_viz.app.page import link_query
 
-    state.write_query({**sidebar_module.setup_query(), **state.view_query(state.selection())})
+    state.write_query(link_query())
 
 
 def page_guard(page_file: str) -> None:

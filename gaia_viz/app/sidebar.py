@@ -22,7 +22,8 @@ import streamlit as st
 from gaia_viz.app import loaders
 from gaia_viz.app.paths import escape_markdown
 from gaia_viz.app.setup import Setup, SetupError, SetupFix
-from gaia_viz.app.state import SETUP, SETUP_ERRORS
+from gaia_viz.app.state import (MAX_DIGITS, SETUP, SETUP_ERRORS, readable_params, shown, shown_names, warn_link,
+                                whole_number)
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
 from gaia_viz.errors import GaiaVizError
@@ -54,6 +55,7 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 DEFAULT_POLICY = {"demo": "resize", "cifar10-real": BOTH_POLICIES, "custom": "center-crop"}
 SETUP_QUERY_KEYS = ("model", "checkpoint", "data", "ood_sets", "id", "fit", "preset", "policy", "samples")
 _URL = re.compile(r"https?://[^\s)]+")
+_HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")  # a torchvision or timm model name (a timm tag included)
 
 
 # --------------------------------------------------------------------------- errors
@@ -135,36 +137,74 @@ def setup_query() -> dict[str, str]:
     return query
 
 
-def seed_from_query(params: dict[str, str], warn) -> None:
+def _link_model(model: str, warn) -> tuple[str | None, dict]:
+    """The model kind a link's ``model`` names and the widget values it sets; ``(None, {})``
+    after a warning when it names no model (the sidebar keeps its default)."""
+    if model == "demo":
+        return "demo", {}
+    if match := re.fullmatch(r"cifar_resnet([0-9]{1,4})", model):
+        if int(match.group(1)) in CIFAR_DEPTHS:
+            return "cifar", {"sb_cifar_depth": int(match.group(1))}
+        warn(f"CIFAR ResNet depth {shown(match.group(1))} in the link is not one of {CIFAR_DEPTHS}; "
+             f"using {CIFAR_DEPTHS[0]}")
+        return "cifar", {}
+    if match := re.fullmatch(r"gaia_resnet(18|34)", model):
+        return "gaia", {"sb_gaia_depth": int(match.group(1))}
+    if model in BIT_NAMES:
+        return "bit", {"sb_bit_name": model}
+    kind, name = ("timm", model[5:]) if model.startswith("timm:") else ("torchvision", model.removeprefix("tv:"))
+    reason = None
+    if not _HUB_NAME.fullmatch(name):
+        reason = "is not a model name"
+    elif kind == "torchvision":
+        from gaia_viz.models.zoo import torchvision_model_names
+
+        if name not in torchvision_model_names():
+            reason = "is not a torchvision classifier"
+    else:
+        from gaia_viz.models.timm_zoo import timm_name
+
+        try:
+            timm_name(model)
+        except GaiaVizError:
+            reason = "is not a timm model"
+    if reason:
+        warn(f"model={shown(model)} in the link {reason} (demo, cifar_resnet20-110, gaia_resnet18/34, a BiT name, "
+             "tv:<torchvision name> or timm:<timm name>); using the demo model")
+        return None, {}
+    return kind, {"sb_timm_name" if kind == "timm" else "sb_tv_name": name}
+
+
+def seed_from_query(params: dict[str, str], warn, complete: bool = False) -> None:
     """Set the sidebar's widgets from a link's set-up parameters (before they are drawn).
-    ``warn(message)`` gets each value that could not be used."""
+    ``warn(message)`` gets each value that could not be used (shortened), which then falls
+    back to the default. With ``complete`` (a link followed inside a session, e.g. Back to
+    another set-up), a parameter the link leaves out is its default, as :func:`setup_query`
+    leaves defaults out."""
     state = st.session_state
+    refused: list[str] = []
+    params = readable_params(params, SETUP_QUERY_KEYS, refused)
+    for message in refused:
+        warn(message)
+    if complete:
+        params = {"model": "demo", "data": "demo", "samples": str(DEFAULT_MAX_SAMPLES), **params}
+        _reset_unnamed(params)
     model = params.get("model", "").strip()
     kind = None
     if model:
-        if model == "demo":
+        kind, values = _link_model(model, warn)
+        if kind is None and complete:
             kind = "demo"
-        elif match := re.fullmatch(r"cifar_resnet(\d+)", model):
-            kind = "cifar"
-            if int(match.group(1)) in CIFAR_DEPTHS:
-                state["sb_cifar_depth"] = int(match.group(1))
-            else:
-                warn(f"CIFAR ResNet depth {match.group(1)} in the link is not one of {CIFAR_DEPTHS}")
-        elif match := re.fullmatch(r"gaia_resnet(18|34)", model):
-            kind, state["sb_gaia_depth"] = "gaia", int(match.group(1))
-        elif model in BIT_NAMES:
-            kind, state["sb_bit_name"] = "bit", model
-        elif model.startswith("timm:"):
-            kind, state["sb_timm_name"] = "timm", model[5:]
-        else:
-            kind, state["sb_tv_name"] = "torchvision", model.removeprefix("tv:")
-        state["sb_model_kind"] = kind
+        if kind is not None:
+            state.update(values)
+            state["sb_model_kind"] = kind
     if "checkpoint" in params and kind not in (None, "demo"):
         state[f"sb_checkpoint_path::{kind}"] = params["checkpoint"]
     data = params.get("data", "demo" if kind in (None, "demo") else None)
     if data is not None and data not in DATA_KINDS:
-        warn(f"data={data!r} in the link is not one of {', '.join(DATA_KINDS)}")
-        data = None
+        warn(f"data={shown(data)} in the link is not one of {', '.join(DATA_KINDS)}; using "
+             f"{'the demo sets' if kind in (None, 'demo') else 'what the model can read'}")
+        data = "demo" if kind in (None, "demo") else None
     if data is not None:
         state["sb_data_kind"] = data
     if "ood_sets" in params:
@@ -176,10 +216,11 @@ def seed_from_query(params: dict[str, str], warn) -> None:
             names = [n.strip() for n in params["ood_sets"].split(",") if n.strip()]
             unknown = [n for n in names if n not in DEMO_OOD_NAMES]
             if unknown:
-                warn(f"unknown demo OOD set(s) in the link: {', '.join(unknown)}")
+                warn(f"unknown demo OOD set(s) in the link: {shown_names(unknown)} (known: {', '.join(DEMO_OOD_NAMES)})")
             state["sb_demo_ood"] = [n for n in names if n in DEMO_OOD_NAMES] or list(DEMO_OOD_NAMES)
         else:
             state["sb_bench_ood_requested"] = [n.strip() for n in params["ood_sets"].split(",") if n.strip()]
+            state.pop("sb_bench_ood", None)  # the requested sets are applied when the widget is made
     if data == "custom":
         for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit")):
             if param in params:
@@ -188,37 +229,38 @@ def seed_from_query(params: dict[str, str], warn) -> None:
         if params["preset"] in PRESETS:
             state["sb_preset_requested"] = params["preset"]
         else:
-            warn(f"preset={params['preset']!r} in the link is not one of {', '.join(PRESETS)}")
+            warn(f"preset={shown(params['preset'])} in the link is not one of {', '.join(PRESETS)}; "
+                 "using the model's default")
     if "policy" in params and data is not None:
         if params["policy"] in (*OOD_POLICIES, BOTH_POLICIES):
             state[f"sb_ood_policy::{data}"] = params["policy"]
         else:
-            warn(f"policy={params['policy']!r} in the link is not one of {', '.join((*OOD_POLICIES, BOTH_POLICIES))}")
+            warn(f"policy={shown(params['policy'])} in the link is not one of "
+                 f"{', '.join((*OOD_POLICIES, BOTH_POLICIES))}; using {DEFAULT_POLICY[data]}")
     if "samples" in params:
-        if params["samples"].isdigit():
-            state["sb_max_samples"] = int(params["samples"])
+        if whole_number(params["samples"]) is not None:
+            state["sb_max_samples"] = whole_number(params["samples"])
         else:
-            warn(f"samples={params['samples']!r} in the link is not a whole number")
+            warn(f"samples={shown(params['samples'])} in the link is not a whole number of at most "
+                 f"{MAX_DIGITS} digits; using {state.get('sb_max_samples', DEFAULT_MAX_SAMPLES)}")
+
+
+def _reset_unnamed(params: dict[str, str]) -> None:
+    """Reset the set-up widgets a complete link leaves at their defaults (see :func:`seed_from_query`)."""
+    from gaia_viz.demo import DEMO_OOD_NAMES
+
+    state = st.session_state
+    for key in [k for k in state if str(k).startswith(("sb_checkpoint_path::", "sb_preset::", "sb_ood_policy::"))]:
+        del state[key]  # the widgets' own defaults apply when they are drawn
+    if params["data"] == "demo" and "ood_sets" not in params:
+        state["sb_demo_ood"] = list(DEMO_OOD_NAMES)
+    if params["data"] == "custom":
+        for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit"), ("ood_sets", "sb_custom_ood")):
+            if param not in params:
+                state[key] = ""
 
 
 # --------------------------------------------------------------------------- sections
-
-
-def _on_model_kind_change():
-    # The demo model only understands the demo digits and vice versa: keep the pair consistent.
-    kind = st.session_state["sb_model_kind"]
-    if kind == "demo":
-        st.session_state["sb_data_kind"] = "demo"
-    elif st.session_state.get("sb_data_kind") == "demo":
-        st.session_state["sb_data_kind"] = "cifar10-real" if _real_cifar_available() else "custom"
-
-
-def _on_data_kind_change():
-    kind = st.session_state["sb_data_kind"]
-    if kind == "demo":
-        st.session_state["sb_model_kind"] = "demo"
-    elif kind == "cifar10-real" and st.session_state.get("sb_model_kind") == "demo":
-        st.session_state["sb_model_kind"] = "cifar"
 
 
 def _real_cifar_available(data_root: str | None = None) -> bool:
@@ -290,8 +332,10 @@ def _checkpoint_widgets(kind: str) -> dict:
 def _model_widgets(data_root: str) -> _Choice:
     """The model widgets: ``values`` = name, checkpoint, data, digest, pretrained, allow_download."""
     choice = _Choice()
+    # No callback changes the data with the model (or back): every model reads every data kind
+    # through its own preset, so no choice of the user is ever undone by another.
     kind = st.selectbox("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, key="sb_model_kind",
-                        on_change=_on_model_kind_change, label_visibility="collapsed")
+                        label_visibility="collapsed")
     values = dict(pretrained=True, allow_download=False)
     random_key = f"sb_random_weights::{kind}"
     try:
@@ -415,11 +459,24 @@ def _data_widgets(data_root: str) -> _Choice:
 
     choice = _Choice()
     kinds = [k for k in DATA_KINDS if k != "cifar10-real" or _real_cifar_available(data_root)]
-    if st.session_state.get("sb_data_kind") not in kinds:
+    wanted = st.session_state.get("sb_data_kind")
+    if wanted not in kinds:
         model_is_demo = st.session_state.get("sb_model_kind", "demo") == "demo"
         st.session_state["sb_data_kind"] = "demo" if model_is_demo else kinds[-1]
+        if wanted is not None:  # the only change the sidebar makes on its own: say which and why
+            warn_link(f"{DATA_KINDS.get(wanted, wanted)} is not available: the data root "
+                      f"{echo(data_root) if data_root else '(none set)'} holds no cifar10/test with an OOD set, "
+                      f"so the data is {DATA_KINDS[st.session_state['sb_data_kind']]}. Set the data root in the "
+                      "sidebar.")
     kind = st.selectbox("Data", kinds, format_func=DATA_KINDS.get, key="sb_data_kind",
-                        on_change=_on_data_kind_change, label_visibility="collapsed")
+                        label_visibility="collapsed")
+    model_kind = st.session_state.get("sb_model_kind", "demo")
+    if (kind == "demo") != (model_kind == "demo"):
+        st.caption("The demo sets are handwritten digits (ID) and five OOD sets; the demo CNN was trained on "
+                   "those digits. " + ("This model was not: for it the digits are unfamiliar too, so GAIA compares "
+                                       "two kinds of OOD images." if kind == "demo" else
+                                       "Other images reach it as 28 x 28 grey digits; its numbers say how unlike "
+                                       "digits they are."))
     if kind == "demo":
         st.session_state.setdefault("sb_demo_ood", list(DEMO_OOD_NAMES))
         chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, key="sb_demo_ood",

@@ -171,7 +171,8 @@ FIVE_LABELS = ("GAIA-Z", "GAIA-A", "MSP", "Energy", "MaxLogit")
 
 
 def _nav(page):
-    return page.get_by_test_id("stSidebarNav")
+    """The app's navigation: the sidebar's page links (each carries the whole view)."""
+    return page.locator(".st-key-app_nav")
 
 
 def _metric_grid(page, title: str):
@@ -307,12 +308,12 @@ def _check_data_map(page, url):
     points = chart.locator(".scatterlayer .trace .points path")
     assert points.count() > 1000, points.count()
     points.nth(points.count() // 2).click(force=True)
-    expect(page.get_by_role("button", name="Open on Inspect")).to_be_visible(timeout=UI_MS)
+    expect(page.get_by_role("link", name="Open on Inspect")).to_be_visible(timeout=UI_MS)
     _wait_idle(page)
     picked = page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r" #\d+")).filter(has_text="score").first
     expect(picked).to_be_visible()
     _screenshot(page, "data_map.png")
-    page.get_by_role("button", name="Open on Inspect").click()
+    page.get_by_role("link", name="Open on Inspect").click()
     expect(page.get_by_role("heading", name="Inspect one image", exact=True)).to_be_visible(timeout=UI_MS)
     expect(page.get_by_text(re.compile(r"#\d+, as the model sees it"))).to_be_visible(timeout=SLOW_MS)
     _wait_idle(page)
@@ -358,4 +359,55 @@ def test_demo_in_a_real_browser(app_url, page, tmp_path):
         except Exception:  # the browser may be the thing that failed
             pass
         print(f"failure screenshot: {failure}\nstreamlit log tail:\n{_log_tail(log_path)}")
+        raise
+
+
+def _settled(page):
+    """The run has finished and no background run is refreshing its status fragment (a
+    navigation while that fragment reruns every second can be overtaken by its rerun)."""
+    _wait_idle(page)
+    deadline = time.monotonic() + SLOW_MS / 1000
+    while page.get_by_test_id("stProgress").count() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    _wait_idle(page)
+
+
+def test_links_and_history_in_a_real_browser(app_url, page):
+    """Issue 22 items 1 and 7: a hardest case's Inspect link keeps the view of the link the
+    session was opened with; every page switch is one history entry and keeps the address
+    bar's parameters; Back and Forward walk the views."""
+    url, log_path = app_url
+    try:
+        page.goto(f"{url}Tune_threshold?tpr=0.9&ood=faces&samples=100", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Hardest cases")).to_be_visible(timeout=SLOW_MS)
+        _settled(page)
+        entries = page.evaluate("history.length")
+        page.get_by_test_id("stMain").get_by_role("link", name="Inspect").first.click()
+        expect(page.get_by_role("heading", name="Inspect one image", exact=True)).to_be_visible(timeout=UI_MS)
+        _settled(page)
+        inspect_url = page.url
+        assert "tpr=0.9" in inspect_url and "samples=100" in inspect_url and "image=faces" in inspect_url, inspect_url
+        expect(page.get_by_text(re.compile(r"faces #\d+, as the model sees it"))).to_be_visible(timeout=UI_MS)
+        _nav(page).get_by_role("link", name="Evaluate").click()
+        expect(page.get_by_role("heading", name="Evaluate", exact=True)).to_be_visible(timeout=UI_MS)
+        _settled(page)
+        assert page.url.split("?")[1] == inspect_url.split("?")[1], page.url  # was: the parameters were gone
+        assert page.evaluate("history.length") == entries + 2  # was: about 6 entries per switch
+        page.go_back()
+        expect(page.get_by_role("heading", name="Inspect one image", exact=True)).to_be_visible(timeout=UI_MS)
+        _settled(page)
+        assert page.url == inspect_url
+        page.go_back()
+        expect(page.get_by_role("heading", name="Tune threshold", exact=True)).to_be_visible(timeout=UI_MS)
+        _settled(page)
+        assert "tpr=0.9" in page.url and "image=" not in page.url, page.url
+        expect(_metric_value(page, "TPR: ID accepted")).to_have_text(re.compile(r"90\.0"))
+        page.go_forward()
+        expect(page.get_by_role("heading", name="Inspect one image", exact=True)).to_be_visible(timeout=UI_MS)
+        _settled(page)
+        assert page.url == inspect_url
+        errors = page.get_by_test_id("stException")
+        assert errors.count() == 0, errors.all_inner_texts()
+    except BaseException:
+        print(f"streamlit log tail:\n{_log_tail(log_path)}")
         raise
