@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="score ID and OOD sets with GAIA and baselines")
     ev.add_argument("--demo", action="store_true", help="the embedded offline demo (digits vs faces, textures, ...)")
-    ev.add_argument("--model", help="demo, cifar_resnet20..110, gaia_resnet18/34, BiT-S-R101x1 (and the other BiT "
+    ev.add_argument("--model", help="demo, cifar_resnet20..110, cifar_densenet_bc100, gaia_resnet18/34, BiT-S-R101x1 (and the other BiT "
                          "releases), a torchvision name or timm:NAME")
     ev.add_argument("--checkpoint", help="weights file (.pt/.pth/.th/.pth.tar state_dict, .safetensors, or BiT's .npz)")
     ev.add_argument("--num-classes", type=int, help="classes of the model (default: from the checkpoint)")
