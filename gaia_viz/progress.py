@@ -18,8 +18,8 @@ def terminal_progress(quiet: bool = False) -> tuple[ProgressFn | None, Callable[
     bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]")
 
     def update(fraction: float, message: str):
-        bar.set_description(message[:150])
         bar.n = round(100 * min(1.0, max(0.0, fraction)), 1)
+        bar.set_description(message[:150], refresh=False)  # one draw, with the new fraction
         bar.refresh()
 
     return update, bar.close

@@ -231,3 +231,16 @@ def test_averages_and_claim_check_use_the_field_sets_only():
     assert "ResNet-20: the claim holds: GAIA-Z has a lower average FPR95 than every one of" in text
     markdown = report.metrics_markdown(summary["models"]["cifar_resnet20"], extras)
     assert "average" not in markdown.splitlines()[0]  # one set: no average column
+
+
+def test_terminal_progress_draws_each_message_with_its_own_fraction(capsys):
+    from gaia_viz.progress import terminal_progress
+
+    update, close = terminal_progress()
+    update(1.0, "[1/3] ResNet-20: done")
+    update(0.02, "[2/3] ResNet-56: fitting on cifar10-train-5k: 128/5,000 images")
+    close()
+    draws = [d for d in capsys.readouterr().err.replace("\n", "\r").split("\r") if "ResNet-56" in d]
+    assert draws and all(" 2%" in d and "100%" not in d for d in draws)
+    assert len("[3/3] DenseNet-BC-100: scoring textures (center-crop): 43,600/48,600, load 1,234/s, "
+               "score 12/s, 3000 s left") <= 150  # the whole message, ETA included, fits the bar
