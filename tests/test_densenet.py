@@ -247,12 +247,13 @@ def test_app_model_picker_offers_it_with_the_shared_checkpoint(monkeypatch):
     monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(DATA_ROOT))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.session_state["sb_max_samples"] = 8
-    at.session_state["sb_model_kind"] = "densenet"
-    at.session_state["sb_data_kind"] = "cifar10-real"
+    at.query_params.update({"model": NAME, "data": "cifar10-real"})  # a link names it
     at.run()
     assert not at.exception, at.exception
     assert not [e.value for e in at.error]
     assert "CIFAR DenseNet-BC-100 (ODIN's)" in at.sidebar.selectbox(key="sb_model_kind").options
+    assert at.sidebar.selectbox(key="sb_model_kind").value == "densenet"
+    assert at.query_params["model"] == NAME  # and the view's link names it again
     setup = at.session_state["setup"]
     assert setup.model_name == NAME and setup.preset == "odin-cifar10"
     assert Path(setup.checkpoint) == CHECKPOINT
