@@ -70,23 +70,25 @@ class RealBenchmark:
     ood_sets: dict
     checkpoints: dict  # model name -> checkpoint path (present ones only)
     tables: dict | None = None
-    max_id: int | None = None
-    max_ood: int | None = None
-    max_fit: int | None = None
-    bases: dict | None = None  # set name -> (unlimited set, policy, limit) to re-open per preset
+    bases: dict | None = None  # set name -> (whole set, policy, at most this many) to re-open per preset
 
     def sets_for(self, preset: str) -> tuple[object, object, dict]:
         """``(id_set, fit_set, ood_sets)`` seen through ``preset``."""
-        from gaia_viz.data.image_sets import with_preset
-        from gaia_viz.data.sources import limit
-
         if preset == REAL_PRESET or not self.bases:
             return self.id_set, self.fit_set, self.ood_sets
-        opened = {name: limit(with_preset(base, preset, policy), cap) for name, (base, policy, cap)
-                  in self.bases.items()}
-        for name, images in opened.items():
-            images.name = name
-        return opened.pop("cifar10-test"), opened.pop("cifar10-train-5k"), opened
+        return _open_sets(self.bases, preset)
+
+
+def _open_sets(bases: dict, preset: str) -> tuple[object, object, dict]:
+    """Every set of ``bases`` through ``preset`` and its policy, limited to its subset (seeded,
+    so every preset sees the same images): ``(id_set, fit_set, ood_sets)``."""
+    from gaia_viz.data.image_sets import with_preset
+    from gaia_viz.data.sources import limit
+
+    opened = {name: limit(with_preset(base, preset, policy), cap) for name, (base, policy, cap) in bases.items()}
+    for name, images in opened.items():
+        images.name = name
+    return opened.pop("cifar10-test"), opened.pop("cifar10-train-5k"), opened
 
 
 def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
@@ -104,7 +106,7 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
 def open_real_benchmark(data_root, max_id: int | None = None, max_ood: int | None = None,
                         max_fit: int | None = None) -> RealBenchmark:
     """Open the "CIFAR-10 (real)" sets present under ``data_root`` (errors name what is missing)."""
-    from gaia_viz.data.sources import find_benchmark_sets, limit, open_source
+    from gaia_viz.data.sources import find_benchmark_sets, open_source
     from gaia_viz.demo import demo_id_set, demo_ood_sets
 
     root = resolve_data_root(data_root)
@@ -116,7 +118,7 @@ def open_real_benchmark(data_root, max_id: int | None = None, max_ood: int | Non
                               "resize", max_id),
              "cifar10-train-5k": (open_source(found["cifar10-train-5k"]["spec"], REAL_PRESET, "resize",
                                               name="cifar10-train-5k"), "resize", max_fit)}
-    field, extras = [], []
+    field = []
     for key, name in RESIZED_LAYOUTS.items():  # already 32 x 32: both policies are the identity
         if key in found:
             bases[name] = (open_source(found[key]["spec"], REAL_PRESET, "center-crop", name=name),
@@ -134,25 +136,12 @@ def open_real_benchmark(data_root, max_id: int | None = None, max_ood: int | Non
     # real far-OOD images shipped with the demo, as 32 x 32 RGB (resized: they are smaller than 32)
     bases["mnist digits"] = (demo_id_set("test", preset=REAL_PRESET, ood_policy="resize"), "resize", max_ood)
     bases["lfw faces"] = (demo_ood_sets(preset=REAL_PRESET, ood_policy="resize")["faces"], "resize", max_ood)
-    extras += ["mnist digits", "lfw faces"]
-    bench = RealBenchmark(root, None, None, {}, {name: root / "models" / file for name, file in REPORT_MODELS.items()
-                                                 if (root / "models" / file).is_file()},
-                          tables={FIELD_TABLE: field, EXTRA_TABLE: extras}, max_id=max_id, max_ood=max_ood,
-                          max_fit=max_fit, bases=bases)
-    opened = {}
-    for name, (base, policy, cap) in bases.items():
-        images = limit(_with_policy(base, policy), cap)
-        images.name = name
-        opened[name] = images
-    bench.id_set, bench.fit_set = opened.pop("cifar10-test"), opened.pop("cifar10-train-5k")
-    bench.ood_sets = opened
-    return bench
-
-
-def _with_policy(images, policy: str):
-    from gaia_viz.data.image_sets import with_preset
-
-    return with_preset(images, images.preset, policy)
+    extras = ["mnist digits", "lfw faces"]
+    checkpoints = {name: root / "models" / file for name, file in REPORT_MODELS.items()
+                   if (root / "models" / file).is_file()}
+    id_set, fit_set, ood_sets = _open_sets(bases, REAL_PRESET)
+    return RealBenchmark(root, id_set, fit_set, ood_sets, checkpoints,
+                         tables={FIELD_TABLE: field, EXTRA_TABLE: extras}, bases=bases)
 
 
 def _cpu_name() -> str:
