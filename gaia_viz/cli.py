@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="score ID and OOD sets with GAIA and baselines")
     ev.add_argument("--demo", action="store_true", help="the embedded offline demo (digits vs faces, textures, ...)")
-    ev.add_argument("--model", help="demo, cifar_resnet20..110, gaia_resnet18/34, BiT-S-R101x1 (and the other BiT "
+    ev.add_argument("--model", help="demo, cifar_resnet20..110, cifar_densenet_bc100, gaia_resnet18/34, BiT-S-R101x1 (and the other BiT "
                          "releases), a torchvision name or timm:NAME")
     ev.add_argument("--checkpoint", help="weights file (.pt/.pth/.th/.pth.tar state_dict, .safetensors, or BiT's .npz)")
     ev.add_argument("--num-classes", type=int, help="classes of the model (default: from the checkpoint)")
@@ -66,11 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
     rep = commands.add_parser("report", help="CIFAR-10 benchmark report on real data (see README)")
-    rep.add_argument("--data-root", help="folder with cifar10/, textures/ and models/ (default $GAIA_VIZ_DATA_ROOT)")
+    rep.add_argument("--data-root", help="folder with cifar10/, lsun_resize/, tin_resize/, textures/ and models/ "
+                                         "(default $GAIA_VIZ_DATA_ROOT)")
     rep.add_argument("--out", required=True)
-    rep.add_argument("--models", default="cifar_resnet20,cifar_resnet56")
-    rep.add_argument("--max-id", type=int, default=None, help="ID test images used (default all)")
-    rep.add_argument("--max-ood", type=int, default=None, help="images per OOD set (default all)")
+    rep.add_argument("--models", default="cifar_resnet20,cifar_resnet56,cifar_densenet_bc100")
+    rep.add_argument("--max-samples", type=int, default=None,
+                     help="at most N images of the ID set and of every OOD set (deterministic; default all)")
+    rep.add_argument("--max-id", type=int, default=None, help="ID test images used (default all, or --max-samples)")
+    rep.add_argument("--max-ood", type=int, default=None, help="images per OOD set (default all, or --max-samples)")
+    rep.add_argument("--max-fit", type=int, default=None,
+                     help="images of cifar10/train-5k the fitted methods fit on (default all 5,000)")
     rep.add_argument("--batch-size", type=int, default=128)
     rep.add_argument("--device", default=None)
     rep.add_argument("--cache-dir")
@@ -289,7 +294,11 @@ def run_report(args) -> int:
 
     check_path_arguments(args)
     device = resolve_device(args.device)
-    bench = open_real_benchmark(args.data_root, max_id=args.max_id, max_ood=args.max_ood)
+    for flag in ("max_samples", "max_id", "max_ood", "max_fit"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise GaiaVizError(f"--{flag.replace('_', '-')} must be at least 1")
+    bench = open_real_benchmark(args.data_root, max_id=args.max_id or args.max_samples,
+                                max_ood=args.max_ood or args.max_samples, max_fit=args.max_fit)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in REPORT_MODELS]
     if unknown:
@@ -306,7 +315,8 @@ def run_report(args) -> int:
     write_report(result, out, command)
     for name, entry in result.summary["models"].items():
         print(f"{name}: ID accuracy {100 * (entry['id_accuracy'] or 0):.2f} %, {entry['seconds']:.1f} s")
-        print(metrics_markdown(entry))
+        for sets in result.summary["tables"].values():
+            print(metrics_markdown(entry, sets))
         skipped = entry["config"].get("skipped") or {}
         for dataset, items in skipped.items():
             sys.stderr.write(f"warning: {name}: {len(items)} unreadable file(s) skipped in {dataset}; "

@@ -39,6 +39,8 @@ class EtaEstimate:
 
     def update(self, fraction: float) -> None:
         now, fraction = self.clock(), min(1.0, max(0.0, float(fraction)))
+        if self.last is not None and fraction < self.last[1]:  # a new run on the same bar (the report's next model)
+            self.first, self.steps = None, 0
         if self.first is None:
             self.first = self.last = (now, fraction)
             return
@@ -82,8 +84,9 @@ def terminal_progress(quiet: bool = False) -> tuple[ProgressFn | None, Callable[
     def update(fraction: float, message: str):
         eta.update(fraction)
         left = eta.seconds_left()
-        bar.set_description((message + (f", {format_seconds_left(left)}" if left else ""))[:90])
         bar.n = round(100 * min(1.0, max(0.0, fraction)), 1)
+        text = message + (f", {format_seconds_left(left)}" if left else "")
+        bar.set_description(text[:150], refresh=False)  # one draw, with the new fraction
         bar.refresh()
 
     return update, bar.close

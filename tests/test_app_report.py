@@ -33,9 +33,14 @@ def test_report_page_runs_and_shows_tables(monkeypatch, tmp_path):
     at.run()
     at.button(key="report_run").click().run()
     assert not at.exception and not at.error
-    assert len(at.dataframe) == 1
-    table = at.dataframe[0].value
-    assert len(table) == len(DETECTORS) and "textures (center-crop) FPR95 ↓ (%)" in table.columns
+    assert len(at.dataframe) == 2  # the field's sets, then the far-OOD extras
+    field, extras = (frame.value for frame in at.dataframe)
+    assert len(field) == len(extras) == len(DETECTORS)
+    assert {"LSUN-Resize FPR95 ↓ (%)", "TinyImageNet-Resize FPR95 ↓ (%)", "textures (center-crop) FPR95 ↓ (%)",
+            "textures (resize) FPR95 ↓ (%)", "average FPR95 ↓ (%)"} <= set(field.columns)
+    assert "mnist digits FPR95 ↓ (%)" in extras.columns and "mnist digits FPR95 ↓ (%)" not in field.columns
     assert any("Reading" in m.value and "gaia_z" in m.value for m in at.markdown)
+    assert any("4.81 %" in m.value for m in at.markdown)  # the published anchors, with sources
+    assert any("rank by average FPR95" in m.value for m in at.markdown)  # the claim check
     assert len(at.get("plotly_chart")) == 3
     assert any("%" in m.value for m in at.metric)

@@ -193,7 +193,7 @@ def test_report_table_names_left_out_methods():
     assert "| GAIA-A | n/a |" in text and "- n/a: GAIA-A: 4 of 4 scores are not finite" in text
     from gaia_viz.report import reading
 
-    assert reading(undefined).startswith("Best average FPR95: **msp**")
+    assert reading(undefined).startswith("Best FPR95 on far: **msp**")
 
 
 @pytest.fixture

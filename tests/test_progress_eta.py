@@ -107,3 +107,16 @@ def test_the_sweep_starts_the_clock_before_its_first_chunk():
         clock.now += 1
         eta.update(fraction)
     assert eta.seconds_left() is not None
+
+
+def test_a_bar_that_restarts_gets_a_fresh_estimate():
+    """The report's bar restarts for each model: after one model's 100 %, the next model's
+    progress must give an estimate again (it was stuck at 0 s, so no ETA was shown)."""
+    clock = iter([0.0, 10.0, 20.0, 30.0, 40.0, 40.0]).__next__
+    eta = EtaEstimate(clock=clock)
+    eta.update(0.0)
+    eta.update(1.0)  # the first model is done
+    eta.update(0.0)  # the next one starts
+    eta.update(0.1)
+    eta.update(0.2)  # a tenth every 10 s: 80 s left
+    assert eta.seconds_left() == pytest.approx(80.0)

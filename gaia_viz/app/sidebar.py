@@ -40,6 +40,7 @@ BIT_NAMES = tuple(f"BiT-{kind}-R{depth}" for kind in ("S", "M")
 MODEL_KINDS = {
     "demo": "Demo digit CNN (embedded)",
     "cifar": "CIFAR ResNet (20-110)",
+    "densenet": "CIFAR DenseNet-BC-100 (ODIN's)",
     "gaia": "GAIA ResNet-18/34",
     "bit": "Big Transfer BiT (the paper's ImageNet model)",
     "torchvision": "torchvision classifier",
@@ -52,6 +53,7 @@ DATA_KINDS = {
     "custom": "Image folders / torchvision datasets",
 }
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+DENSENET_NAME, DENSENET_FILE = "cifar_densenet_bc100", "cifar10_densenet_bc100.safetensors"
 DEFAULT_POLICY = {"demo": "resize", "cifar10-real": BOTH_POLICIES, "custom": "center-crop"}
 SETUP_QUERY_KEYS = ("model", "checkpoint", "data", "ood_sets", "id", "fit", "preset", "policy", "samples")
 _URL = re.compile(r"https?://[^\s)]+")
@@ -90,6 +92,7 @@ def _model_query() -> str:
     return {
         "demo": lambda: "demo",
         "cifar": lambda: f"cifar_resnet{st.session_state.get('sb_cifar_depth', 20)}",
+        "densenet": lambda: DENSENET_NAME,
         "gaia": lambda: f"gaia_resnet{st.session_state.get('sb_gaia_depth', 18)}",
         "bit": lambda: st.session_state.get("sb_bit_name", BIT_NAMES[0]),
         "torchvision": lambda: "tv:" + str(st.session_state.get("sb_tv_name", "resnet18")).strip(),
@@ -148,6 +151,8 @@ def _link_model(model: str, warn) -> tuple[str | None, dict]:
         warn(f"CIFAR ResNet depth {shown(match.group(1))} in the link is not one of {CIFAR_DEPTHS}; "
              f"using {CIFAR_DEPTHS[0]}")
         return "cifar", {}
+    if model == DENSENET_NAME:
+        return "densenet", {}
     if match := re.fullmatch(r"gaia_resnet(18|34)", model):
         return "gaia", {"sb_gaia_depth": int(match.group(1))}
     if model in BIT_NAMES:
@@ -169,7 +174,7 @@ def _link_model(model: str, warn) -> tuple[str | None, dict]:
         except GaiaVizError:
             reason = "is not a timm model"
     if reason:
-        warn(f"model={shown(model)} in the link {reason} (demo, cifar_resnet20-110, gaia_resnet18/34, a BiT name, "
+        warn(f"model={shown(model)} in the link {reason} (demo, cifar_resnet20-110, {DENSENET_NAME}, gaia_resnet18/34, a BiT name, "
              "tv:<torchvision name> or timm:<timm name>); using the demo model")
         return None, {}
     return kind, {"sb_timm_name" if kind == "timm" else "sb_tv_name": name}
@@ -354,6 +359,17 @@ def _model_widgets(data_root: str) -> _Choice:
                     raise GaiaVizError(
                         f"cifar_resnet{depth} has no pretrained weights under the data root: upload a "
                         f"checkpoint, or set a data root holding models/cifar10_resnet{{20,56}}.th")
+        elif kind == "densenet":
+            values.update(name=DENSENET_NAME, **_checkpoint_widgets(kind))
+            if values["checkpoint"] is None:
+                shared = Path(data_root) / "models" / DENSENET_FILE if data_root else None
+                if shared is not None and shared.is_file():
+                    values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
+                    st.caption(f"ODIN's pretrained CIFAR-10 weights: {escape_markdown(shared)}.")
+                else:
+                    raise GaiaVizError(
+                        f"{DENSENET_NAME} has no pretrained weights under the data root: upload a "
+                        f"checkpoint, or set a data root holding models/{DENSENET_FILE}")
         else:
             if kind == "gaia":
                 depth = st.selectbox("Depth", (18, 34), key="sb_gaia_depth")

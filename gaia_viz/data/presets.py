@@ -76,6 +76,9 @@ PRESETS: dict[str, Preset] = {
                description="32x32 RGB, CIFAR-100 mean/std (the GAIA paper's CIFAR-100 models)"),
         Preset("cifar-imagenet-norm", 32, IMAGENET_MEAN, IMAGENET_STD,
                description="32x32 RGB, ImageNet mean/std (akamaster CIFAR ResNets in shared/data)"),
+        Preset("odin-cifar10", 32, (125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255),
+               description="32x32 RGB, ODIN's CIFAR-10 mean/std (125.3, 123.0, 113.9) / 255, "
+                           "(63.0, 62.1, 66.7) / 255 (ODIN's DenseNet-BC-100 in shared/data)"),
         Preset("imagenet224", 224, IMAGENET_MEAN, IMAGENET_STD, resize_to=256,
                description="Resize 256 + CenterCrop 224, ImageNet mean/std (torchvision models)"),
         Preset("bit480", 480, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize_to=480,

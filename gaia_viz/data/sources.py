@@ -263,6 +263,8 @@ BENCHMARK_LAYOUTS = (
     ("cifar10-test", "cifar10/test", "folder", "id", "CIFAR-10 test set, ImageFolder JPEGs"),
     ("cifar10-train-5k", "cifar10/train-5k", "folder", "id", "CIFAR-10 train subset, 500 a class"),
     ("textures", "textures/images", "folder", "ood", "Describable Textures (DTD)"),
+    ("lsun_resize", "lsun_resize", "folder", "ood", "LSUN-Resize, ODIN's 32x32 JPEGs (shared data layout)"),
+    ("tin_resize", "tin_resize", "folder", "ood", "TinyImageNet-Resize, ODIN's 32x32 JPEGs (shared data layout)"),
     ("LSUN", "LSUN", "folder", "ood", "LSUN crop (GAIA OOD layout)"),
     ("LSUN_resize", "LSUN_resize", "folder", "ood", "LSUN resized (GAIA OOD layout)"),
     ("iSUN", "iSUN", "folder", "ood", "iSUN (GAIA OOD layout)"),

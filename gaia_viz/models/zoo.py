@@ -5,6 +5,9 @@ Names:
   * ``"cifar_resnet20|32|44|56|110"``: He et al. 2016 CIFAR ResNets (:mod:`.cifar_resnet`).
     Pretrained weights for depths 20 and 56 are the akamaster checkpoints in the shared data
     folder (``$GAIA_VIZ_DATA_ROOT/models/cifar10_resnet{20,56}.th``).
+  * ``"cifar_densenet_bc100"``: ODIN's CIFAR-10 DenseNet-BC-100 (:mod:`.cifar_densenet`); its
+    pretrained weights are in the shared data folder
+    (``$GAIA_VIZ_DATA_ROOT/models/cifar10_densenet_bc100.safetensors``).
   * ``"gaia_resnet18|34"``: the GAIA paper's CIFAR ResNets (:mod:`.gaia_resnet`); no bundled
     weights, so pass a checkpoint (or ``pretrained=False`` for random weights).
   * ``"BiT-S-R50x1"`` ... ``"BiT-M-R152x4"``: Big Transfer's ResNet-v2, the GAIA paper's
@@ -33,6 +36,7 @@ from ..paths import check_allowed
 from ..settings import SHARED_DATA_ROOT, data_root
 from .bit import BIT_NAMES, bit_model, bit_num_classes, bit_state_dict
 from .checkpoints import infer_num_classes, load_checkpoint_into, load_state_dict_file
+from .cifar_densenet import DENSENET_BC_DEPTHS, cifar_densenet_bc
 from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from .gaia_resnet import GAIA_RESNET_STAGES, GaiaResNet
 from .hub import torch_hub_weights
@@ -41,6 +45,8 @@ from .timm_zoo import build_timm, timm_model_names, timm_name, timm_num_classes
 CIFAR_NAMES = tuple(f"cifar_resnet{d}" for d in CIFAR_RESNET_DEPTHS)
 GAIA_NAMES = tuple(f"gaia_resnet{d}" for d in GAIA_RESNET_STAGES)
 SHARED_CIFAR_CHECKPOINTS = {20: "cifar10_resnet20.th", 56: "cifar10_resnet56.th"}
+DENSENET_NAMES = tuple(f"cifar_densenet_bc{d}" for d in DENSENET_BC_DEPTHS)
+SHARED_DENSENET_CHECKPOINTS = {100: "cifar10_densenet_bc100.safetensors"}
 TORCHVISION_PREFIX = "tv:"
 # DenseNet's published weights name layers "norm.1", as its modules were once named
 DENSENET_OLD_KEY = re.compile(
@@ -61,7 +67,7 @@ def torchvision_model_names() -> list[str]:
 def list_models(include_timm: bool = True) -> list[str]:
     """Every name :func:`load_model` accepts (torchvision ones also with a ``tv:`` prefix; timm
     architectures as ``timm:NAME``, a pretrained tag may be added: ``timm:resnet50.a1_in1k``)."""
-    names = ["demo", *CIFAR_NAMES, *GAIA_NAMES, *BIT_NAMES, *torchvision_model_names()]
+    names = ["demo", *CIFAR_NAMES, *DENSENET_NAMES, *GAIA_NAMES, *BIT_NAMES, *torchvision_model_names()]
     return names + timm_model_names() if include_timm else names
 
 
@@ -80,7 +86,8 @@ def default_preset(name: str, num_classes: int | None = None) -> str:
     """Input preprocessing preset (a key of ``gaia_viz.data.presets.PRESETS``) a model expects.
 
     The shared CIFAR ResNet checkpoints were trained on 32x32 inputs with ImageNet mean/std,
-    hence ``cifar-imagenet-norm``; GAIA's ResNets use CIFAR statistics (``gaia-cifar100`` when
+    hence ``cifar-imagenet-norm``; ODIN's DenseNet-BC its own CIFAR statistics
+    (``odin-cifar10``: mean (125.3, 123.0, 113.9) / 255, std (63.0, 62.1, 66.7) / 255); GAIA's ResNets use CIFAR statistics (``gaia-cifar100`` when
     ``num_classes`` is 100); BiT models ``bit480`` (the GAIA/GradNorm ImageNet setup: 480 x 480,
     mean/std 0.5); torchvision and timm models ``imagenet224`` (a timm model whose pretrained
     config normalises otherwise, ``timm.data.resolve_data_config``, needs ``--preset``).
@@ -89,6 +96,8 @@ def default_preset(name: str, num_classes: int | None = None) -> str:
         return "demo-mnist28"
     if name in CIFAR_NAMES:
         return "cifar-imagenet-norm"
+    if name in DENSENET_NAMES:
+        return "odin-cifar10"
     if name in GAIA_NAMES:
         return "gaia-cifar100" if num_classes == 100 else "gaia-cifar10"
     if name in BIT_NAMES:
@@ -161,18 +170,19 @@ def _build_torchvision(
     return _after_torchvision_loading(name, model)
 
 
-def _shared_cifar_checkpoint(depth: int) -> Path:
-    filename = SHARED_CIFAR_CHECKPOINTS.get(depth)
+def _shared_cifar_checkpoint(depth: int, family: str = "cifar_resnet",
+                             known: Mapping[int, str] = SHARED_CIFAR_CHECKPOINTS) -> Path:
+    filename = known.get(depth)
     if filename is None:
         raise ModelError(
-            f"no pretrained weights are known for cifar_resnet{depth} (only depths "
-            f"{sorted(SHARED_CIFAR_CHECKPOINTS)}); pass a checkpoint or pretrained=False."
+            f"no pretrained weights are known for {family}{depth} (only depths "
+            f"{sorted(known)}); pass a checkpoint or pretrained=False."
         )
     path = shared_data_root() / "models" / filename
     # a server path like any other: a models/ link out of the data root is refused unread
     if not check_allowed(path, "pretrained weights").is_file():
         raise ModelError(
-            f"pretrained cifar_resnet{depth} weights not found: looked for {path}. "
+            f"pretrained {family}{depth} weights not found: looked for {path}. "
             "Set GAIA_VIZ_DATA_ROOT, pass a checkpoint, or use pretrained=False."
         )
     return path
@@ -219,6 +229,14 @@ def load_model(
                     "or pretrained=False for random weights."
                 )
             state_dict = load_state_dict_file(_shared_cifar_checkpoint(depth))
+    elif name in DENSENET_NAMES:
+        if state_dict is not None and num_classes is None:
+            num_classes = infer_num_classes(state_dict)
+        depth = int(name.rsplit("bc", 1)[1])
+        model = cifar_densenet_bc(depth, num_classes or 10)
+        if state_dict is None and pretrained:
+            state_dict = load_state_dict_file(
+                _shared_cifar_checkpoint(depth, "cifar_densenet_bc", SHARED_DENSENET_CHECKPOINTS))
     elif name in BIT_NAMES:
         if state_dict is None and pretrained:
             raise ModelError(
