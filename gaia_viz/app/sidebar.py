@@ -140,6 +140,19 @@ def setup_query() -> dict[str, str]:
     return query
 
 
+def _shared_weights(values: dict, data_root, file_name: str, caption: str, expected: str) -> None:
+    """Without a checkpoint of the user's, the shared one under ``<data root>/models``; else a
+    GaiaVizError saying what to give."""
+    if values["checkpoint"] is not None:
+        return
+    shared = Path(data_root) / "models" / file_name if data_root else None
+    if shared is None or not shared.is_file():
+        raise GaiaVizError(f"{values['name']} has no pretrained weights under the data root: upload a "
+                           f"checkpoint, or set a data root holding {expected}")
+    values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
+    st.caption(f"{caption}: {escape_markdown(shared)}.")
+
+
 def _link_model(model: str, warn) -> tuple[str | None, dict]:
     """The model kind a link's ``model`` names and the widget values it sets; ``(None, {})``
     after a warning when it names no model (the sidebar keeps its default)."""
@@ -350,26 +363,12 @@ def _model_widgets(data_root: str) -> _Choice:
         elif kind == "cifar":
             depth = st.selectbox("Depth", CIFAR_DEPTHS, key="sb_cifar_depth")
             values.update(name=f"cifar_resnet{depth}", **_checkpoint_widgets(kind))
-            if values["checkpoint"] is None:
-                shared = Path(data_root) / "models" / f"cifar10_resnet{depth}.th" if data_root else None
-                if shared is not None and shared.is_file():
-                    values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
-                    st.caption(f"Pretrained CIFAR-10 weights: {escape_markdown(shared)}.")
-                else:
-                    raise GaiaVizError(
-                        f"cifar_resnet{depth} has no pretrained weights under the data root: upload a "
-                        f"checkpoint, or set a data root holding models/cifar10_resnet{{20,56}}.th")
+            _shared_weights(values, data_root, f"cifar10_resnet{depth}.th", "Pretrained CIFAR-10 weights",
+                            "models/cifar10_resnet{20,56}.th")
         elif kind == "densenet":
             values.update(name=DENSENET_NAME, **_checkpoint_widgets(kind))
-            if values["checkpoint"] is None:
-                shared = Path(data_root) / "models" / DENSENET_FILE if data_root else None
-                if shared is not None and shared.is_file():
-                    values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
-                    st.caption(f"ODIN's pretrained CIFAR-10 weights: {escape_markdown(shared)}.")
-                else:
-                    raise GaiaVizError(
-                        f"{DENSENET_NAME} has no pretrained weights under the data root: upload a "
-                        f"checkpoint, or set a data root holding models/{DENSENET_FILE}")
+            _shared_weights(values, data_root, DENSENET_FILE, "ODIN's pretrained CIFAR-10 weights",
+                            f"models/{DENSENET_FILE}")
         else:
             if kind == "gaia":
                 depth = st.selectbox("Depth", (18, 34), key="sb_gaia_depth")
