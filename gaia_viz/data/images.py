@@ -96,6 +96,11 @@ def _bomb_message(label: str, exc: Exception, max_pixels: int) -> str:
     if count is not None and count <= max_pixels:  # within ours, past Pillow's hard stop
         return (f"{label}: {pixels} exceeds Pillow's own limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
                 f"below the limit of {max_pixels / 1e6:g} MP set here; refusing to decode it. Downscale the image.")
+    return _over_limit(label, pixels, max_pixels)
+
+
+def _over_limit(label: str, pixels: str, max_pixels: int) -> str:
+    """The one message for an image over ``max_pixels`` (``pixels``: how many it has, as text)."""
     return (f"{label}: {pixels} exceeds the limit of {max_pixels:,} pixels ({max_pixels / 1e6:g} MP); "
             "refusing to decode it (possible decompression bomb). Downscale the image or raise max_pixels.")
 
@@ -106,10 +111,7 @@ def check_pixel_count(size: tuple[int, int], max_pixels: int, label: str) -> Non
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{label}: the header claims an empty image ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageLoadError(
-            f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
-            f"{max_pixels:,} pixels ({max_pixels / 1e6:g} MP); refusing to decode it (possible decompression bomb). "
-            "Downscale the image or raise max_pixels.")
+        raise ImageLoadError(_over_limit(label, f"{width}x{height} = {width * height:,} pixels", max_pixels))
 
 
 def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
