@@ -36,13 +36,10 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,25 +69,18 @@ def timed(action) -> float:
     return time.perf_counter() - start
 
 
-def fragment_rerun(at, key: str):
-    """Make the next ``at.run()`` a rerun of fragment ``key`` only, as a browser asks after a
-    widget inside it changed (AppTest reruns the whole script otherwise). Returns the undo."""
-    from streamlit.testing.v1 import local_script_runner
-
-    storage = at._fragment_storage
-    ids = list(storage._ids_by_target_key.get(key, {}))
-    if not ids:
-        raise SystemExit(f"fragment {key!r} is not on the page")
-    newest = max(ids, key=storage._registration_sequence_by_id.get)
-    real = local_script_runner.RerunData
-    local_script_runner.RerunData = lambda **kwargs: real(**kwargs, fragment_id_queue=[newest])
-    return lambda: setattr(local_script_runner, "RerunData", real)
-
-
 def server_rows(args) -> dict:
+    from tests.apptest_support import navigation_pages_kept
+
+    with navigation_pages_kept():  # as in a browser session: a fragment rerun keeps the pages
+        return _server_rows(args)
+
+
+def _server_rows(args) -> dict:
     from streamlit.testing.v1 import AppTest
 
     from gaia_viz.app import jobs
+    from tests.apptest_support import fragment_rerun
 
     def settle(at):
         jobs.wait_for_jobs(TIMEOUT)
@@ -144,85 +134,61 @@ def server_rows(args) -> dict:
 # --------------------------------------------------------------------------- browser
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+TITLES = {"evaluate": "Evaluate", "tune": "Tune threshold", "channels": "Channels and layers", "map": "Data map",
+          "inspect": "Inspect one image", "home": "gaia-viz: see why GAIA flags an image"}
 
 
 def browser_rows(args) -> dict:
     from playwright.sync_api import expect, sync_playwright
 
+    from tests.e2e.served_app import IDLE, NAV, chromium, served_app
+
     rows: dict[str, object] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
-        env = dict(os.environ, GAIA_VIZ_CACHE_DIR=str(Path(tmp) / "cache"), PYTHONUNBUFFERED="1")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(url + "_stcore/health", timeout=2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("streamlit did not start")
-                    time.sleep(0.25)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                                     args=["--no-sandbox", "--disable-gpu"])
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(TIMEOUT * 1000)
-                idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-                params = {**(CIFAR_QUERY if args.cifar else {}),
-                          **({"samples": args.max_samples} if args.max_samples else {})}
-                query = "&".join(f"{k}={v}" for k, v in params.items())
-                start = time.perf_counter()
-                page.goto(f"{url}Evaluate?{query}", wait_until="domcontentloaded")
+    with tempfile.TemporaryDirectory() as tmp, served_app(Path(tmp)) as (url, _, _), \
+            sync_playwright() as playwright, \
+            chromium(playwright, Path(tmp) / "profile", TIMEOUT * 1000, {"width": 1400, "height": 1000}) as context:
+        page = context.new_page()
+        params = {**(CIFAR_QUERY if args.cifar else {}), **({"samples": args.max_samples} if args.max_samples else {})}
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        start = time.perf_counter()
+        page.goto(f"{url}Evaluate?{query}", wait_until="domcontentloaded")
+        page.locator(".js-plotly-plot").first.wait_for(state="visible")
+        rows["cold_open_first_figure"] = time.perf_counter() - start
+        note("browser cold_open_first_figure", rows["cold_open_first_figure"])
+        page.wait_for_selector(IDLE)
+
+        def open_page(name: str) -> float:
+            """A click on the sidebar's link until the new page's run finished and its figure is drawn."""
+            start = time.perf_counter()
+            page.locator(NAV).get_by_role("link", name=NAV_NAMES[name], exact=True).click()
+            expect(page.get_by_role("heading", name=TITLES[name], exact=True)).to_be_visible()
+            page.wait_for_selector(IDLE)
+            if name != "home":
                 page.locator(".js-plotly-plot").first.wait_for(state="visible")
-                rows["cold_open_first_figure"] = time.perf_counter() - start
-                note("browser cold_open_first_figure", rows["cold_open_first_figure"])
-                page.wait_for_selector(idle)
-                nav = page.get_by_test_id("stSidebarNav")
-                switches: dict[str, list[float]] = {}
-                for _ in range(args.repeats + 1):
-                    for name in ("tune", "channels", "inspect", "evaluate", "map", "home"):
-                        start = time.perf_counter()
-                        nav.get_by_role("link", name=NAV_NAMES[name], exact=True).click()
-                        page.wait_for_timeout(50)  # the click's run starts
-                        page.wait_for_selector(idle)
-                        if name != "home":
-                            page.locator(".js-plotly-plot").first.wait_for(state="visible")
-                        switches.setdefault(name, []).append(time.perf_counter() - start)
-                        note(f"browser page_switch {name}", switches[name][-1])
-                rows["page_switch_first"] = {k: v[0] for k, v in switches.items()}
-                rows["page_switch"] = {k: statistics.median(v[1:]) for k, v in switches.items()}
-                nav.get_by_role("link", name="Tune threshold", exact=True).click()
-                page.wait_for_timeout(50)
-                page.wait_for_selector(idle)
-                value = page.get_by_test_id("stMetric").filter(has_text="TPR: ID accepted").get_by_test_id(
-                    "stMetricValue")
-                thumb = page.get_by_role("slider").first
-                times = []
-                for _ in range(args.repeats):
-                    before = value.inner_text()
-                    thumb.focus()
-                    start = time.perf_counter()
-                    page.keyboard.press("ArrowLeft")
-                    expect(value).not_to_have_text(before)
-                    page.wait_for_selector(idle)
-                    times.append(time.perf_counter() - start)
-                    note("browser slider_to_figures", times[-1])
-                rows["slider_to_figures"] = statistics.median(times)
-                browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+            return time.perf_counter() - start
+
+        switches: dict[str, list[float]] = {}
+        for _ in range(args.repeats + 1):
+            for name in ("tune", "channels", "inspect", "evaluate", "map", "home"):
+                switches.setdefault(name, []).append(open_page(name))
+                note(f"browser page_switch {name}", switches[name][-1])
+        rows["page_switch_first"] = {k: v[0] for k, v in switches.items()}
+        rows["page_switch"] = {k: statistics.median(v[1:]) for k, v in switches.items()}
+
+        open_page("tune")
+        value = page.get_by_test_id("stMetric").filter(has_text="TPR: ID accepted").get_by_test_id("stMetricValue")
+        thumb = page.get_by_role("slider").first
+        times = []
+        for _ in range(args.repeats):
+            before = value.inner_text()
+            thumb.focus()
+            start = time.perf_counter()
+            page.keyboard.press("ArrowLeft")
+            expect(value).not_to_have_text(before)
+            page.wait_for_selector(IDLE)
+            times.append(time.perf_counter() - start)
+            note("browser slider_to_figures", times[-1])
+        rows["slider_to_figures"] = statistics.median(times)
     return rows
 
 

@@ -17,6 +17,9 @@ from PIL import Image
 from streamlit.runtime import memory_media_file_storage
 from streamlit.testing.v1 import AppTest
 
+from apptest_support import fragment_rerun, navigation_pages_kept
+from streamlit.testing.v1 import local_script_runner
+
 from gaia_viz.app import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,41 +129,15 @@ def test_downloads_without_a_subset_say_all_layers(downloads):
 
 
 @pytest.fixture(autouse=True)
-def pages_kept_across_runs(monkeypatch):
-    """A browser session keeps one PagesManager, so a fragment rerun still knows st.navigation's
-    pages (an st.page_link inside a fragment resolves); AppTest builds a new one per run."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    last = {}
-    real_set, real_get = PagesManager.set_pages_and_resolve, PagesManager.get_pages
-
-    def set_pages_and_resolve(self, *args, **kwargs):
-        result = real_set(self, *args, **kwargs)
-        last["pages"] = self._pages
-        return result
-
-    def get_pages(self):
-        if self._pages is None and last.get("pages"):
-            return dict(last["pages"])
-        return real_get(self)
-
-    monkeypatch.setattr(PagesManager, "set_pages_and_resolve", set_pages_and_resolve)
-    monkeypatch.setattr(PagesManager, "get_pages", get_pages)
+def pages_kept_across_runs():
+    with navigation_pages_kept():
+        yield
 
 
 def in_fragment(at: AppTest, key: str, monkeypatch):
-    """Make the next ``at.run()`` a rerun of fragment ``key`` only, as the browser sends after a
-    widget inside that fragment changed (AppTest itself always reruns the whole script)."""
-    from streamlit.testing.v1 import local_script_runner
-
-    storage = at._fragment_storage
-    ids = list(storage._ids_by_target_key.get(key, {}))
-    assert ids, f"fragment {key!r} not registered: {storage._ids_by_target_key}"
-    ids = [max(ids, key=storage._registration_sequence_by_id.get)]  # the last run's
-    real = local_script_runner.RerunData
-    monkeypatch.setattr(local_script_runner, "RerunData",
-                        lambda **kwargs: real(**kwargs, fragment_id_queue=list(ids)))
-    return lambda: monkeypatch.setattr(local_script_runner, "RerunData", real)
+    # put back at teardown even when the test fails before its own undo
+    monkeypatch.setattr(local_script_runner, "RerunData", local_script_runner.RerunData)
+    return fragment_rerun(at, key)
 
 
 @pytest.fixture

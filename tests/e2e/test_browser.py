@@ -19,28 +19,16 @@ Each action that reruns the script waits for the previous run to finish first, s
 asserted is the page of that action.
 """
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from served_app import CHROMIUM, IDLE, NAV, REPO_ROOT, VIEWPORT, ServerFailed, chromium, log_tail, served_app
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1400, "height": 900}
 # Taller than the viewport so a screenshot holds more of the page: Streamlit scrolls inside
 # its own container, so Playwright's full_page alone stops at the viewport.
 SCREENSHOT_HEIGHT = 1500
-SERVER_START_S = 60
 SLOW_MS = 180_000  # the demo evaluation scores 2,000 images on a slow 2-core CPU
 UI_MS = 60_000
 MAX_SCREENSHOT_BYTES = 1_000_000
@@ -56,76 +44,26 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 expect = sync_api.expect
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _log_tail(log_path: Path, chars: int = 4000) -> str:
-    text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return text[-chars:]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """URL of a fresh ``streamlit run app.py``; the server is killed on teardown."""
-    tmp = tmp_path_factory.mktemp("e2e_server")
-    log_path = tmp / "streamlit.log"
-    port = _free_port()
-    env = dict(os.environ, GAIA_VIZ_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "streamlit", "run", "app.py",
-               "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               # other edits to the working tree must not rerun the app mid-test
-               "--server.fileWatcherType", "none", "--server.runOnSave", "false",
-               "--client.toolbarMode", "viewer"]
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
     try:
-        health = f"http://127.0.0.1:{port}/_stcore/health"
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"streamlit exited with code {server.returncode}:\n{_log_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(health, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer {health} within {SERVER_START_S} s:\n"
-                            f"{_log_tail(log_path)}")
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/", log_path
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
+        with served_app(tmp_path_factory.mktemp("e2e_server")) as (url, _, log_path):
+            yield url, log_path
+    except ServerFailed as failed:
+        pytest.fail(str(failed))
 
 
 @pytest.fixture()
 def page(tmp_path):
     """A Chromium page in a fresh profile (explicit temporary --user-data-dir)."""
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM),
-            args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT, accept_downloads=False)
-        try:
-            context.set_default_timeout(UI_MS)
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
+    with sync_api.sync_playwright() as playwright, chromium(playwright, tmp_path / "chromium-profile", UI_MS) as context:
+        yield context.pages[0] if context.pages else context.new_page()
 
 
 def _wait_idle(page, timeout=SLOW_MS):
     """Until the script run of the page has finished (Streamlit marks it on the app root)."""
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+    page.wait_for_selector(IDLE, timeout=timeout)
 
 
 def _metric_value(page, label: str):
@@ -172,7 +110,7 @@ FIVE_LABELS = ("GAIA-Z", "GAIA-A", "MSP", "Energy", "MaxLogit")
 
 def _nav(page):
     """The app's navigation: the sidebar's page links (each carries the whole view)."""
-    return page.locator(".st-key-app_nav")
+    return page.locator(NAV)
 
 
 def _metric_grid(page, title: str):
@@ -358,7 +296,7 @@ def test_demo_in_a_real_browser(app_url, page, tmp_path):
             page.screenshot(path=str(failure))
         except Exception:  # the browser may be the thing that failed
             pass
-        print(f"failure screenshot: {failure}\nstreamlit log tail:\n{_log_tail(log_path)}")
+        print(f"failure screenshot: {failure}\nstreamlit log tail:\n{log_tail(log_path)}")
         raise
 
 
@@ -409,5 +347,5 @@ def test_links_and_history_in_a_real_browser(app_url, page):
         errors = page.get_by_test_id("stException")
         assert errors.count() == 0, errors.all_inner_texts()
     except BaseException:
-        print(f"streamlit log tail:\n{_log_tail(log_path)}")
+        print(f"streamlit log tail:\n{log_tail(log_path)}")
         raise

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, SERVER_START_S, VIEWPORT, _free_port, _log_tail
+from served_app import CHROMIUM, ServerFailed, chromium, log_tail, served_app
 
 pytestmark = [
     pytest.mark.e2e,
@@ -81,38 +81,11 @@ class PeakMemory:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A fresh ``streamlit run app.py`` (its own cold run cache): ``(url, pid, log)``."""
-    tmp = tmp_path_factory.mktemp("load_server")
-    log_path = tmp / "streamlit.log"
-    port = _free_port()
-    env = dict(os.environ, GAIA_VIZ_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none", "--server.runOnSave", "false", "--client.toolbarMode", "viewer"]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with code {process.returncode}:\n{_log_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start within {SERVER_START_S} s:\n{_log_tail(log_path)}")
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/", process.pid, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        with served_app(tmp_path_factory.mktemp("load_server")) as (url, process, log_path):
+            yield url, process.pid, log_path
+    except ServerFailed as failed:
+        pytest.fail(str(failed))
 
 
 def _grid(page):
@@ -161,46 +134,34 @@ def _run_load(context, url: str, sessions: int, samples: int) -> dict:
 def test_sessions_opening_the_same_page_during_a_cold_evaluation_all_reach_the_table(server, tmp_path):
     url, pid, log_path = server
     figures = []
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM),
-            args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT, accept_downloads=False)
-        try:
-            context.set_default_timeout(TABLE_S * 1000)
-            for offset, sessions in enumerate(LOADS):
-                with PeakMemory(pid) as memory:
-                    result = _run_load(context, url, sessions, SAMPLES + offset)  # cold: a new set-up
-                result["server_peak_rss_mib"] = round(memory.peak / 1024)
-                figures.append(result)
-        finally:
-            context.close()
+    with sync_api.sync_playwright() as playwright, \
+            chromium(playwright, tmp_path / "chromium-profile", TABLE_S * 1000) as context:
+        for offset, sessions in enumerate(LOADS):
+            with PeakMemory(pid) as memory:
+                result = _run_load(context, url, sessions, SAMPLES + offset)  # cold: a new set-up
+            result["server_peak_rss_mib"] = round(memory.peak / 1024)
+            figures.append(result)
     report = json.dumps(figures, indent=1)
     print(f"\nload figures (time to table per session from its goto, server peak RSS):\n{report}")
     if os.environ.get("GAIA_VIZ_LOAD_FIGURES"):
         Path(os.environ["GAIA_VIZ_LOAD_FIGURES"]).write_text(report)
-    assert "Traceback" not in _log_tail(log_path, 100_000)
+    assert "Traceback" not in log_tail(log_path, 100_000)
 
 
 def test_a_reload_mid_run_reattaches_to_the_running_evaluation(server, tmp_path):
     """Issue 22: a reload mid-run must reattach to the running job (or say it restarted)."""
     url, _, _ = server
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM),
-            args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT, accept_downloads=False)
-        try:
-            context.set_default_timeout(TABLE_S * 1000)
-            page = context.new_page()
-            page.goto(f"{url}Evaluate?samples={SAMPLES + len(LOADS) + 1}&methods={METHODS}",
-                      wait_until="domcontentloaded")
-            page.get_by_test_id("stProgress").first.wait_for(state="visible")
-            page.reload(wait_until="domcontentloaded")
-            progress = page.get_by_test_id("stProgress").filter(has_text="joined the run in progress")
-            table = _grid(page)
-            progress.or_(table).first.wait_for(state="visible")  # reattached (or already done)
-            reattached = progress.count() > 0
-            table.wait_for(state="visible")
-            print(f"\nreload mid-run: {'reattached to the running job' if reattached else 'the run had ended'}")
-            assert "samples=" in page.url and "methods=" in page.url  # the same set-up, not the demo default
-        finally:
-            context.close()
+    with sync_api.sync_playwright() as playwright, \
+            chromium(playwright, tmp_path / "chromium-profile", TABLE_S * 1000) as context:
+        page = context.new_page()
+        page.goto(f"{url}Evaluate?samples={SAMPLES + len(LOADS) + 1}&methods={METHODS}",
+                  wait_until="domcontentloaded")
+        page.get_by_test_id("stProgress").first.wait_for(state="visible")
+        page.reload(wait_until="domcontentloaded")
+        progress = page.get_by_test_id("stProgress").filter(has_text="joined the run in progress")
+        table = _grid(page)
+        progress.or_(table).first.wait_for(state="visible")  # reattached (or already done)
+        reattached = progress.count() > 0
+        table.wait_for(state="visible")
+        print(f"\nreload mid-run: {'reattached to the running job' if reattached else 'the run had ended'}")
+        assert "samples=" in page.url and "methods=" in page.url  # the same set-up, not the demo default
