@@ -17,9 +17,12 @@ Rows (demo set-up unless ``--cifar``; seconds, median of ``--repeats``):
 
   browser (``--browser``: ``streamlit run app.py`` driven by /usr/bin/chromium via Playwright,
   1400 x 1000, until the page's script run has finished and the figure is drawn)
-    cold_open_first_figure  a fresh server's first request /Evaluate until the first Plotly figure
-    slider_to_figures       Tune threshold: ArrowRight on the TPR slider until the "TPR: ID
-                            accepted" value changed and the run finished
+    cold_open_first_figure  a fresh server's first request /Evaluate until the page's first Plotly
+                            figure (a result: the sidebar's hidden chart that loads the chart
+                            library does not count)
+    slider_to_value         Tune threshold: ArrowLeft on the TPR slider until the "TPR: ID
+                            accepted" value changed (timed in the page)
+    slider_to_figures       ... until the page's last change (histogram, table, export redrawn)
     page_switch             a click in the sidebar until the page's run finished, per page
 
 Targets (issue 22): slider -> updated figures <= 0.3 s, page switch <= 1.5 s with results
@@ -138,6 +141,31 @@ TITLES = {"evaluate": "Evaluate", "tune": "Tune threshold", "channels": "Channel
           "inspect": "Inspect one image", "home": "gaia-viz: see why GAIA flags an image"}
 
 
+# Timed in the page itself (Playwright's own waits poll every 100 ms or more): from the key press
+# to the "TPR: ID accepted" value changing, and to the last change of the page (the histogram and
+# the rest of the fragment redrawn), the page then quiet for 700 ms.
+SLIDER_PROBE = """() => {
+  const probe = {};
+  const metric = [...document.querySelectorAll('[data-testid="stMetric"]')]
+    .find(m => m.innerText.includes('TPR: ID accepted'));
+  const shown = () => metric.querySelector('[data-testid="stMetricValue"]').innerText;
+  const before = shown();
+  document.addEventListener('keydown', () => { probe.key = performance.now(); }, {capture: true, once: true});
+  const observer = new MutationObserver(() => {
+    if (!probe.key) return;
+    probe.last = performance.now();
+    if (!probe.value && shown() !== before) probe.value = probe.last;
+  });
+  observer.observe(document.body, {attributes: true, childList: true, subtree: true, characterData: true});
+  const quiet = () => {
+    if (probe.value && performance.now() - probe.last > 700) { observer.disconnect(); probe.settled = true; }
+    else setTimeout(quiet, 50);
+  };
+  setTimeout(quiet, 50);
+  window.__gaia_probe = probe;
+}"""
+
+
 def browser_rows(args) -> dict:
     from playwright.sync_api import expect, sync_playwright
 
@@ -152,7 +180,8 @@ def browser_rows(args) -> dict:
         query = "&".join(f"{k}={v}" for k, v in params.items())
         start = time.perf_counter()
         page.goto(f"{url}Evaluate?{query}", wait_until="domcontentloaded")
-        page.locator(".js-plotly-plot").first.wait_for(state="visible")
+        main_charts = page.get_by_test_id("stMain").locator(".js-plotly-plot")  # the sidebar's is hidden
+        main_charts.first.wait_for(state="visible")
         rows["cold_open_first_figure"] = time.perf_counter() - start
         note("browser cold_open_first_figure", rows["cold_open_first_figure"])
         page.wait_for_selector(IDLE)
@@ -164,7 +193,7 @@ def browser_rows(args) -> dict:
             expect(page.get_by_role("heading", name=TITLES[name], exact=True)).to_be_visible()
             page.wait_for_selector(IDLE)
             if name != "home":
-                page.locator(".js-plotly-plot").first.wait_for(state="visible")
+                main_charts.first.wait_for(state="visible")
             return time.perf_counter() - start
 
         switches: dict[str, list[float]] = {}
@@ -176,25 +205,28 @@ def browser_rows(args) -> dict:
         rows["page_switch"] = {k: statistics.median(v[1:]) for k, v in switches.items()}
 
         open_page("tune")
-        value = page.get_by_test_id("stMetric").filter(has_text="TPR: ID accepted").get_by_test_id("stMetricValue")
         thumb = page.get_by_role("slider").first
-        times = []
+        to_value, to_settled = [], []
         for _ in range(args.repeats):
-            before = value.inner_text()
+            page.wait_for_timeout(800)  # the previous step's page is quiet before the next is timed
             thumb.focus()
-            start = time.perf_counter()
+            page.evaluate(SLIDER_PROBE)
             page.keyboard.press("ArrowLeft")
-            expect(value).not_to_have_text(before)
-            page.wait_for_selector(IDLE)
-            times.append(time.perf_counter() - start)
-            note("browser slider_to_figures", times[-1])
-        rows["slider_to_figures"] = statistics.median(times)
+            page.wait_for_function("() => window.__gaia_probe && window.__gaia_probe.settled")
+            probe = page.evaluate("() => window.__gaia_probe")
+            to_value.append((probe["value"] - probe["key"]) / 1000)
+            to_settled.append((probe["last"] - probe["key"]) / 1000)
+            note("browser slider_to_value", to_value[-1])
+            note("browser slider_to_figures", to_settled[-1])
+        rows["slider_to_value"] = statistics.median(to_value)
+        rows["slider_to_figures"] = statistics.median(to_settled)
     return rows
 
 
 def verdicts(rows: dict) -> list[str]:
     lines = []
-    for name, target_key in (("slider_fragment", "slider"), ("slider_to_figures", "slider"),
+    for name, target_key in (("slider_fragment", "slider"), ("slider_to_value", "slider"),
+                             ("slider_to_figures", "slider"),
                              ("cold_open", "cold_open"), ("cold_open_first_figure", "cold_open")):
         for part, values in rows.items():
             if name in values:

@@ -417,3 +417,16 @@ def test_two_uploads_of_one_name_are_not_one_cached_image():
         assert not at.exception, at.exception
         verdicts.append([m.value for m in at.get("dataframe")][0].to_dict() if at.get("dataframe") else None)
     assert verdicts[0] != verdicts[1]  # the top-5 of each image, not the first one's again
+
+
+def test_a_sessions_first_run_loads_the_chart_library_in_a_hidden_chart():
+    """Streamlit loads its Plotly chunk (4.7 MB) with the first chart: a cold open waited for it
+    after the evaluation. The first run sends a hidden, empty chart, so it loads meanwhile."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    hidden = [c for c in at.sidebar.get("plotly_chart") if c.key == "chart_preload_figure"]
+    assert len(hidden) == 1 and '"data":[]' in hidden[0].proto.spec.replace(" ", "")
+    assert any(".st-key-chart_preload {display: none;}" in h.proto.body for h in at.get("html"))  # styles: no gap
+    at.run()  # the session has it: later runs draw nothing more
+    assert not [c for c in at.get("plotly_chart") if c.key == "chart_preload_figure"]

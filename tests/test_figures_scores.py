@@ -102,6 +102,17 @@ def test_confusion_matrix_figure_rows_are_truth_columns_decisions():
     assert figure.layout.xaxis.tickangle == 0 and heatmap.textfont.size >= 14 and figure.layout.height >= 320
 
 
+def test_confusion_table_holds_the_figures_counts_and_row_shares():
+    confusion = confusion_at_threshold([0.1, 0.2, 0.9, 0.3], [0.8, 0.95, 0.05], 0.5)
+    table = scores.confusion_table(confusion, "digits", "faces")
+    assert list(table.columns) == ["accepted as ID", "flagged OOD"]
+    assert list(table.index) == ["digits (truly ID)", "faces (truly OOD)"] and table.index.name == "truth"
+    assert table.to_numpy().tolist() == [["3 (75.0 % of row)", "1 (25.0 % of row)"],
+                                         ["1 (33.3 % of row)", "2 (66.7 % of row)"]]
+    empty = scores.confusion_table({"tn": 1, "fp": 0, "fn": 0, "tp": 0}, "digits", "faces")
+    assert empty.loc["faces (truly OOD)"].tolist() == ["0", "0"]  # no OOD images: no share to give
+
+
 def test_metrics_display_table_in_percent_with_conventions_in_headers():
     metrics = pd.DataFrame([
         dict(method="gaia_z", ood_set="faces", fpr95=0.25, auroc=0.9, aupr_in=0.8, aupr_out=0.95, detection_error=0.1),

@@ -147,7 +147,7 @@ def _check_first_request_is_a_link_to_evaluate(page, url):
     columns = grid.locator("thead th").count() - 1
     assert grid.locator("tbody td strong").count() >= columns  # the best of every column in bold
     expect(_metric_value(page, "Images scored")).to_have_text("2,000")
-    charts = page.locator(".js-plotly-plot")
+    charts = page.get_by_test_id("stMain").locator(".js-plotly-plot")
     expect(charts.first).to_be_visible(timeout=UI_MS)
     expect(page.locator(".js-plotly-plot .main-svg").first).to_be_attached()
     expect(page.locator(".js-plotly-plot").filter(has_text="(ID) vs.")).to_have_count(1)  # the ROC curves
@@ -207,7 +207,7 @@ def _check_inspect(page, image_path: Path):
     uploader = page.get_by_test_id("stFileUploader")
     expect(uploader).to_be_visible(timeout=SLOW_MS)
     _wait_idle(page)
-    expect(page.locator(".js-plotly-plot")).to_have_count(0)
+    expect(page.get_by_test_id("stMain").locator(".js-plotly-plot")).to_have_count(0)
     uploader.locator('input[type="file"]').set_input_files(str(image_path))
 
     expect(page.get_by_text(f"{image_path.name}, as the model sees it")).to_be_visible(timeout=SLOW_MS)
