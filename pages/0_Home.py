@@ -1,14 +1,13 @@
 """Home: what GAIA is, in three sentences and one figure, and three ways in."""
 
+import streamlit as st
+
+from gaia_viz.app import inspect_helpers as helpers
+from gaia_viz.app.page import page_link
 from gaia_viz.app.shell import page_guard
+from gaia_viz.figures import images as figures
 
-page_guard(__file__)
-
-import streamlit as st  # noqa: E402
-
-from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app.page import page_link  # noqa: E402
-from gaia_viz.figures import images as figures  # noqa: E402
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 ID_INDEX, OOD_INDEX = 0, 0
 

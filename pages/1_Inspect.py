@@ -1,32 +1,32 @@
 """Inspect one image: prediction, Captum attributions, GAIA maps and where its scores fall."""
 
-from gaia_viz.app.shell import page_guard
+import streamlit as st
 
-page_guard(__file__)
-
-import streamlit as st  # noqa: E402
-
-from gaia_viz import gaia  # noqa: E402
-from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app import inspect_panels as panels  # noqa: E402
-from gaia_viz.app.page import (  # noqa: E402
+from gaia_viz import gaia
+from gaia_viz.app import analysis
+from gaia_viz.app import inspect_helpers as helpers
+from gaia_viz.app import inspect_panels as panels
+from gaia_viz.app import keys
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import (
     effective_layers,
     layers_caption,
     require_scores,
     require_setup,
     warn_about_numbers,
 )
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.state import bound_widget, selection, update_selection, warn_link  # noqa: E402
-from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, attribute, top_k_predictions  # noqa: E402
-from gaia_viz.data.presets import OOD_POLICIES  # noqa: E402
-from gaia_viz.errors import GaiaVizError  # noqa: E402
-from gaia_viz.figures import images as figures  # noqa: E402
-from gaia_viz.figures.scores import score_axis_title  # noqa: E402
-from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
-from gaia_viz.paths import printable  # noqa: E402
-from gaia_viz.sweep import GAIA_METHODS  # noqa: E402
+from gaia_viz.app.shell import page_guard
+from gaia_viz.app.state import bound_widget, selection, update_selection, warn_link
+from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, attribute, top_k_predictions
+from gaia_viz.data.presets import OOD_POLICIES
+from gaia_viz.errors import GaiaVizError
+from gaia_viz.figures import images as figures
+from gaia_viz.figures.scores import score_axis_title
+from gaia_viz.gaia.families import GAIA_FAMILIES
+from gaia_viz.paths import printable
+from gaia_viz.sweep import GAIA_METHODS
+
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 UPLOAD = "upload"
 
@@ -38,14 +38,14 @@ setup = require_setup()
 chosen = selection()
 evaluation = require_scores(setup, list(GAIA_METHODS))
 image_sets = setup.image_sets
-max_pixels = int(st.session_state.get("sb_max_megapixels", 40) * 1e6)
+max_pixels = int(st.session_state.get(keys.SB_MAX_MEGAPIXELS, 40) * 1e6)
 model, preset = setup.model, setup.preset
 
 # ---------------------------------------------------------------- choose the image
 set_names = list(image_sets)
 picked_set = chosen.image[0] if chosen.image and chosen.image[0] in set_names else set_names[0]
 source = bound_widget(
-    st.radio, f"w_inspect_source::{setup.score_key}", picked_set if chosen.image != (UPLOAD, 0) else UPLOAD,
+    st.radio, keys.inspect_source(setup.score_key), picked_set if chosen.image != (UPLOAD, 0) else UPLOAD,
     lambda value: update_selection(image=(UPLOAD, 0) if value == UPLOAD else (value, 0)),
     label="Image from", options=[UPLOAD, *set_names], horizontal=True,
     format_func=lambda s: "my files" if s == UPLOAD else f"set: {escape_markdown(s)}")
@@ -79,7 +79,7 @@ else:
     image_set = image_sets[source]
     current_index = chosen.image[1] if chosen.image and chosen.image[0] == source else 0
     current_index = min(max(0, current_index), len(image_set) - 1)
-    index = (bound_widget(st.slider, f"w_inspect_index::{setup.score_key}::{source}", current_index,
+    index = (bound_widget(st.slider, keys.inspect_index(setup.score_key, source), current_index,
                           lambda value, _s=source: update_selection(image=(_s, int(value))),
                           label="Image index", min_value=0, max_value=len(image_set) - 1)
              if len(image_set) > 1 else 0)

@@ -1,18 +1,17 @@
 """How GAIA works: one digit and one OOD image from the demo, followed through every formula."""
 
+import numpy as np
+import streamlit as st
+
+from gaia_viz.app import inspect_helpers as helpers
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import formula
 from gaia_viz.app.shell import page_guard
+from gaia_viz.attribution import top_k_predictions
+from gaia_viz.figures import images as figures
+from gaia_viz.figures.scores import score_axis_title
 
-page_guard(__file__)
-
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app.page import formula  # noqa: E402
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.attribution import top_k_predictions  # noqa: E402
-from gaia_viz.figures import images as figures  # noqa: E402
-from gaia_viz.figures.scores import score_axis_title  # noqa: E402
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 SHOWN_CHANNELS = 8
 PLUGGED_CHANNELS = 3

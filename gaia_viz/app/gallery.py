@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from gaia_viz.app.paths import escape_markdown
+from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.app.page import page_link
 
 THUMBNAIL_SIZE = 96

@@ -15,9 +15,12 @@ import streamlit as st
 from PIL import Image
 
 from gaia_viz.app import inspect_helpers as helpers
+from gaia_viz.app import keys
 from gaia_viz.app.gallery import thumbnail
-from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.state import ATTRIBUTION_VIEWS, SELECTION, bound_widget, selection, update_selection
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.keys import SELECTION
+from gaia_viz.app.selection import ATTRIBUTION_VIEWS
+from gaia_viz.app.state import bound_widget, selection, update_selection
 from gaia_viz.attribution import ATTRIBUTION_METHODS, BASELINES, CONTROLS
 
 PREDICTED = "predicted"  # the class selectbox's first option (None would read as "no choice")
@@ -50,7 +53,7 @@ def _class_index(value, classes: int) -> int | None:
 def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
     """Method, class explained, signed/|value| view and overlay opacity."""
     chosen = selection()
-    method = bound_widget(st.selectbox, "w_inspect_attribution",
+    method = bound_widget(st.selectbox, keys.W_INSPECT_ATTRIBUTION,
                           chosen.attribution if chosen.attribution in ATTRIBUTION_METHODS else "saliency",
                           lambda value: update_selection(attribution=value), label="Attribution method",
                           options=list(ATTRIBUTION_METHODS), format_func=lambda k: ATTRIBUTION_METHODS[k].label)
@@ -64,7 +67,7 @@ def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
     # The first option's label names this image's predicted class, so the key carries it: a
     # browser holding another image's label ("predicted (8)") can never feed it back.
     picked = bound_widget(
-        left.selectbox, f"w_inspect_target::{setup.score_key}::{predicted}", PREDICTED if target is None else target,
+        left.selectbox, keys.inspect_target(setup.score_key, predicted), PREDICTED if target is None else target,
         lambda value: update_selection(target=_class_index(value, classes)),
         label="Explain the class", options=[PREDICTED, *range(classes)],
         format_func=lambda c: (f"predicted ({class_label(predicted, class_names)})" if c == PREDICTED
@@ -72,7 +75,7 @@ def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
         help="The logit whose attribution is shown; by default the predicted class.")
     target = _class_index(picked, classes)
     view = bound_widget(
-        middle.radio, "w_inspect_attr_view", chosen.attribution_view,
+        middle.radio, keys.W_INSPECT_ATTR_VIEW, chosen.attribution_view,
         lambda value: update_selection(attribution_view=value), label="Show signed methods as",
         options=list(ATTRIBUTION_VIEWS), horizontal=True,
         format_func={"signed": "signed (red for, blue against)", "abs": "|value|"}.get,
@@ -103,7 +106,7 @@ def method_settings(setup, method: str, model, x) -> None:
     for column, item in zip(st.columns(len(items)), items):
         default = defaults[item.param]
         value = current.get(item.param, default)
-        key = f"w_inspect_param::{setup.score_key}::{method}::{item.param}"
+        key = keys.inspect_param(setup.score_key, method, item.param)
         store = _store_param(method, item.param, default)
         common = dict(label=item.label, help=item.help or None)
         if item.kind == "layer":
