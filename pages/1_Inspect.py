@@ -4,9 +4,9 @@ import streamlit as st
 
 from gaia_viz import gaia
 from gaia_viz.app import analysis
-from gaia_viz.app import inspect_helpers as helpers
 from gaia_viz.app import inspect_panels as panels
 from gaia_viz.app import keys
+from gaia_viz.app.attribution_controls import all_attributions, gradcam_note
 from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.app.page import (
     effective_layers,
@@ -17,6 +17,23 @@ from gaia_viz.app.page import (
 )
 from gaia_viz.app.shell import page_guard
 from gaia_viz.app.state import bound_widget, selection, update_selection, warn_link
+from gaia_viz.app.uploads import (
+    UPLOAD_TYPES,
+    image_from_upload,
+    model_view_pixels,
+    tensor_key,
+    upload_notes,
+    upload_policy,
+)
+from gaia_viz.app.verdict import (
+    analyze_like_evaluation,
+    channel_stats,
+    decide,
+    default_inspect_layer,
+    image_channel_values,
+    image_score,
+    ood_channel_mean,
+)
 from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, attribute, top_k_predictions
 from gaia_viz.data.presets import OOD_POLICIES
 from gaia_viz.errors import GaiaVizError
@@ -52,18 +69,18 @@ source = bound_widget(
 image_x, image_caption, image_key = None, "", ""
 uploaded = {}
 if source == UPLOAD:
-    uploads = st.file_uploader("Image file(s)", type=list(helpers.UPLOAD_TYPES),
+    uploads = st.file_uploader("Image file(s)", type=list(UPLOAD_TYPES),
                                accept_multiple_files=True, key="inspect_upload")
     chosen_policy = None
     if setup.ood_policy not in OOD_POLICIES:
         chosen_policy = st.radio("Fit uploads to the input size by", OOD_POLICIES, horizontal=True,
                                  key="inspect_upload_policy")
-    policy = helpers.upload_policy(setup.ood_policy, chosen_policy)
+    policy = upload_policy(setup.ood_policy, chosen_policy)
     for upload in uploads or []:
         try:
-            uploaded[upload.name] = helpers.image_from_upload(
+            uploaded[upload.name] = image_from_upload(
                 upload.getvalue(), upload.name, setup.preset, policy, max_pixels=max_pixels)[1]
-            for note in helpers.upload_notes(upload.getvalue(), upload.name):
+            for note in upload_notes(upload.getvalue(), upload.name):
                 st.warning(escape_markdown(note))
         except GaiaVizError as exc:
             st.error(f"{escape_markdown(exc)}. Use a real image file (PNG, JPEG, WebP, BMP or TIFF, not renamed "
@@ -95,7 +112,7 @@ if image_x is None:
 # ---------------------------------------------------------------- prediction
 # The model's answers for this image, once per set-up and image content: a page switch or a
 # widget below reruns the page, and must not rerun the forward and backward passes.
-image_hash = helpers.tensor_key(image_x)
+image_hash = tensor_key(image_x)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -105,7 +122,7 @@ def cached_top(score_key, x_key, names, _x):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def cached_gaia(score_key, x_key, evaluated, _x):  # evaluated: the GAIA methods and layers it matches
-    return helpers.analyze_like_evaluation(model, _x, evaluation)
+    return analyze_like_evaluation(model, _x, evaluation)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -114,7 +131,7 @@ def cached_maps(score_key, x_key, layer_name, _x):
 
 
 class_names = getattr(setup.id_set, "class_names", None)
-pixels = helpers.model_view_pixels(image_x, preset)
+pixels = model_view_pixels(image_x, preset)
 left, right = st.columns([1, 2])
 with left:
     st.image(pixels, caption=f"{image_caption}, as the model sees it", width=192)
@@ -131,7 +148,7 @@ result = cached_gaia(setup.score_key, image_hash, (tuple(m for m in evaluation.m
 gaia_methods = [m for m in evaluation.methods if m in GAIA_METHODS]
 layers = {m: effective_layers(evaluation, m) for m in gaia_methods}
 id_scores = {m: analysis.method_scores(evaluation, m, evaluation.id_name, layers[m]) for m in gaia_methods}
-decisions = {m: helpers.decide(helpers.image_score(result, m, layers[m]), m, id_scores[m], chosen)
+decisions = {m: decide(image_score(result, m, layers[m]), m, id_scores[m], chosen)
              for m in gaia_methods}
 st.subheader("Verdict")
 warn_about_numbers(evaluation, gaia_methods)
@@ -168,7 +185,7 @@ st.caption(f"**{attribution.label}**: {attribution.description}, for {escape_mar
            + ("Signed: red = evidence for the class, blue = against, white = none." if signed
               else "Magnitudes: black = none, light yellow = strongest."))
 with st.spinner(f"Computing {attribution.label}…"):
-    shown = helpers.all_attributions(model, image_x, choice.target, {choice.method: selection().params_for(choice.method)},
+    shown = all_attributions(model, image_x, choice.target, {choice.method: selection().params_for(choice.method)},
                                      preset, choice.signed_view, methods=[choice.method], compute=compute)[choice.method]
 if shown.error:
     st.error(f"{attribution.label} failed for this model: {escape_markdown(shown.error)}. "
@@ -180,7 +197,7 @@ else:
     right.plotly_chart(figures.overlay(pixels, shown.heat, choice.opacity, f"{attribution.label} over the image",
                                        signed=shown.signed), key="inspect_overlay")
     if choice.method == "grad_cam":
-        note = helpers.gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
+        note = gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
         if note:
             st.info(note)
 
@@ -192,7 +209,7 @@ if st.toggle("All methods side by side", key="inspect_all_methods",
                 st.markdown(f"**{ATTRIBUTION_METHODS[method].label}**")
                 panels.method_settings(setup, method, model, image_x)
     with st.spinner("Computing every attribution…"):
-        views = helpers.all_attributions(model, image_x, choice.target,
+        views = all_attributions(model, image_x, choice.target,
                                          {m: selection().params_for(m) for m in ATTRIBUTION_METHODS},
                                          preset, choice.signed_view, compute=compute)
     drawn = {v.label: v for v in views.values() if v.error is None}
@@ -201,7 +218,7 @@ if st.toggle("All methods side by side", key="inspect_all_methods",
                                                  {label: v.signed for label, v in drawn.items()},
                                                  title=f"Every attribution method for {choice.target_text}"),
                         width="stretch", key="inspect_all_attributions")
-    gradcam_uniform = helpers.gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
+    gradcam_uniform = gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
     if gradcam_uniform and "grad_cam" in views and views["grad_cam"].error is None:
         st.caption(gradcam_uniform)
     for view in views.values():
@@ -215,7 +232,7 @@ family_method = st.radio("Per-channel quantity", families, horizontal=True, key=
                          format_func=lambda m: GAIA_FAMILIES[m].channel_label)
 fam = GAIA_FAMILIES[family_method]
 fam_layers = fam.layers(evaluation)
-rule_layer, rule = helpers.default_inspect_layer(evaluation, family_method)
+rule_layer, rule = default_inspect_layer(evaluation, family_method)
 known_layers = {name for m in families for name in GAIA_FAMILIES[m].layers(evaluation)}
 if chosen.inspect_layer and chosen.inspect_layer not in known_layers:  # only a link can name such a layer
     warn_link(f"inspect_layer={chosen.inspect_layer[:60]!r} in the link is not a layer GAIA hooked in this model "
@@ -229,10 +246,10 @@ layer = bound_widget(st.selectbox, f"inspect_layer::{setup.score_key}::{family_m
                      help=f"Opens on {rule_layer}: {rule}.")
 st.caption(escape_markdown(f"Opened on {rule_layer}: {rule}.") if layer == rule_layer
            else escape_markdown(f"By default {rule_layer}: {rule}."))
-id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, family_method, layer)
+id_mean, id_std = channel_stats(evaluation, evaluation.id_name, family_method, layer)
 st.plotly_chart(figures.channel_ratio_bars(
-    helpers.image_channel_values(result, family_method, layer), id_mean, id_std, layer,
-    ood_mean=helpers.ood_channel_mean(evaluation, family_method, layer), value_label=fam.channel_label,
+    image_channel_values(result, family_method, layer), id_mean, id_std, layer,
+    ood_mean=ood_channel_mean(evaluation, family_method, layer), value_label=fam.channel_label,
     ood_label="OOD mean (all OOD images)"), width="stretch", key="inspect_channel_bars")
 maps = cached_maps(setup.score_key, image_hash, layer, image_x)
 left, right = st.columns(2)

@@ -15,20 +15,14 @@ from gaia_viz.app.page import (
 )
 from gaia_viz.app.shell import page_guard, write_link
 from gaia_viz.app.state import bound_widget, selection, update_selection
+from gaia_viz.app.tune import hardest_cases, install_command, threshold_snippet
 from gaia_viz.detectors import DETECTORS
 from gaia_viz.errors import GaiaVizError
 from gaia_viz.figures import scores as figures
 from gaia_viz.gaia.families import GAIA_FAMILIES
 from gaia_viz.metrics import confusion_at_threshold, threshold_at_tpr
 from gaia_viz.sweep import METHOD_LABELS
-from gaia_viz.threshold import (
-    DEFAULT_CONFIG_NAME,
-    config_from_evaluation,
-    fitted_state_name,
-    hardest_cases,
-    install_command,
-    threshold_snippet,
-)
+from gaia_viz.threshold import DEFAULT_CONFIG_NAME, config_from_evaluation, fitted_state_name
 
 page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 

@@ -5,7 +5,6 @@ import numpy as np
 import streamlit as st
 
 from gaia_viz.app import analysis
-from gaia_viz.app import inspect_helpers as helpers
 from gaia_viz.app import keys
 from gaia_viz.app.features import setup_features, setup_projection
 from gaia_viz.app.gallery import file_caption, inspect_link, model_view, thumbnail
@@ -21,6 +20,7 @@ from gaia_viz.app.page import (
 from gaia_viz.app.shell import page_guard
 from gaia_viz.app.selection import MAP_AGREEMENT
 from gaia_viz.app.state import bound_widget, selection, update_selection
+from gaia_viz.app.verdict import current_threshold
 from gaia_viz.figures.data_map import data_map, picked_image
 from gaia_viz.gaia.families import GAIA_FAMILIES
 from gaia_viz.sweep import ALL_METHODS, METHOD_LABELS
@@ -73,7 +73,7 @@ layers = {m: effective_layers(evaluation, m) for m in methods if m in GAIA_FAMIL
 
 def threshold_of(name):
     id_scores = analysis.method_scores(evaluation, name, evaluation.id_name, layers.get(name))
-    return helpers.current_threshold(selection(), name, id_scores)
+    return current_threshold(selection(), name, id_scores)
 
 
 threshold, source = threshold_of(method)

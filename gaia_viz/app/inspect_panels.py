@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import streamlit as st
 from PIL import Image
 
-from gaia_viz.app import inspect_helpers as helpers
 from gaia_viz.app import keys
+from gaia_viz.app.attribution_controls import class_count, gradcam_layers, parameter_defaults, predicted_class
 from gaia_viz.app.gallery import thumbnail
 from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.app.keys import SELECTION
 from gaia_viz.app.selection import ATTRIBUTION_VIEWS
 from gaia_viz.app.state import bound_widget, selection, update_selection
+from gaia_viz.app.uploads import model_view_pixels
+from gaia_viz.app.verdict import image_verdicts
 from gaia_viz.attribution import ATTRIBUTION_METHODS, BASELINES, CONTROLS
 
 PREDICTED = "predicted"  # the class selectbox's first option (None would read as "no choice")
@@ -57,8 +59,8 @@ def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
                           chosen.attribution if chosen.attribution in ATTRIBUTION_METHODS else "saliency",
                           lambda value: update_selection(attribution=value), label="Attribution method",
                           options=list(ATTRIBUTION_METHODS), format_func=lambda k: ATTRIBUTION_METHODS[k].label)
-    classes = helpers.class_count(model, x)
-    predicted = helpers.predicted_class(model, x)
+    classes = class_count(model, x)
+    predicted = predicted_class(model, x)
     target = chosen.target if chosen.target is not None and chosen.target < classes else None
     if chosen.target is not None and target is None:
         st.warning(f"Class {chosen.target} is not one of this model's {classes} classes: explaining the "
@@ -101,7 +103,7 @@ def method_settings(setup, method: str, model, x) -> None:
     items = CONTROLS.get(method, ())
     if not items:
         return
-    defaults = helpers.parameter_defaults(method, model, x)
+    defaults = parameter_defaults(method, model, x)
     current = selection().params_for(method)
     for column, item in zip(st.columns(len(items)), items):
         default = defaults[item.param]
@@ -110,7 +112,7 @@ def method_settings(setup, method: str, model, x) -> None:
         store = _store_param(method, item.param, default)
         common = dict(label=item.label, help=item.help or None)
         if item.kind == "layer":
-            options = helpers.gradcam_layers(model, x)[0]
+            options = gradcam_layers(model, x)[0]
             bound_widget(column.selectbox, key, value if value in options else default, store, options=options,
                          **common)
         elif item.kind == "choice":
@@ -130,11 +132,11 @@ def method_settings(setup, method: str, model, x) -> None:
 def upload_verdict_grid(model, uploaded: dict, evaluation, chosen, layers: dict, id_scores: dict, preset,
                         per_row: int = 6) -> None:
     """Every uploaded image as the model sees it, with its GAIA verdicts."""
-    verdicts = helpers.image_verdicts(model, uploaded, evaluation, chosen, layers, id_scores)
+    verdicts = image_verdicts(model, uploaded, evaluation, chosen, layers, id_scores)
     names = list(uploaded)
     for start in range(0, len(names), per_row):
         for column, name in zip(st.columns(per_row), names[start:start + per_row]):
-            column.image(thumbnail(Image.fromarray(helpers.model_view_pixels(uploaded[name], preset))),
+            column.image(thumbnail(Image.fromarray(model_view_pixels(uploaded[name], preset))),
                          caption=escape_markdown(name))
             for decision in verdicts[name].values():
                 color, verdict = ("red", "OOD") if decision.is_ood else ("green", "ID")
