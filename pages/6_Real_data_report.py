@@ -10,10 +10,10 @@ import streamlit as st
 
 from gaia_viz import report
 from gaia_viz.app import keys
+from gaia_viz.app.loaders import default_data_root
 from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.app.page import user_errors
 from gaia_viz.app.shell import page_guard
-from gaia_viz.app.sidebar import default_data_root
 from gaia_viz.figures import scores as figures
 from gaia_viz.metrics import roc_points
 from gaia_viz.settings import resolve_device

@@ -17,7 +17,7 @@ from gaia_viz.app.setup import SetupError, SetupFix, setup_error
 from gaia_viz.cache import stable_hash
 from gaia_viz.data.presets import OOD_POLICIES, id_policy
 from gaia_viz.errors import GaiaVizError
-from gaia_viz.paths import check_text, echo, path_policy
+from gaia_viz.paths import check_allowed, check_text, echo, path_policy
 
 
 def upload_digest(data: bytes) -> str:
@@ -58,6 +58,66 @@ def benchmark_sets(data_root: str) -> dict:
     return find_benchmark_sets(data_root)
 
 
+# --------------------------------------------------------------------------- where the files are
+
+
+def real_cifar_available(data_root: str | None = None) -> bool:
+    """Whether ``data_root`` (default: the sidebar's) holds CIFAR-10 test and an OOD set."""
+    root = data_root if data_root is not None else checked_data_root()[0]
+    if not root:
+        return False
+    found = benchmark_sets(root)
+    return "cifar10-test" in found and any(v["role"] == "ood" for v in found.values())
+
+
+def default_data_root() -> str:
+    """The server's data root as text ("" when there is none): :func:`gaia_viz.settings.data_root`."""
+    from gaia_viz.settings import data_root
+
+    root = data_root()
+    return str(root) if root is not None else ""
+
+
+def checked_data_root() -> tuple[str, SetupError | None]:
+    """The data root of the sidebar and its error: ``("", error)`` when the visitor typed a
+    root outside the allowed data roots (the server's own default is always accepted)."""
+    root = str(st.session_state.get(keys.SB_DATA_ROOT, default_data_root())).strip()
+    if not root or root == default_data_root():
+        return root, None
+    try:
+        check_allowed(root, "data root")
+    except GaiaVizError as exc:
+        return "", setup_error(str(exc), keys.SB_DATA_ROOT)
+    return root, None
+
+
+def shared_weights(model_name: str, data_root, file_name: str, expected: str) -> Path:
+    """The shared pretrained weights ``<data root>/models/<file_name>``; else a GaiaVizError
+    saying what to give (``expected``: the files a data root should hold)."""
+    shared = Path(data_root) / "models" / file_name if data_root else None
+    if shared is None or not shared.is_file():
+        raise GaiaVizError(f"{model_name} has no pretrained weights under the data root: upload a "
+                           f"checkpoint, or set a data root holding {expected}")
+    return shared
+
+
+def checked_checkpoint(path: str) -> str:
+    """A checkpoint path typed by the visitor, expanded, once it may be read
+    (:func:`gaia_viz.paths.check_allowed`) and is a file; else a GaiaVizError saying what to do."""
+    check_allowed(path, "checkpoint")
+    expanded = str(Path(path).expanduser())
+    if Path(expanded).is_dir():
+        raise GaiaVizError(f"checkpoint {echo(path)} is a folder; give the path of the weights file "
+                           "(.pt, .pth, .th or .safetensors) inside it")
+    if not Path(expanded).is_file():
+        raise GaiaVizError(f"checkpoint {echo(path)} does not exist on the server; check the path "
+                           "or upload the file")
+    return expanded
+
+
+# --------------------------------------------------------------------------- what the sidebar names
+
+
 def load_model(values: dict, device: str, kind: str) -> tuple[object | None, list[SetupError]]:
     """The model the sidebar's model widgets named (``values``: name, checkpoint, data,
     digest, pretrained, allow_download; ``kind``: the model kind), loaded through
@@ -81,6 +141,25 @@ def load_model(values: dict, device: str, kind: str) -> tuple[object | None, lis
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         return None, [setup_error(f"cannot load the model {values['name']!r}: {reason}; check the model "
                                   "name, the checkpoint and its number of classes", keys.SB_MODEL_KIND)]
+
+
+def model_default_preset(model_name: str, model) -> str:
+    """The preprocessing preset ``model_name`` reads by default (:func:`gaia_viz.models.default_preset`,
+    told the loaded ``model``'s number of classes when its head says it), ``imagenet224`` for a
+    model the catalogue does not know."""
+    from gaia_viz.models import default_preset
+    from gaia_viz.models.heads import classifier_head
+
+    num_classes = None
+    if model is not None:
+        try:
+            num_classes = classifier_head(model).num_classes
+        except GaiaVizError:
+            pass
+    try:
+        return default_preset(model_name, num_classes)
+    except GaiaVizError:
+        return "imagenet224"
 
 
 def _policies(choice: str) -> list[str]:
@@ -148,5 +227,6 @@ def open_sets(values: dict, preset: str, data_root: str, max_samples: int | None
         return None, [setup_error(f"cannot read {exc.filename or exc}: {exc.strerror or exc}", keys.SB_DATA_KIND)]
 
 
-__all__ = ["benchmark_sets", "cached_model", "cached_source", "file_digest", "load_model", "open_sets",
-           "parse_ood_lines", "upload_digest"]
+__all__ = ["benchmark_sets", "cached_model", "cached_source", "checked_checkpoint", "checked_data_root",
+           "default_data_root", "file_digest", "load_model", "model_default_preset", "open_sets", "parse_ood_lines", "real_cifar_available",
+           "shared_weights", "upload_digest"]

@@ -83,6 +83,21 @@ class Setup:
         ))
 
 
+def build_setup(model, model_values: dict, preset: str, data_values: dict, opened: tuple, device: str,
+                batch_size: int, data_root: str, max_samples: int | None) -> Setup:
+    """The Setup of what the sidebar named and loaded: ``model_values`` of its model widgets
+    (name, checkpoint, digest, pretrained), ``data_values`` of its data widgets (label,
+    policy) and the ``opened`` sets (:func:`gaia_viz.app.loaders.open_sets`)."""
+    id_set, ood_sets, fit_set, sources = opened
+    return Setup(
+        model_name=model_values["name"], model=model, preset=preset, ood_policy=data_values["policy"],
+        device=device, batch_size=batch_size, id_set=id_set, ood_sets=ood_sets, fit_set=fit_set,
+        checkpoint=model_values["checkpoint"], data_root=data_root or None, max_samples=max_samples,
+        data_label=data_values["label"], sources=sources, checkpoint_digest=model_values["digest"],
+        random_weights=not model_values.get("pretrained", True) and model_values["checkpoint"] is None,
+    )
+
+
 _IDENTITIES: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -151,4 +166,4 @@ def apply_fix(fix: SetupFix) -> None:
         st.session_state[key] = value
 
 
-__all__ = ["Setup", "SetupError", "SetupFix", "apply_fix", "setup_error", "show_error"]
+__all__ = ["Setup", "SetupError", "SetupFix", "apply_fix", "build_setup", "setup_error", "show_error"]

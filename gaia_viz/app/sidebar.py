@@ -17,7 +17,6 @@ the link carries them (:func:`gaia_viz.app.links.setup_query`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import streamlit as st
 
@@ -26,58 +25,21 @@ from gaia_viz.app.catalogue import (BIT_NAMES, BOTH_POLICIES, CHECKPOINT_TYPES, 
                                     DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAMPLES, DEFAULT_POLICY, DENSENET_FILE,
                                     DENSENET_NAME, HUB_KINDS, MODEL_KINDS)
 from gaia_viz.app.markdown import escape_markdown
-from gaia_viz.app.setup import Setup, SetupError, SetupFix, setup_error, show_error
+from gaia_viz.app.setup import Setup, SetupError, SetupFix, build_setup, setup_error, show_error
 from gaia_viz.app.state import warn_link
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS
 from gaia_viz.errors import GaiaVizError
-from gaia_viz.paths import check_allowed, echo, restriction_active
+from gaia_viz.paths import echo, restriction_active
 from gaia_viz.settings import DEVICE_CHOICES, resolve_device
 
 
 def _shared_weights(values: dict, data_root, file_name: str, caption: str, expected: str) -> None:
-    """Without a checkpoint of the user's, the shared one under ``<data root>/models``; else a
-    GaiaVizError saying what to give."""
-    if values["checkpoint"] is not None:
-        return
-    shared = Path(data_root) / "models" / file_name if data_root else None
-    if shared is None or not shared.is_file():
-        raise GaiaVizError(f"{values['name']} has no pretrained weights under the data root: upload a "
-                           f"checkpoint, or set a data root holding {expected}")
-    values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
-    st.caption(f"{caption}: {escape_markdown(shared)}.")
-
-
-# --------------------------------------------------------------------------- sections
-
-
-def _real_cifar_available(data_root: str | None = None) -> bool:
-    root = data_root if data_root is not None else checked_data_root()[0]
-    if not root:
-        return False
-    found = loaders.benchmark_sets(root)
-    return "cifar10-test" in found and any(v["role"] == "ood" for v in found.values())
-
-
-def default_data_root() -> str:
-    """The server's data root as text ("" when there is none): :func:`gaia_viz.settings.data_root`."""
-    from gaia_viz.settings import data_root
-
-    root = data_root()
-    return str(root) if root is not None else ""
-
-
-def checked_data_root() -> tuple[str, SetupError | None]:
-    """The data root of the sidebar and its error: ``("", error)`` when the visitor typed a
-    root outside the allowed data roots (the server's own default is always accepted)."""
-    root = str(st.session_state.get(keys.SB_DATA_ROOT, default_data_root())).strip()
-    if not root or root == default_data_root():
-        return root, None
-    try:
-        check_allowed(root, "data root")
-    except GaiaVizError as exc:
-        return "", setup_error(str(exc), keys.SB_DATA_ROOT)
-    return root, None
+    """Without a checkpoint of the user's, the shared one (:func:`gaia_viz.app.loaders.shared_weights`)."""
+    if values["checkpoint"] is None:
+        shared = loaders.shared_weights(values["name"], data_root, file_name, expected)
+        values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
+        st.caption(f"{caption}: {escape_markdown(shared)}.")
 
 
 @dataclass
@@ -105,14 +67,7 @@ def _checkpoint_widgets(kind: str) -> dict:
             digests[upload.file_id] = loaders.upload_digest(data)
         return dict(checkpoint=f"upload:{upload.name}", data=data, digest=digests[upload.file_id])
     if path:
-        check_allowed(path, "checkpoint")
-        expanded = str(Path(path).expanduser())
-        if Path(expanded).is_dir():
-            raise GaiaVizError(f"checkpoint {echo(path)} is a folder; give the path of the weights file "
-                               "(.pt, .pth, .th or .safetensors) inside it")
-        if not Path(expanded).is_file():
-            raise GaiaVizError(f"checkpoint {echo(path)} does not exist on the server; check the path "
-                               "or upload the file")
+        expanded = loaders.checked_checkpoint(path)
         return dict(checkpoint=expanded, data=None, digest=loaders.file_digest(expanded))
     return dict(checkpoint=None, data=None, digest=None)
 
@@ -194,12 +149,10 @@ def _policy_widget(data_kind: str) -> str:
     )
 
 
-def _data_widgets(data_root: str) -> _Choice:
-    """``values`` = label, id (name, spec), fit (name, spec)|None, ood [(name, spec)], policy."""
-    from gaia_viz.demo import DEMO_ID_NAME, DEMO_OOD_NAMES
-
-    choice = _Choice()
-    kinds = [k for k in DATA_KINDS if k != "cifar10-real" or _real_cifar_available(data_root)]
+def _data_kind_widget(data_root: str) -> str:
+    """The data kind: CIFAR-10 (real) only where the data root holds it (a link asking for it
+    elsewhere gets the kind the model reads, and a warning saying why)."""
+    kinds = [k for k in DATA_KINDS if k != "cifar10-real" or loaders.real_cifar_available(data_root)]
     wanted = st.session_state.get(keys.SB_DATA_KIND)
     if wanted not in kinds:
         model_is_demo = st.session_state.get(keys.SB_MODEL_KIND, "demo") == "demo"
@@ -218,63 +171,67 @@ def _data_widgets(data_root: str) -> _Choice:
                                        "two kinds of OOD images." if kind == "demo" else
                                        "Other images reach it as 28 x 28 grey digits; its numbers say how unlike "
                                        "digits they are."))
-    if kind == "demo":
-        st.session_state.setdefault(keys.SB_DEMO_OOD, list(DEMO_OOD_NAMES))
-        chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, key=keys.SB_DEMO_OOD,
-                                help="Real images bundled with installed packages: LFW faces, "
-                                     "skimage textures and photos, font letters, uniform noise.")
-        values = dict(label="demo", id=(DEMO_ID_NAME, f"demo:{DEMO_ID_NAME}"),
-                      fit=(f"{DEMO_ID_NAME}-train", f"demo:{DEMO_ID_NAME}:train"),
-                      ood=[(n, f"demo:{n}") for n in chosen])
-    elif kind == "cifar10-real":
-        found = loaders.benchmark_sets(data_root)
-        ood_keys = [k for k, v in found.items() if v["role"] == "ood" and "data_root" not in v]
-        if keys.SB_BENCH_OOD not in st.session_state:
-            requested = st.session_state.pop(keys.SB_BENCH_OOD_REQUESTED, None)
-            st.session_state[keys.SB_BENCH_OOD] = ([k for k in requested if k in ood_keys] if requested else
-                                                [k for k in ood_keys if k == "textures"] or ood_keys)
-        chosen = st.multiselect("OOD sets", ood_keys, key=keys.SB_BENCH_OOD,
-                                format_func=lambda k: f"{k}: {found[k]['description']}")
-        fit = ("cifar10-train-5k", found["cifar10-train-5k"]["spec"]) if "cifar10-train-5k" in found else None
-        values = dict(label=DATA_KINDS[kind], id=("cifar10-test", found["cifar10-test"]["spec"]), fit=fit,
-                      ood=[(k, found[k]["spec"]) for k in chosen])
-        st.caption("ID: CIFAR-10 test; fit set (ReAct, KNN, Mahalanobis, ...): CIFAR-10 train-5k.")
-    else:
-        st.caption("Sources: a folder path (class sub-folders give labels), `torchvision:CIFAR10:test` "
-                   "(under the data root), `demo:faces`, or `images:a.png,b.png`.")
-        id_spec = st.text_input("ID test set", key=keys.SB_CUSTOM_ID, placeholder="/data/cifar10/test").strip()
-        fit_spec = st.text_input("Fit set (ID training data; only for the methods that fit)",
-                                 key=keys.SB_CUSTOM_FIT, placeholder="optional").strip()
-        ood_text = st.text_area("OOD sets, one per line (`name = source` or just the source)",
-                                key=keys.SB_CUSTOM_OOD,
-                                placeholder="textures = /data/dtd/images\nsvhn = torchvision:SVHN:test")
-        values = dict(label=DATA_KINDS[kind], id=("id", id_spec), fit=("fit", fit_spec) if fit_spec else None,
-                      ood=loaders.parse_ood_lines(ood_text))
-        if not id_spec:
-            choice.errors.append(setup_error("enter the ID test set (a folder path or a torchvision: source) "
-                                        "in the sidebar", keys.SB_CUSTOM_ID))
+    return kind
+
+
+def _demo_sets() -> dict:
+    from gaia_viz.demo import DEMO_ID_NAME, DEMO_OOD_NAMES
+
+    st.session_state.setdefault(keys.SB_DEMO_OOD, list(DEMO_OOD_NAMES))
+    chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, key=keys.SB_DEMO_OOD,
+                            help="Real images bundled with installed packages: LFW faces, "
+                                 "skimage textures and photos, font letters, uniform noise.")
+    return dict(label="demo", id=(DEMO_ID_NAME, f"demo:{DEMO_ID_NAME}"),
+                fit=(f"{DEMO_ID_NAME}-train", f"demo:{DEMO_ID_NAME}:train"), ood=[(n, f"demo:{n}") for n in chosen])
+
+
+def _benchmark_sets(data_root: str) -> dict:
+    found = loaders.benchmark_sets(data_root)
+    ood_keys = [k for k, v in found.items() if v["role"] == "ood" and "data_root" not in v]
+    if keys.SB_BENCH_OOD not in st.session_state:
+        requested = st.session_state.pop(keys.SB_BENCH_OOD_REQUESTED, None)
+        st.session_state[keys.SB_BENCH_OOD] = ([k for k in requested if k in ood_keys] if requested else
+                                               [k for k in ood_keys if k == "textures"] or ood_keys)
+    chosen = st.multiselect("OOD sets", ood_keys, key=keys.SB_BENCH_OOD,
+                            format_func=lambda k: f"{k}: {found[k]['description']}")
+    fit = ("cifar10-train-5k", found["cifar10-train-5k"]["spec"]) if "cifar10-train-5k" in found else None
+    st.caption("ID: CIFAR-10 test; fit set (ReAct, KNN, Mahalanobis, ...): CIFAR-10 train-5k.")
+    return dict(label=DATA_KINDS["cifar10-real"], id=("cifar10-test", found["cifar10-test"]["spec"]), fit=fit,
+                ood=[(k, found[k]["spec"]) for k in chosen])
+
+
+def _custom_sets(choice: _Choice) -> dict:
+    st.caption("Sources: a folder path (class sub-folders give labels), `torchvision:CIFAR10:test` "
+               "(under the data root), `demo:faces`, or `images:a.png,b.png`.")
+    id_spec = st.text_input("ID test set", key=keys.SB_CUSTOM_ID, placeholder="/data/cifar10/test").strip()
+    fit_spec = st.text_input("Fit set (ID training data; only for the methods that fit)",
+                             key=keys.SB_CUSTOM_FIT, placeholder="optional").strip()
+    ood_text = st.text_area("OOD sets, one per line (`name = source` or just the source)",
+                            key=keys.SB_CUSTOM_OOD,
+                            placeholder="textures = /data/dtd/images\nsvhn = torchvision:SVHN:test")
+    if not id_spec:
+        choice.errors.append(setup_error("enter the ID test set (a folder path or a torchvision: source) "
+                                         "in the sidebar", keys.SB_CUSTOM_ID))
+    return dict(label=DATA_KINDS["custom"], id=("id", id_spec), fit=("fit", fit_spec) if fit_spec else None,
+                ood=loaders.parse_ood_lines(ood_text))
+
+
+def _data_widgets(data_root: str) -> _Choice:
+    """``values`` = label, id (name, spec), fit (name, spec)|None, ood [(name, spec)], policy."""
+    choice = _Choice()
+    kind = _data_kind_widget(data_root)
+    values = (_demo_sets() if kind == "demo" else _benchmark_sets(data_root) if kind == "cifar10-real"
+              else _custom_sets(choice))
     values["policy"] = _policy_widget(kind)
     if not values["ood"] and not choice.errors:
-        choice.errors.append(setup_error("choose at least one OOD set in the sidebar",
-                                    {"demo": keys.SB_DEMO_OOD, "cifar10-real": keys.SB_BENCH_OOD}.get(kind, keys.SB_CUSTOM_OOD)))
+        widget = {"demo": keys.SB_DEMO_OOD, "cifar10-real": keys.SB_BENCH_OOD}.get(kind, keys.SB_CUSTOM_OOD)
+        choice.errors.append(setup_error("choose at least one OOD set in the sidebar", widget))
     choice.values = values
     return choice
 
 
 def _preset_widget(model_name: str, model, kind: str) -> str:
-    from gaia_viz.models import default_preset
-    from gaia_viz.models.heads import classifier_head
-
-    num_classes = None
-    if model is not None:
-        try:
-            num_classes = classifier_head(model).num_classes
-        except GaiaVizError:
-            pass
-    try:
-        default = default_preset(model_name, num_classes)
-    except GaiaVizError:
-        default = "imagenet224"
+    default = loaders.model_default_preset(model_name, model)
     options = list(PRESETS)
     key = keys.preset(model_name if kind != "demo" else "demo")
     requested = st.session_state.pop(keys.SB_PRESET_REQUESTED, None)
@@ -315,69 +272,76 @@ def _run_widgets() -> tuple[str, int, int | None, int]:
     return st.session_state[keys.SB_DEVICE], batch_size, (max_samples or None), int(megapixels * 1e6)
 
 
+def _run_section() -> tuple[str | None, int, int | None, int, list[SetupError]]:
+    """The run widgets and the data root: (device, batch size, sample cap, pixel limit, errors)."""
+    st.subheader("Run")
+    device_choice, batch_size, max_samples, max_pixels = _run_widgets()
+    st.text_input("Data root", key=keys.SB_DATA_ROOT,
+                  help="Folder with standard layouts (cifar10/test, textures/images, LSUN, iSUN, "
+                       "..., models/) and torchvision datasets. Default: $GAIA_VIZ_DATA_ROOT.")
+    root_error = loaders.checked_data_root()[1]
+    errors = [root_error] if root_error else []
+    device = None
+    try:
+        device = resolve_device(device_choice)
+        st.caption(f"Device: **{device}**.")
+    except GaiaVizError as exc:
+        errors.append(setup_error(str(exc), keys.SB_DEVICE, SetupFix("Use the CPU", ((keys.SB_DEVICE, "cpu"),))))
+    for error in errors:
+        show_error(error)
+    return device, batch_size, max_samples, max_pixels, errors
+
+
+def _model_section(data_root: str, device: str | None):
+    """The model widgets, the model they name and its preset: (values, model, preset, errors)."""
+    st.subheader("Model")
+    choice = _model_widgets(data_root)
+    kind = st.session_state.get(keys.SB_MODEL_KIND, "demo")
+    model, errors = None, list(choice.errors)
+    if not errors and device is not None:
+        model, errors = loaders.load_model(choice.values, device, kind)
+    for error in errors:
+        show_error(error)
+    preset = _preset_widget(choice.values.get("name", ""), model, kind)
+    return choice.values, model, preset, errors
+
+
+def _data_section(data_root: str, preset: str, max_samples: int | None, max_pixels: int):
+    """The data widgets and the sets they name: (values, opened sets or None, errors)."""
+    st.subheader("Data")
+    choice = _data_widgets(data_root)
+    opened, errors = None, list(choice.errors)
+    if not errors:
+        opened, errors = loaders.open_sets(choice.values, preset, data_root, max_samples, max_pixels)
+    for error in errors:
+        show_error(error)
+    if opened is not None:
+        skipped = sum(len(getattr(s, "skipped", [])) for s in [opened[0], *opened[1].values()])
+        if skipped:
+            st.warning(f"{skipped} unreadable image files were skipped.")
+    return choice.values, opened, errors
+
+
 def sidebar() -> Setup | None:
-    """Draw the sidebar, load what it names; the Setup, or None (errors in ``"setup_errors"``)."""
-    errors: list[SetupError] = []
-    st.session_state.setdefault(keys.SB_DATA_ROOT, default_data_root())
-    data_root, root_error = checked_data_root()
-    model = device = opened = None
+    """Draw the sidebar, load what it names; the Setup, or None (errors under ``keys.SETUP_ERRORS``)."""
+    st.session_state.setdefault(keys.SB_DATA_ROOT, loaders.default_data_root())
+    data_root = loaders.checked_data_root()[0]
     with st.sidebar:
         model_box, data_box, run_box = st.container(), st.container(), st.container()
         with run_box:
-            st.subheader("Run")
-            device_choice, batch_size, max_samples, max_pixels = _run_widgets()
-            st.text_input("Data root", key=keys.SB_DATA_ROOT,
-                          help="Folder with standard layouts (cifar10/test, textures/images, LSUN, iSUN, "
-                               "..., models/) and torchvision datasets. Default: $GAIA_VIZ_DATA_ROOT.")
-            run_errors = [root_error] if root_error else []
-            try:
-                device = resolve_device(device_choice)
-                st.caption(f"Device: **{device}**.")
-            except GaiaVizError as exc:
-                run_errors.append(setup_error(str(exc), keys.SB_DEVICE, SetupFix("Use the CPU", ((keys.SB_DEVICE, "cpu"),))))
-            for error in run_errors:
-                show_error(error)
-            errors += run_errors
+            device, batch_size, max_samples, max_pixels, run_errors = _run_section()
         with model_box:
-            st.subheader("Model")
-            model_choice = _model_widgets(data_root)
-            model_errors = list(model_choice.errors)
-            if not model_errors and device is not None:
-                model, model_errors = loaders.load_model(model_choice.values, device,
-                                                         st.session_state.get(keys.SB_MODEL_KIND, "demo"))
-            for error in model_errors:
-                show_error(error)
-            errors += model_errors
-            model_name = model_choice.values.get("name", "")
-            preset = _preset_widget(model_name, model, st.session_state.get(keys.SB_MODEL_KIND, "demo"))
+            model_values, model, preset, model_errors = _model_section(data_root, device)
         with data_box:
-            st.subheader("Data")
-            data_choice = _data_widgets(data_root)
-            data_errors = list(data_choice.errors)
-            if not data_errors:
-                opened, data_errors = loaders.open_sets(data_choice.values, preset, data_root, max_samples,
-                                                        max_pixels)
-            for error in data_errors:
-                show_error(error)
-            errors += data_errors
-            if opened is not None:
-                skipped = sum(len(getattr(s, "skipped", [])) for s in [opened[0], *opened[1].values()])
-                if skipped:
-                    st.warning(f"{skipped} unreadable image files were skipped.")
+            data_values, opened, data_errors = _data_section(data_root, preset, max_samples, max_pixels)
+    errors = run_errors + model_errors + data_errors
     st.session_state[keys.SETUP_ERRORS] = errors
     setup = None
     if not errors and model is not None and opened is not None:
-        id_set, ood_sets, fit_set, sources = opened
-        v = model_choice.values
-        setup = Setup(
-            model_name=model_name, model=model, preset=preset, ood_policy=data_choice.values["policy"],
-            device=device, batch_size=batch_size, id_set=id_set, ood_sets=ood_sets, fit_set=fit_set,
-            checkpoint=v["checkpoint"], data_root=data_root or None, max_samples=max_samples,
-            data_label=data_choice.values["label"], sources=sources, checkpoint_digest=v["digest"],
-            random_weights=not v.get("pretrained", True) and v["checkpoint"] is None,
-        )
+        setup = build_setup(model, model_values, preset, data_values, opened, device=device, batch_size=batch_size,
+                            data_root=data_root, max_samples=max_samples)
     st.session_state[keys.SETUP] = setup
     return setup
 
 
-__all__ = ["checked_data_root", "default_data_root", "sidebar"]
+__all__ = ["sidebar"]
