@@ -70,11 +70,11 @@ image_x, image_caption, image_key = None, "", ""
 uploaded = {}
 if source == UPLOAD:
     uploads = st.file_uploader("Image file(s)", type=list(UPLOAD_TYPES),
-                               accept_multiple_files=True, key="inspect_upload")
+                               accept_multiple_files=True, key=keys.INSPECT_UPLOAD)
     chosen_policy = None
     if setup.ood_policy not in OOD_POLICIES:
         chosen_policy = st.radio("Fit uploads to the input size by", OOD_POLICIES, horizontal=True,
-                                 key="inspect_upload_policy")
+                                 key=keys.INSPECT_UPLOAD_POLICY)
     policy = upload_policy(setup.ood_policy, chosen_policy)
     for upload in uploads or []:
         try:
@@ -87,7 +87,7 @@ if source == UPLOAD:
                      f"text), complete (re-export a truncated download) and at most "
                      f"{max_pixels / 1e6:.0f} megapixels (the pixel limit is in the sidebar).")
     if uploaded:
-        name = (st.selectbox("Image to inspect in detail", list(uploaded), key="inspect_upload_pick")
+        name = (st.selectbox("Image to inspect in detail", list(uploaded), key=keys.INSPECT_UPLOAD_PICK)
                 if len(uploaded) > 1 else next(iter(uploaded)))
         image_x, image_caption, image_key = uploaded[name], escape_markdown(name), f"upload:{name}"
     else:
@@ -201,7 +201,7 @@ else:
         if note:
             st.info(note)
 
-if st.toggle("All methods side by side", key="inspect_all_methods",
+if st.toggle("All methods side by side", key=keys.INSPECT_ALL_METHODS,
              help="Every attribution method for the same image and class, each with its own settings."):
     with st.expander("Settings of the other methods"):
         for method in CONTROLS:
@@ -228,7 +228,7 @@ if st.toggle("All methods side by side", key="inspect_all_methods",
 # ---------------------------------------------------------------- GAIA per layer
 st.subheader("GAIA at one layer")
 families = [m for m in gaia_methods if GAIA_FAMILIES[m].layers(evaluation)]
-family_method = st.radio("Per-channel quantity", families, horizontal=True, key="inspect_quantity",
+family_method = st.radio("Per-channel quantity", families, horizontal=True, key=keys.INSPECT_QUANTITY,
                          format_func=lambda m: GAIA_FAMILIES[m].channel_label)
 fam = GAIA_FAMILIES[family_method]
 fam_layers = fam.layers(evaluation)

@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+from gaia_viz.app import keys
 from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.app.page import formula
 from gaia_viz.app.shell import page_guard
@@ -48,12 +49,12 @@ st.markdown(
 
 model, id_set, ood_sets, evaluation = demo_evaluation()
 pick_left, pick_right = st.columns(2)
-id_index = pick_left.slider(f"ID image ({id_set.name})", 0, len(id_set) - 1, 0, key="how_id_index")
+id_index = pick_left.slider(f"ID image ({id_set.name})", 0, len(id_set) - 1, 0, key=keys.HOW_ID_INDEX)
 ood_name = pick_right.selectbox("OOD set", list(ood_sets), index=list(ood_sets).index("faces")
-                                if "faces" in ood_sets else 0, key="how_ood_set")
+                                if "faces" in ood_sets else 0, key=keys.HOW_OOD_SET)
 ood_index = pick_right.slider(f"OOD image ({ood_name})", 0, len(ood_sets[ood_name]) - 1, 0,
-                              key=f"how_ood_index_{ood_name}")
-layer = st.selectbox("Layer to look inside", evaluation.zero_layers, key="how_layer",
+                              key=keys.how_ood_index(ood_name))
+layer = st.selectbox("Layer to look inside", evaluation.zero_layers, key=keys.HOW_LAYER,
                      index=evaluation.zero_layers.index(evaluation.inner_layers[-1]))
 
 cases = {

@@ -40,14 +40,14 @@ bench = None
 with user_errors("Real-data report: "):
     columns = st.columns(3)
     max_id = columns[0].number_input("ID test images (0 = all 10,000)", 0, 10_000, 1000, step=500,
-                                     key="report_max_id")
+                                     key=keys.REPORT_MAX_ID)
     max_ood = columns[1].number_input("Images per OOD set (0 = all)", 0, 10_000, 300, step=100,
-                                      key="report_max_ood")
+                                      key=keys.REPORT_MAX_OOD)
     bench = report.open_real_benchmark(data_root, max_id=max_id or None, max_ood=max_ood or None)
 if bench is None:
     st.stop()
 models = columns[2].multiselect("Models", list(bench.checkpoints), default=list(bench.checkpoints),
-                                key="report_models")
+                                key=keys.REPORT_MODELS)
 st.caption(f"Data root: {escape_markdown(bench.data_root)}. OOD sets found: " + ", ".join(
     f"{name} ({len(images):,})" for name, images in bench.ood_sets.items()))
 if not models:

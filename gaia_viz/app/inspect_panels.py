@@ -83,7 +83,7 @@ def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
         format_func={"signed": "signed (red for, blue against)", "abs": "|value|"}.get,
         help="Integrated Gradients, Input x Gradient, Guided Backprop and Occlusion have a sign; Saliency, "
              "Grad-CAM and SmoothGrad are magnitudes.")
-    opacity = right.slider("Overlay opacity", 0.0, 1.0, 0.8, 0.05, key="inspect_opacity",
+    opacity = right.slider("Overlay opacity", 0.0, 1.0, 0.8, 0.05, key=keys.INSPECT_OPACITY,
                            help="The overlay fades to transparent where the attribution is none.")
     text = (f"class {class_label(target, class_names)}" if target is not None
             else f"the predicted class ({class_label(predicted, class_names)})")

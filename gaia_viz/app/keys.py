@@ -5,8 +5,9 @@ Three kinds of keys: the session's state (the Setup, the Selection, the link's b
 the runs), the sidebar's widgets (``sb_*``, the set-up's part of the state model) and the
 pages' widgets (``w_*``, seeded from the Selection by
 :func:`gaia_viz.app.state.bound_widget`). A widget whose options depend on the set-up
-carries the set-up's identity in its key: those keys are functions of it. Chart and button
-keys that only name an element (nothing reads them back) are left to the page.
+carries the set-up's identity in its key: those keys are functions of it. Keys that only
+name an element (charts, buttons, download buttons, fragments, containers: nothing reads
+their value back) stay with the element.
 """
 
 from __future__ import annotations
@@ -155,3 +156,25 @@ def map_color(score_key: str) -> str:
 def map_compare(score_key: str) -> str:
     """pages/7_Data_map: Selection.map_compare."""
     return f"w_map_compare::{score_key}"
+
+
+# --------------------------------------------------------------------------- page-local widgets (read by their page alone)
+
+INSPECT_UPLOAD = "inspect_upload"  # pages/1_Inspect: the uploaded image files
+INSPECT_UPLOAD_POLICY = "inspect_upload_policy"  # pages/1_Inspect: the OOD policy uploads are resized by ("both")
+INSPECT_UPLOAD_PICK = "inspect_upload_pick"  # pages/1_Inspect: which upload is inspected in detail
+INSPECT_ALL_METHODS = "inspect_all_methods"  # pages/1_Inspect: every attribution method side by side
+INSPECT_QUANTITY = "inspect_quantity"  # pages/1_Inspect: the per-channel quantity (GAIA-Z's r or GAIA-A's m)
+INSPECT_OPACITY = "inspect_opacity"  # inspect_panels: the attribution overlay's opacity
+HOW_ID_INDEX = "how_id_index"  # pages/5_How_GAIA_works: the ID digit followed
+HOW_OOD_SET = "how_ood_set"  # pages/5_How_GAIA_works: the OOD set of the image followed
+HOW_LAYER = "how_layer"  # pages/5_How_GAIA_works: the layer looked inside
+REPORT_MAX_ID = "report_max_id"  # pages/6_Real_data_report: ID images per model
+REPORT_MAX_OOD = "report_max_ood"  # pages/6_Real_data_report: images per OOD set
+REPORT_MODELS = "report_models"  # pages/6_Real_data_report: the models reported
+
+
+def how_ood_index(ood_set: str) -> str:
+    """pages/5_How_GAIA_works: the index of the OOD image followed in ``ood_set``."""
+    return f"how_ood_index_{ood_set}"
+
