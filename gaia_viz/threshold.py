@@ -31,7 +31,6 @@ from gaia_viz.settings import resolve_device
 FORMAT = "gaia-viz threshold"
 FORMAT_VERSION = 1
 DEFAULT_CONFIG_NAME = "gaia_threshold.json"
-SNIPPET_IMAGES = ("image_1.png", "image_2.png")
 
 
 @dataclass
@@ -175,37 +174,6 @@ def config_from_evaluation(evaluation, method: str, threshold: float, ood_set: s
     )
 
 
-def hardest_cases(scores: np.ndarray, count: int, most_ood_like: bool) -> np.ndarray:
-    """Indices of the ``count`` hardest samples: the highest scores (``most_ood_like``, for ID
-    images) or the lowest (for OOD images, the ones most easily mistaken for ID)."""
-    scores = np.asarray(scores, dtype=float)
-    order = np.argsort(-scores if most_ood_like else scores, kind="stable")
-    return order[:max(0, int(count))]
-
-
-def install_command() -> str:
-    """How to make ``import gaia_viz`` work in another environment: this checkout, editable."""
-    from gaia_viz.settings import REPO_ROOT
-
-    return f"pip install -r {REPO_ROOT / 'requirements.txt'} -e {REPO_ROOT}"
-
-
-def threshold_snippet(config_path: str = DEFAULT_CONFIG_NAME, images: Sequence[str] = SNIPPET_IMAGES) -> str:
-    """The few lines of Python that load an exported threshold and flag new images (each image
-    is scored once; the flags come from those scores)."""
-    return (
-        f"# once, in the environment that runs this: {install_command()}\n"
-        "from gaia_viz.threshold import OODFlagger\n"
-        "\n"
-        f"flagger = OODFlagger.from_file({str(config_path)!r})  # model, detector, layers and preprocessing\n"
-        f"images = {list(images)!r}  # file paths or PIL images\n"
-        "scores = flagger.score(images)  # OOD scores, higher = more OOD\n"
-        "flags = flagger.decide(scores)  # True where score > threshold: flagged out-of-distribution\n"
-        "for image, score, flagged in zip(images, scores, flags):\n"
-        "    print(f\"{image}: score {score:.4g} -> {'OOD' if flagged else 'ID'}\")\n"
-    )
-
-
 class OODFlagger:
     """Scores new images exactly as the evaluation did and flags those above the threshold."""
 
@@ -319,5 +287,4 @@ class OODFlagger:
         return self.decide(self.score(images))
 
 
-__all__ = ["OODFlagger", "ThresholdConfig", "config_from_evaluation", "fitted_state_name", "hardest_cases",
-           "install_command", "threshold_snippet"]
+__all__ = ["OODFlagger", "ThresholdConfig", "config_from_evaluation", "fitted_state_name"]

@@ -1,14 +1,13 @@
 """Home: what GAIA is, in three sentences and one figure, and three ways in."""
 
+import streamlit as st
+
+from gaia_viz.app.page import page_link
 from gaia_viz.app.shell import page_guard
+from gaia_viz.app.teaching import glance_case
+from gaia_viz.figures import images as figures
 
-page_guard(__file__)
-
-import streamlit as st  # noqa: E402
-
-from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app.page import page_link  # noqa: E402
-from gaia_viz.figures import images as figures  # noqa: E402
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 ID_INDEX, OOD_INDEX = 0, 0
 
@@ -19,8 +18,8 @@ def demo_glance():
 
     model = load_demo_model()
     digit, face = demo_id_set()[ID_INDEX][0], demo_ood_sets()["faces"][OOD_INDEX][0]
-    return [helpers.glance_case(model, digit, DEMO_PRESET, "a digit (ID)"),
-            helpers.glance_case(model, face, DEMO_PRESET, "a face (OOD)")]
+    return [glance_case(model, digit, DEMO_PRESET, "a digit (ID)"),
+            glance_case(model, face, DEMO_PRESET, "a face (OOD)")]
 
 
 st.title("gaia-viz: see why GAIA flags an image")

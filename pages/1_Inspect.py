@@ -1,32 +1,49 @@
 """Inspect one image: prediction, Captum attributions, GAIA maps and where its scores fall."""
 
-from gaia_viz.app.shell import page_guard
+import streamlit as st
 
-page_guard(__file__)
-
-import streamlit as st  # noqa: E402
-
-from gaia_viz import gaia  # noqa: E402
-from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app import inspect_panels as panels  # noqa: E402
-from gaia_viz.app.page import (  # noqa: E402
+from gaia_viz import gaia
+from gaia_viz.app import analysis
+from gaia_viz.app import inspect_panels as panels
+from gaia_viz.app import keys
+from gaia_viz.app.attribution_controls import all_attributions, gradcam_note
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import (
     effective_layers,
     layers_caption,
     require_scores,
     require_setup,
     warn_about_numbers,
 )
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.state import bound_widget, selection, update_selection, warn_link  # noqa: E402
-from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, attribute, top_k_predictions  # noqa: E402
-from gaia_viz.data.presets import OOD_POLICIES  # noqa: E402
-from gaia_viz.errors import GaiaVizError  # noqa: E402
-from gaia_viz.figures import images as figures  # noqa: E402
-from gaia_viz.figures.scores import score_axis_title  # noqa: E402
-from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
-from gaia_viz.paths import printable  # noqa: E402
-from gaia_viz.sweep import GAIA_METHODS  # noqa: E402
+from gaia_viz.app.shell import page_guard
+from gaia_viz.app.state import bound_widget, selection, update_selection, warn_link
+from gaia_viz.app.uploads import (
+    UPLOAD_TYPES,
+    image_from_upload,
+    model_view_pixels,
+    tensor_key,
+    upload_notes,
+    upload_policy,
+)
+from gaia_viz.app.verdict import (
+    analyze_like_evaluation,
+    channel_stats,
+    decide,
+    default_inspect_layer,
+    image_channel_values,
+    image_score,
+    ood_channel_mean,
+)
+from gaia_viz.attribution import ATTRIBUTION_METHODS, CONTROLS, attribute, top_k_predictions
+from gaia_viz.data.presets import OOD_POLICIES
+from gaia_viz.errors import GaiaVizError
+from gaia_viz.figures import images as figures
+from gaia_viz.figures.scores import score_axis_title
+from gaia_viz.gaia.families import GAIA_FAMILIES
+from gaia_viz.paths import printable
+from gaia_viz.sweep import GAIA_METHODS
+
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 UPLOAD = "upload"
 
@@ -38,39 +55,39 @@ setup = require_setup()
 chosen = selection()
 evaluation = require_scores(setup, list(GAIA_METHODS))
 image_sets = setup.image_sets
-max_pixels = int(st.session_state.get("sb_max_megapixels", 40) * 1e6)
+max_pixels = int(st.session_state.get(keys.SB_MAX_MEGAPIXELS, 40) * 1e6)
 model, preset = setup.model, setup.preset
 
 # ---------------------------------------------------------------- choose the image
 set_names = list(image_sets)
 picked_set = chosen.image[0] if chosen.image and chosen.image[0] in set_names else set_names[0]
 source = bound_widget(
-    st.radio, f"w_inspect_source::{setup.score_key}", picked_set if chosen.image != (UPLOAD, 0) else UPLOAD,
+    st.radio, keys.inspect_source(setup.score_key), picked_set if chosen.image != (UPLOAD, 0) else UPLOAD,
     lambda value: update_selection(image=(UPLOAD, 0) if value == UPLOAD else (value, 0)),
     label="Image from", options=[UPLOAD, *set_names], horizontal=True,
     format_func=lambda s: "my files" if s == UPLOAD else f"set: {escape_markdown(s)}")
 image_x, image_caption, image_key = None, "", ""
 uploaded = {}
 if source == UPLOAD:
-    uploads = st.file_uploader("Image file(s)", type=list(helpers.UPLOAD_TYPES),
-                               accept_multiple_files=True, key="inspect_upload")
+    uploads = st.file_uploader("Image file(s)", type=list(UPLOAD_TYPES),
+                               accept_multiple_files=True, key=keys.INSPECT_UPLOAD)
     chosen_policy = None
     if setup.ood_policy not in OOD_POLICIES:
         chosen_policy = st.radio("Fit uploads to the input size by", OOD_POLICIES, horizontal=True,
-                                 key="inspect_upload_policy")
-    policy = helpers.upload_policy(setup.ood_policy, chosen_policy)
+                                 key=keys.INSPECT_UPLOAD_POLICY)
+    policy = upload_policy(setup.ood_policy, chosen_policy)
     for upload in uploads or []:
         try:
-            uploaded[upload.name] = helpers.image_from_upload(
+            uploaded[upload.name] = image_from_upload(
                 upload.getvalue(), upload.name, setup.preset, policy, max_pixels=max_pixels)[1]
-            for note in helpers.upload_notes(upload.getvalue(), upload.name):
+            for note in upload_notes(upload.getvalue(), upload.name):
                 st.warning(escape_markdown(note))
         except GaiaVizError as exc:
             st.error(f"{escape_markdown(exc)}. Use a real image file (PNG, JPEG, WebP, BMP or TIFF, not renamed "
                      f"text), complete (re-export a truncated download) and at most "
                      f"{max_pixels / 1e6:.0f} megapixels (the pixel limit is in the sidebar).")
     if uploaded:
-        name = (st.selectbox("Image to inspect in detail", list(uploaded), key="inspect_upload_pick")
+        name = (st.selectbox("Image to inspect in detail", list(uploaded), key=keys.INSPECT_UPLOAD_PICK)
                 if len(uploaded) > 1 else next(iter(uploaded)))
         image_x, image_caption, image_key = uploaded[name], escape_markdown(name), f"upload:{name}"
     else:
@@ -79,7 +96,7 @@ else:
     image_set = image_sets[source]
     current_index = chosen.image[1] if chosen.image and chosen.image[0] == source else 0
     current_index = min(max(0, current_index), len(image_set) - 1)
-    index = (bound_widget(st.slider, f"w_inspect_index::{setup.score_key}::{source}", current_index,
+    index = (bound_widget(st.slider, keys.inspect_index(setup.score_key, source), current_index,
                           lambda value, _s=source: update_selection(image=(_s, int(value))),
                           label="Image index", min_value=0, max_value=len(image_set) - 1)
              if len(image_set) > 1 else 0)
@@ -95,7 +112,7 @@ if image_x is None:
 # ---------------------------------------------------------------- prediction
 # The model's answers for this image, once per set-up and image content: a page switch or a
 # widget below reruns the page, and must not rerun the forward and backward passes.
-image_hash = helpers.tensor_key(image_x)
+image_hash = tensor_key(image_x)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -105,7 +122,7 @@ def cached_top(score_key, x_key, names, _x):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def cached_gaia(score_key, x_key, evaluated, _x):  # evaluated: the GAIA methods and layers it matches
-    return helpers.analyze_like_evaluation(model, _x, evaluation)
+    return analyze_like_evaluation(model, _x, evaluation)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -114,7 +131,7 @@ def cached_maps(score_key, x_key, layer_name, _x):
 
 
 class_names = getattr(setup.id_set, "class_names", None)
-pixels = helpers.model_view_pixels(image_x, preset)
+pixels = model_view_pixels(image_x, preset)
 left, right = st.columns([1, 2])
 with left:
     st.image(pixels, caption=f"{image_caption}, as the model sees it", width=192)
@@ -131,7 +148,7 @@ result = cached_gaia(setup.score_key, image_hash, (tuple(m for m in evaluation.m
 gaia_methods = [m for m in evaluation.methods if m in GAIA_METHODS]
 layers = {m: effective_layers(evaluation, m) for m in gaia_methods}
 id_scores = {m: analysis.method_scores(evaluation, m, evaluation.id_name, layers[m]) for m in gaia_methods}
-decisions = {m: helpers.decide(helpers.image_score(result, m, layers[m]), m, id_scores[m], chosen)
+decisions = {m: decide(image_score(result, m, layers[m]), m, id_scores[m], chosen)
              for m in gaia_methods}
 st.subheader("Verdict")
 warn_about_numbers(evaluation, gaia_methods)
@@ -168,7 +185,7 @@ st.caption(f"**{attribution.label}**: {attribution.description}, for {escape_mar
            + ("Signed: red = evidence for the class, blue = against, white = none." if signed
               else "Magnitudes: black = none, light yellow = strongest."))
 with st.spinner(f"Computing {attribution.label}…"):
-    shown = helpers.all_attributions(model, image_x, choice.target, {choice.method: selection().params_for(choice.method)},
+    shown = all_attributions(model, image_x, choice.target, {choice.method: selection().params_for(choice.method)},
                                      preset, choice.signed_view, methods=[choice.method], compute=compute)[choice.method]
 if shown.error:
     st.error(f"{attribution.label} failed for this model: {escape_markdown(shown.error)}. "
@@ -180,11 +197,11 @@ else:
     right.plotly_chart(figures.overlay(pixels, shown.heat, choice.opacity, f"{attribution.label} over the image",
                                        signed=shown.signed), key="inspect_overlay")
     if choice.method == "grad_cam":
-        note = helpers.gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
+        note = gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
         if note:
             st.info(note)
 
-if st.toggle("All methods side by side", key="inspect_all_methods",
+if st.toggle("All methods side by side", key=keys.INSPECT_ALL_METHODS,
              help="Every attribution method for the same image and class, each with its own settings."):
     with st.expander("Settings of the other methods"):
         for method in CONTROLS:
@@ -192,7 +209,7 @@ if st.toggle("All methods side by side", key="inspect_all_methods",
                 st.markdown(f"**{ATTRIBUTION_METHODS[method].label}**")
                 panels.method_settings(setup, method, model, image_x)
     with st.spinner("Computing every attribution…"):
-        views = helpers.all_attributions(model, image_x, choice.target,
+        views = all_attributions(model, image_x, choice.target,
                                          {m: selection().params_for(m) for m in ATTRIBUTION_METHODS},
                                          preset, choice.signed_view, compute=compute)
     drawn = {v.label: v for v in views.values() if v.error is None}
@@ -201,7 +218,7 @@ if st.toggle("All methods side by side", key="inspect_all_methods",
                                                  {label: v.signed for label, v in drawn.items()},
                                                  title=f"Every attribution method for {choice.target_text}"),
                         width="stretch", key="inspect_all_attributions")
-    gradcam_uniform = helpers.gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
+    gradcam_uniform = gradcam_note(model, image_x, selection().params_for("grad_cam").get("layer"))
     if gradcam_uniform and "grad_cam" in views and views["grad_cam"].error is None:
         st.caption(gradcam_uniform)
     for view in views.values():
@@ -211,11 +228,11 @@ if st.toggle("All methods side by side", key="inspect_all_methods",
 # ---------------------------------------------------------------- GAIA per layer
 st.subheader("GAIA at one layer")
 families = [m for m in gaia_methods if GAIA_FAMILIES[m].layers(evaluation)]
-family_method = st.radio("Per-channel quantity", families, horizontal=True, key="inspect_quantity",
+family_method = st.radio("Per-channel quantity", families, horizontal=True, key=keys.INSPECT_QUANTITY,
                          format_func=lambda m: GAIA_FAMILIES[m].channel_label)
 fam = GAIA_FAMILIES[family_method]
 fam_layers = fam.layers(evaluation)
-rule_layer, rule = helpers.default_inspect_layer(evaluation, family_method)
+rule_layer, rule = default_inspect_layer(evaluation, family_method)
 known_layers = {name for m in families for name in GAIA_FAMILIES[m].layers(evaluation)}
 if chosen.inspect_layer and chosen.inspect_layer not in known_layers:  # only a link can name such a layer
     warn_link(f"inspect_layer={chosen.inspect_layer[:60]!r} in the link is not a layer GAIA hooked in this model "
@@ -229,10 +246,10 @@ layer = bound_widget(st.selectbox, f"inspect_layer::{setup.score_key}::{family_m
                      help=f"Opens on {rule_layer}: {rule}.")
 st.caption(escape_markdown(f"Opened on {rule_layer}: {rule}.") if layer == rule_layer
            else escape_markdown(f"By default {rule_layer}: {rule}."))
-id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, family_method, layer)
+id_mean, id_std = channel_stats(evaluation, evaluation.id_name, family_method, layer)
 st.plotly_chart(figures.channel_ratio_bars(
-    helpers.image_channel_values(result, family_method, layer), id_mean, id_std, layer,
-    ood_mean=helpers.ood_channel_mean(evaluation, family_method, layer), value_label=fam.channel_label,
+    image_channel_values(result, family_method, layer), id_mean, id_std, layer,
+    ood_mean=ood_channel_mean(evaluation, family_method, layer), value_label=fam.channel_label,
     ood_label="OOD mean (all OOD images)"), width="stretch", key="inspect_channel_bars")
 maps = cached_maps(setup.score_key, image_hash, layer, image_x)
 left, right = st.columns(2)

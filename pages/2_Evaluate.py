@@ -1,15 +1,13 @@
 """Evaluate: score the ID and OOD sets with GAIA and the baselines; histograms, ROC, metrics."""
 
-from gaia_viz.app.shell import page_guard
+import json
 
-page_guard(__file__)
+import streamlit as st
 
-import json  # noqa: E402
-
-import streamlit as st  # noqa: E402
-
-from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app.page import (  # noqa: E402
+from gaia_viz.app import analysis
+from gaia_viz.app import keys
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import (
     effective_layers,
     layers_caption,
     require_setup,
@@ -18,14 +16,16 @@ from gaia_viz.app.page import (  # noqa: E402
     warn_about_accuracy,
     warn_about_numbers,
 )
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.shell import write_link  # noqa: E402
-from gaia_viz.app.state import HISTOGRAM_SCALES, HISTOGRAM_SETS, bound_widget, selection, update_selection  # noqa: E402
-from gaia_viz.detectors import DETECTORS  # noqa: E402
-from gaia_viz.figures import scores as figures  # noqa: E402
-from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
-from gaia_viz.metrics import DEFAULT_BOOTSTRAP_RESAMPLES, auroc, roc_points  # noqa: E402
-from gaia_viz.sweep import ALL_METHODS, METHOD_LABELS  # noqa: E402
+from gaia_viz.app.shell import page_guard, write_link
+from gaia_viz.app.selection import HISTOGRAM_SCALES, HISTOGRAM_SETS
+from gaia_viz.app.state import bound_widget, selection, update_selection
+from gaia_viz.detectors import DETECTORS
+from gaia_viz.figures import scores as figures
+from gaia_viz.gaia.families import GAIA_FAMILIES
+from gaia_viz.metrics import DEFAULT_BOOTSTRAP_RESAMPLES, auroc, roc_points
+from gaia_viz.sweep import ALL_METHODS, METHOD_LABELS
+
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def bootstrap_table(score_key: str, methods: tuple, layers: tuple, _view):
@@ -42,7 +42,7 @@ chosen = selection()
 
 # ---------------------------------------------------------------- choose and run
 methods = bound_widget(
-    st.multiselect, "w_methods", list(chosen.methods),
+    st.multiselect, keys.W_METHODS, list(chosen.methods),
     lambda value: update_selection(methods=tuple(value)),
     label="Methods", options=list(ALL_METHODS),
     format_func=lambda m: METHOD_LABELS.get(m, m) + (" (fits on ID training data)" if DETECTORS[m].needs_fit else ""),
@@ -88,7 +88,7 @@ warn_about_numbers(evaluation, methods)
 @st.fragment(key="evaluate_bootstrap")
 def bootstrap_intervals():
     """The bootstrap checkbox and its table: ticking it reruns only this."""
-    if st.checkbox("Bootstrap 95 % intervals of AUROC and FPR95", key="w_evaluate_bootstrap",
+    if st.checkbox("Bootstrap 95 % intervals of AUROC and FPR95", key=keys.W_EVALUATE_BOOTSTRAP,
                    help=f"{DEFAULT_BOOTSTRAP_RESAMPLES} resamples of the ID and OOD scores (seed 0): how much the "
                         "numbers would move with another sample of the same sets."):
         with user_errors("No intervals: "), st.spinner("Resampling…"):
@@ -135,14 +135,14 @@ def score_figures():
     ood_names = list(view.ood_names)
     current_ood = chosen.ood_set if chosen.ood_set in ood_names else ood_names[0]
     controls = st.columns(3)
-    focus_set = bound_widget(controls[0].selectbox, f"w_ood::{setup.score_key}", current_ood,
+    focus_set = bound_widget(controls[0].selectbox, keys.ood_set(setup.score_key), current_ood,
                              lambda value: update_selection(ood_set=value), label="OOD set",
                              options=ood_names, help="The set of the ROC curves, and of the histograms when one is shown")
-    sets_shown = bound_widget(controls[1].radio, "w_evaluate_hist_sets", chosen.histogram_sets,
+    sets_shown = bound_widget(controls[1].radio, keys.W_EVALUATE_HIST_SETS, chosen.histogram_sets,
                               lambda value: update_selection(histogram_sets=value), label="Histograms of",
                               options=list(HISTOGRAM_SETS), horizontal=True,
                               format_func={"all": "all OOD sets", "one": "the chosen OOD set"}.get)
-    scale = bound_widget(controls[2].radio, "w_evaluate_hist_scale", chosen.histogram_scale,
+    scale = bound_widget(controls[2].radio, keys.W_EVALUATE_HIST_SCALE, chosen.histogram_scale,
                          lambda value: update_selection(histogram_scale=value), label="Bar heights",
                          options=list(HISTOGRAM_SCALES), horizontal=True, format_func=figures.HISTOGRAM_SCALE_LABELS.get)
     grid = st.columns(2)

@@ -1,37 +1,30 @@
 """Tune threshold: pick an operating point, see what it accepts and flags, export it."""
 
-from gaia_viz.app.shell import page_guard
+import streamlit as st
 
-page_guard(__file__)
-
-import streamlit as st  # noqa: E402
-
-from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app.gallery import show_cases  # noqa: E402
-from gaia_viz.app.page import (  # noqa: E402
+from gaia_viz.app import analysis
+from gaia_viz.app import keys
+from gaia_viz.app.gallery import show_cases
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import (
     effective_layers,
     layers_caption,
     require_scores,
     require_setup,
     warn_about_numbers,
 )
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.shell import write_link  # noqa: E402
-from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
-from gaia_viz.detectors import DETECTORS  # noqa: E402
-from gaia_viz.errors import GaiaVizError  # noqa: E402
-from gaia_viz.figures import scores as figures  # noqa: E402
-from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
-from gaia_viz.metrics import confusion_at_threshold, threshold_at_tpr  # noqa: E402
-from gaia_viz.sweep import METHOD_LABELS  # noqa: E402
-from gaia_viz.threshold import (  # noqa: E402
-    DEFAULT_CONFIG_NAME,
-    config_from_evaluation,
-    fitted_state_name,
-    hardest_cases,
-    install_command,
-    threshold_snippet,
-)
+from gaia_viz.app.shell import page_guard, write_link
+from gaia_viz.app.state import bound_widget, selection, update_selection
+from gaia_viz.app.tune import hardest_cases, install_command, threshold_snippet
+from gaia_viz.detectors import DETECTORS
+from gaia_viz.errors import GaiaVizError
+from gaia_viz.figures import scores as figures
+from gaia_viz.gaia.families import GAIA_FAMILIES
+from gaia_viz.metrics import confusion_at_threshold, threshold_at_tpr
+from gaia_viz.sweep import METHOD_LABELS
+from gaia_viz.threshold import DEFAULT_CONFIG_NAME, config_from_evaluation, fitted_state_name
+
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 GALLERY_SIZE = 8
 OPERATING_POINT_FRAGMENT = "tune_operating_point"
@@ -49,12 +42,12 @@ evaluation = require_scores(setup, [chosen.method])
 # ---------------------------------------------------------------- choose the operating point
 left, right = st.columns(2)
 methods = list(evaluation.methods)
-method = bound_widget(left.selectbox, f"w_tune_method::{setup.score_key}",
+method = bound_widget(left.selectbox, keys.tune_method(setup.score_key),
                       chosen.method if chosen.method in methods else methods[0],
                       lambda value: update_selection(method=value), label="Method", options=methods,
                       format_func=lambda m: METHOD_LABELS.get(m, m))
 ood_names = list(evaluation.ood_names)
-ood_set = bound_widget(right.selectbox, f"w_ood::{setup.score_key}",
+ood_set = bound_widget(right.selectbox, keys.ood_set(setup.score_key),
                        chosen.ood_set if chosen.ood_set in ood_names else ood_names[0],
                        lambda value: update_selection(ood_set=value), label="OOD set", options=ood_names)
 layers = effective_layers(evaluation, method)
@@ -73,13 +66,13 @@ hard_id = hardest_cases(id_scores, GALLERY_SIZE, most_ood_like=True)
 @st.fragment(key=OPERATING_POINT_FRAGMENT)
 def operating_point():
     chosen = selection()  # the page run's Selection is stale in a fragment rerun
-    mode = bound_widget(st.radio, "w_tune_mode", chosen.threshold_mode,
+    mode = bound_widget(st.radio, keys.W_TUNE_MODE, chosen.threshold_mode,
                         lambda value: update_selection(threshold_mode=value), label="Set the threshold by",
                         options=list(MODES), format_func=MODES.get, horizontal=True,
                         help="TPR = fraction of ID images accepted (score <= threshold).")
     try:
         if mode == "tpr":
-            tpr = bound_widget(st.slider, "w_tune_tpr", float(chosen.tpr), lambda value: update_selection(tpr=value),
+            tpr = bound_widget(st.slider, keys.W_TUNE_TPR, float(chosen.tpr), lambda value: update_selection(tpr=value),
                                label="Target TPR: fraction of ID images accepted", min_value=0.50, max_value=1.00,
                                step=0.005, format="%.3f")
             threshold = threshold_at_tpr(id_scores, tpr)
@@ -92,7 +85,7 @@ def operating_point():
             start = chosen.threshold if chosen.threshold is not None else threshold_at_tpr(id_scores, chosen.tpr)
             start = float(min(high, max(low, start)))
             threshold = bound_widget(
-                st.slider, f"w_tune_score::{setup.score_key}::{method}::{layers}", start,
+                st.slider, keys.tune_score(setup.score_key, method, layers), start,
                 lambda value: update_selection(threshold=float(value)), label="Threshold on the OOD score",
                 min_value=low, max_value=high, step=(high - low) / 1000, format="%.5g")
         confusion = confusion_at_threshold(id_scores, ood_scores, threshold)
@@ -181,7 +174,7 @@ def captions(scores, indices):
 
 st.markdown(f"**{escape_markdown(ood_set)}: most ID-like**")
 show_cases(setup.ood_sets[ood_set], hard_ood, captions(ood_scores, hard_ood), setup.preset,
-           key=f"w_tune_inspect::{setup.score_key}")
+           key=keys.tune_inspect(setup.score_key))
 st.markdown(f"**{escape_markdown(evaluation.id_name)}: most OOD-like**")
 show_cases(setup.id_set, hard_id, captions(id_scores, hard_id), setup.preset,
-           key=f"w_tune_inspect::{setup.score_key}")
+           key=keys.tune_inspect(setup.score_key))

@@ -1,13 +1,11 @@
 """Channels and layers: where in the network ID and OOD gradients differ, and which layers help."""
 
-from gaia_viz.app.shell import page_guard
+import streamlit as st
 
-page_guard(__file__)
-
-import streamlit as st  # noqa: E402
-
-from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app.page import (  # noqa: E402
+from gaia_viz.app import analysis
+from gaia_viz.app import keys
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import (
     effective_layers,
     layers_caption,
     require_scores,
@@ -15,12 +13,14 @@ from gaia_viz.app.page import (  # noqa: E402
     user_errors,
     warn_about_numbers,
 )
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.state import bound_widget, selection, update_selection  # noqa: E402
-from gaia_viz.figures import channels as figures  # noqa: E402
-from gaia_viz.figures.scores import metrics_display_table  # noqa: E402
-from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
-from gaia_viz.sweep import GAIA_METHODS, METHOD_LABELS  # noqa: E402
+from gaia_viz.app.shell import page_guard
+from gaia_viz.app.state import bound_widget, selection, update_selection
+from gaia_viz.figures import channels as figures
+from gaia_viz.figures.scores import metrics_display_table
+from gaia_viz.gaia.families import GAIA_FAMILIES
+from gaia_viz.sweep import GAIA_METHODS, METHOD_LABELS
+
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 st.title("Channels and layers")
 st.caption("GAIA-Z looks at the share of non-zero gradient entries r[l, c] of each channel; GAIA-A at "
@@ -36,7 +36,7 @@ if not families:
     st.stop()
 
 ood_names = list(evaluation.ood_names)
-ood_set = bound_widget(st.selectbox, f"w_ood::{setup.score_key}",
+ood_set = bound_widget(st.selectbox, keys.ood_set(setup.score_key),
                        chosen.ood_set if chosen.ood_set in ood_names else ood_names[0],
                        lambda value: update_selection(ood_set=value), label="OOD set", options=ood_names)
 
@@ -86,7 +86,7 @@ for column, method in zip(picker, families):
         subset = tuple(name for name in _layers if name in value)
         update_selection(**{_attr: None if len(subset) == len(_layers) else subset})
 
-    picked[method] = bound_widget(column.multiselect, f"w_layers::{setup.score_key}::{method}",
+    picked[method] = bound_widget(column.multiselect, keys.layer_subset(setup.score_key, method),
                                   list(layers) if current is None else list(current), store,
                                   label=f"{fam.label} layers", options=list(layers))
     column.caption(escape_markdown(layers_caption(evaluation, method)))

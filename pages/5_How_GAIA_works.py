@@ -1,18 +1,26 @@
 """How GAIA works: one digit and one OOD image from the demo, followed through every formula."""
 
+import numpy as np
+import streamlit as st
+
+from gaia_viz.app import keys
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import formula
 from gaia_viz.app.shell import page_guard
+from gaia_viz.app.teaching import (
+    demo_gaia_evaluation,
+    illustrating_channels,
+    latex_number,
+    layer_shares,
+    set_layer_shares,
+    walkthrough,
+)
+from gaia_viz.app.verdict import channel_stats, decide
+from gaia_viz.attribution import top_k_predictions
+from gaia_viz.figures import images as figures
+from gaia_viz.figures.scores import score_axis_title
 
-page_guard(__file__)
-
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app.page import formula  # noqa: E402
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.attribution import top_k_predictions  # noqa: E402
-from gaia_viz.figures import images as figures  # noqa: E402
-from gaia_viz.figures.scores import score_axis_title  # noqa: E402
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 SHOWN_CHANNELS = 8
 PLUGGED_CHANNELS = 3
@@ -20,14 +28,14 @@ PLUGGED_CHANNELS = 3
 
 @st.cache_resource(show_spinner="Scoring the demo sets with GAIA (once)...")
 def demo_evaluation():
-    return helpers.demo_gaia_evaluation()
+    return demo_gaia_evaluation()
 
 
 @st.cache_data(show_spinner=False)
 def demo_walkthrough(set_name: str, index: int, layer: str):
     model, id_set, ood_sets, _ = demo_evaluation()
     image_set = id_set if set_name == id_set.name else ood_sets[set_name]
-    return helpers.walkthrough(model, image_set[index][0], layer)
+    return walkthrough(model, image_set[index][0], layer)
 
 
 st.title("How GAIA works")
@@ -41,12 +49,12 @@ st.markdown(
 
 model, id_set, ood_sets, evaluation = demo_evaluation()
 pick_left, pick_right = st.columns(2)
-id_index = pick_left.slider(f"ID image ({id_set.name})", 0, len(id_set) - 1, 0, key="how_id_index")
+id_index = pick_left.slider(f"ID image ({id_set.name})", 0, len(id_set) - 1, 0, key=keys.HOW_ID_INDEX)
 ood_name = pick_right.selectbox("OOD set", list(ood_sets), index=list(ood_sets).index("faces")
-                                if "faces" in ood_sets else 0, key="how_ood_set")
+                                if "faces" in ood_sets else 0, key=keys.HOW_OOD_SET)
 ood_index = pick_right.slider(f"OOD image ({ood_name})", 0, len(ood_sets[ood_name]) - 1, 0,
-                              key=f"how_ood_index_{ood_name}")
-layer = st.selectbox("Layer to look inside", evaluation.zero_layers, key="how_layer",
+                              key=keys.how_ood_index(ood_name))
+layer = st.selectbox("Layer to look inside", evaluation.zero_layers, key=keys.HOW_LAYER,
                      index=evaluation.zero_layers.index(evaluation.inner_layers[-1]))
 
 cases = {
@@ -56,11 +64,11 @@ cases = {
 walks = {label: demo_walkthrough(image_set.name, index, layer) for label, (image_set, index) in cases.items()}
 (id_label, id_walk), (ood_label, ood_walk) = walks.items()
 first_walk = id_walk
-picked = helpers.illustrating_channels(id_walk.ratio, ood_walk.ratio, count=SHOWN_CHANNELS)
+picked = illustrating_channels(id_walk.ratio, ood_walk.ratio, count=SHOWN_CHANNELS)
 shown = picked.channels
 plugged = shown[:PLUGGED_CHANNELS]
 height, width = first_walk.gradient.shape[1:]
-id_mean, id_std = helpers.channel_stats(evaluation, evaluation.id_name, "gaia_z", layer)
+id_mean, id_std = channel_stats(evaluation, evaluation.id_name, "gaia_z", layer)
 
 
 def side_by_side():
@@ -90,9 +98,9 @@ st.markdown(
     "is dense more than a spread of half-empty ones, so the right panel, not the left, decides the score.")
 layer_names = first_walk.result.zero_layers
 st.plotly_chart(figures.layer_nonzero_bars(
-    layer_names, {id_label: helpers.layer_shares(id_walk.result), ood_label: helpers.layer_shares(ood_walk.result)},
-    {f"{id_set.name} (all ID images)": helpers.set_layer_shares(evaluation, evaluation.id_name),
-     f"{ood_name} (all images)": helpers.set_layer_shares(evaluation, ood_name)}),
+    layer_names, {id_label: layer_shares(id_walk.result), ood_label: layer_shares(ood_walk.result)},
+    {f"{id_set.name} (all ID images)": set_layer_shares(evaluation, evaluation.id_name),
+     f"{ood_name} (all images)": set_layer_shares(evaluation, ood_name)}),
     width="stretch", key="how_layer_shares")
 higher = ood_label if ood_walk.gaia_z > id_walk.gaia_z else id_label
 st.caption(f"GAIA-Z (the channel-weighted mean of the right panel over all layers): {escape_markdown(id_label)} "
@@ -162,7 +170,7 @@ formula(r"a[c] = \frac{1}{HW}\sum_p \frac{\partial \sum_k \log\mathrm{softmax}(f
 formula(r"o = \sqrt{\frac{1}{C}\sum_c |a[c]|}")
 formula(r"m[l, c] = \frac{1}{HW}\sum_p \frac{\partial \sum_j h_j}{\partial A^{l}_{c,p}}")
 formula(r"\text{GAIA-A}(x) = \frac{1}{N_A} \sum_{l, c} \left(\frac{|m[l, c]|}{o}\right)^2")
-num = helpers.latex_number
+num = latex_number
 for column, (label, _), walk in side_by_side():
     with column:
         st.markdown(f"**{label}**")
@@ -184,11 +192,11 @@ st.markdown(f"The histograms show the scores of all {len(id_set)} ID digits and 
 for method in ("gaia_z", "gaia_a"):
     id_scores = evaluation.method_scores(method, evaluation.id_name)
     marks = {label.split(":")[0]: float(getattr(walk, method)) for label, walk in walks.items()}
-    decision = helpers.decide(marks["OOD"], method, id_scores)
+    decision = decide(marks["OOD"], method, id_scores)
     st.plotly_chart(figures.score_marker_histogram(
         id_scores, {name: evaluation.method_scores(method, name) for name in evaluation.ood_names},
         marks, decision.threshold, decision.method_label, id_name=evaluation.id_name,
         score_axis=score_axis_title(method, decision.method_label)),
         width="stretch", key=f"hist_{method}")
     for short, score in marks.items():
-        st.markdown(f"- {short} image: " + helpers.decide(score, method, id_scores).text)
+        st.markdown(f"- {short} image: " + decide(score, method, id_scores).text)

@@ -4,23 +4,22 @@ ResNet-20/56 and ODIN's DenseNet-BC-100.
 The same computation and tables as ``python -m gaia_viz report`` (gaia_viz.report).
 """
 
+import json
+
+import streamlit as st
+
+from gaia_viz import report
+from gaia_viz.app import keys
+from gaia_viz.app.loaders import default_data_root
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import user_errors
 from gaia_viz.app.shell import page_guard
+from gaia_viz.figures import scores as figures
+from gaia_viz.metrics import roc_points
+from gaia_viz.settings import resolve_device
+from gaia_viz.sweep import METHOD_LABELS
 
-page_guard(__file__)
-
-import json  # noqa: E402
-
-import streamlit as st  # noqa: E402
-
-from gaia_viz import report  # noqa: E402
-from gaia_viz.app.page import user_errors  # noqa: E402
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.sidebar import default_data_root  # noqa: E402
-from gaia_viz.app.state import SETUP  # noqa: E402
-from gaia_viz.figures import scores as figures  # noqa: E402
-from gaia_viz.metrics import roc_points  # noqa: E402
-from gaia_viz.settings import resolve_device  # noqa: E402
-from gaia_viz.sweep import METHOD_LABELS  # noqa: E402
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
 
 st.title("Real-data report: CIFAR-10")
 st.caption("ID = the CIFAR-10 test set (JPEG); the field's OOD sets = ODIN's LSUN-Resize and "
@@ -30,7 +29,7 @@ st.caption("ID = the CIFAR-10 test set (JPEG); the field's OOD sets = ODIN's LSU
            "(its own CIFAR normalisation). The fitted methods fit on cifar10/train-5k, never on test data. "
            "Scores are OOD-high; each table's average is over its own sets.")
 
-setup = st.session_state.get(SETUP)
+setup = st.session_state.get(keys.SETUP)
 data_root = (setup.data_root if setup is not None and setup.data_root else None) or default_data_root()
 if not data_root:
     st.info("Set the data root in the sidebar (or the GAIA_VIZ_DATA_ROOT environment variable) to a folder "
@@ -41,14 +40,14 @@ bench = None
 with user_errors("Real-data report: "):
     columns = st.columns(3)
     max_id = columns[0].number_input("ID test images (0 = all 10,000)", 0, 10_000, 1000, step=500,
-                                     key="report_max_id")
+                                     key=keys.REPORT_MAX_ID)
     max_ood = columns[1].number_input("Images per OOD set (0 = all)", 0, 10_000, 300, step=100,
-                                      key="report_max_ood")
+                                      key=keys.REPORT_MAX_OOD)
     bench = report.open_real_benchmark(data_root, max_id=max_id or None, max_ood=max_ood or None)
 if bench is None:
     st.stop()
 models = columns[2].multiselect("Models", list(bench.checkpoints), default=list(bench.checkpoints),
-                                key="report_models")
+                                key=keys.REPORT_MODELS)
 st.caption(f"Data root: {escape_markdown(bench.data_root)}. OOD sets found: " + ", ".join(
     f"{name} ({len(images):,})" for name, images in bench.ood_sets.items()))
 if not models:
@@ -57,13 +56,13 @@ if not models:
 
 device = setup.device if setup is not None else resolve_device("auto")
 request = (str(bench.data_root), tuple(models), max_id, max_ood, device)
-result = st.session_state.get("report_result")
+result = st.session_state.get(keys.REPORT_RESULT)
 if st.button("Run the report", type="primary", key="report_run"):
     bar = st.progress(0.0, text="starting")
     with user_errors("Real-data report: "):
         result = (request, report.run_benchmark(bench, models, device=device,
                                                 progress=lambda f, m: bar.progress(min(1.0, f), text=m)))
-        st.session_state["report_result"] = result
+        st.session_state[keys.REPORT_RESULT] = result
     bar.progress(1.0, text="done")
 if not result or result[0] != request:
     st.info("Press **Run the report** (every method on each model; finished chunks are cached on disk, "

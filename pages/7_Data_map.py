@@ -1,18 +1,15 @@
 """Data map: the penultimate features of ID and OOD images in 2-D, coloured by set or by a
 score, shaped by the threshold's decision; click an image to see it and open it on Inspect."""
 
-from gaia_viz.app.shell import page_guard
+import numpy as np
+import streamlit as st
 
-page_guard(__file__)
-
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from gaia_viz.app import analysis  # noqa: E402
-from gaia_viz.app import inspect_helpers as helpers  # noqa: E402
-from gaia_viz.app.features import setup_features, setup_projection  # noqa: E402
-from gaia_viz.app.gallery import file_caption, inspect_link, model_view, thumbnail  # noqa: E402
-from gaia_viz.app.page import (  # noqa: E402
+from gaia_viz.app import analysis
+from gaia_viz.app import keys
+from gaia_viz.app.features import setup_features, setup_projection
+from gaia_viz.app.gallery import file_caption, inspect_link, model_view, thumbnail
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.page import (
     effective_layers,
     layers_caption,
     require_scores,
@@ -20,13 +17,16 @@ from gaia_viz.app.page import (  # noqa: E402
     user_errors,
     warn_about_numbers,
 )
-from gaia_viz.app.paths import escape_markdown  # noqa: E402
-from gaia_viz.app.state import MAP_AGREEMENT, bound_widget, selection, update_selection  # noqa: E402
-from gaia_viz.figures.data_map import data_map, picked_image  # noqa: E402
-from gaia_viz.gaia.families import GAIA_FAMILIES  # noqa: E402
-from gaia_viz.sweep import ALL_METHODS, METHOD_LABELS  # noqa: E402
+from gaia_viz.app.shell import page_guard
+from gaia_viz.app.selection import MAP_AGREEMENT
+from gaia_viz.app.state import bound_widget, selection, update_selection
+from gaia_viz.app.verdict import current_threshold
+from gaia_viz.figures.data_map import data_map, picked_image
+from gaia_viz.gaia.families import GAIA_FAMILIES
+from gaia_viz.sweep import ALL_METHODS, METHOD_LABELS
 
-MAP_KEY = "w_data_map"
+page_guard(__file__)  # first of all: a page run on its own runs the whole app (gaia_viz.app.shell)
+
 
 st.title("Data map")
 st.caption("Every ID and OOD image as one point: its penultimate features (the vector the classifier's last "
@@ -48,11 +48,11 @@ methods = list(ALL_METHODS)  # a method not scored yet is scored when chosen (as
 
 # ---------------------------------------------------------------- controls
 left, middle, right = st.columns(3)
-method = bound_widget(left.selectbox, f"w_map_method::{setup.score_key}", chosen.method if chosen.method in methods
+method = bound_widget(left.selectbox, keys.map_method(setup.score_key), chosen.method if chosen.method in methods
                       else methods[0], lambda value: update_selection(method=value), label="Decision (marker shape) by",
                       options=methods, format_func=label,
                       help="The thresholded method: its threshold is the one set on Tune threshold (else 95 % TPR).")
-color = bound_widget(middle.selectbox, f"w_map_color::{setup.score_key}",
+color = bound_widget(middle.selectbox, keys.map_color(setup.score_key),
                      chosen.map_color if chosen.map_color in ("set", MAP_AGREEMENT, *methods) else "set",
                      lambda value: update_selection(map_color=value), label="Colour by",
                      options=["set", MAP_AGREEMENT, *methods],
@@ -61,7 +61,7 @@ color = bound_widget(middle.selectbox, f"w_map_color::{setup.score_key}",
 compare = None
 if color == MAP_AGREEMENT:
     others = [m for m in methods if m != method] or methods
-    compare_method = bound_widget(right.selectbox, f"w_map_compare::{setup.score_key}",
+    compare_method = bound_widget(right.selectbox, keys.map_compare(setup.score_key),
                                   chosen.map_compare if chosen.map_compare in others else others[0],
                                   lambda value: update_selection(map_compare=value), label="Compare with",
                                   options=others, format_func=label)
@@ -73,7 +73,7 @@ layers = {m: effective_layers(evaluation, m) for m in methods if m in GAIA_FAMIL
 
 def threshold_of(name):
     id_scores = analysis.method_scores(evaluation, name, evaluation.id_name, layers.get(name))
-    return helpers.current_threshold(selection(), name, id_scores)
+    return current_threshold(selection(), name, id_scores)
 
 
 threshold, source = threshold_of(method)
@@ -103,12 +103,12 @@ else:
 
 
 def on_pick():
-    picked = picked_image(st.session_state[MAP_KEY]["selection"])
+    picked = picked_image(st.session_state[keys.W_DATA_MAP]["selection"])
     if picked is not None:
         update_selection(image=picked)
 
 
-st.plotly_chart(figure, width="stretch", key=MAP_KEY, on_select=on_pick, selection_mode="points")
+st.plotly_chart(figure, width="stretch", key=keys.W_DATA_MAP, on_select=on_pick, selection_mode="points")
 caption = (f"{len(points):,} images, {points['flagged'].mean():.0%} flagged by {label(method)} at threshold "
            f"{threshold:.4g} ({source}). The two axes keep {100 * projection.explained.sum():.1f} % of the "
            f"features' variance ({features[names[0]].shape[1]}-dimensional).")

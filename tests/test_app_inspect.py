@@ -12,9 +12,18 @@ import torch
 from PIL import Image
 
 from gaia_viz import gaia
-from gaia_viz.app import inspect_helpers as helpers
 from gaia_viz.app import jobs
-from gaia_viz.app.state import Selection
+from gaia_viz.app.selection import Selection
+from gaia_viz.app.teaching import illustrating_channels, layer_shares, walkthrough
+from gaia_viz.app.uploads import image_from_upload, model_view_pixels, upload_policy
+from gaia_viz.app.verdict import (
+    analyze_like_evaluation,
+    channel_stats,
+    current_threshold,
+    decide,
+    image_channel_values,
+    ood_channel_mean,
+)
 from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
 from gaia_viz.errors import ImageLoadError, LayerError
 
@@ -77,48 +86,51 @@ def fake_evaluation():
 
 
 def test_layer_columns_split_concatenated_channels():
-    assert helpers.layer_columns(["a", "b", "c"], [2, 3, 4], "a") == slice(0, 2)
-    assert helpers.layer_columns(["a", "b", "c"], [2, 3, 4], "c") == slice(5, 9)
+    from gaia_viz.gaia.families import family
+
+    evaluation = SimpleNamespace(zero_layers=["a", "b", "c"], zero_channels=[2, 3, 4])
+    assert family("gaia_z").channel_columns(evaluation, "a") == slice(0, 2)
+    assert family("gaia_z").channel_columns(evaluation, "c") == slice(5, 9)
     with pytest.raises(LayerError, match="not part of this evaluation"):
-        helpers.layer_columns(["a"], [2], "z")
+        family("gaia_z").channel_columns(SimpleNamespace(zero_layers=["a"], zero_channels=[2]), "z")
 
 
 def test_channel_stats_are_per_channel_mean_and_std_of_that_layer():
     evaluation = fake_evaluation()
-    mean, std = helpers.channel_stats(evaluation, "digits", "gaia_z", "bn2")
+    mean, std = channel_stats(evaluation, "digits", "gaia_z", "bn2")
     values = evaluation.arrays["digits"]["nonzero_ratio"][:, 2:5]
     np.testing.assert_allclose(mean, values.mean(0))
     np.testing.assert_allclose(std, values.std(0))
-    inner_mean, _ = helpers.channel_stats(evaluation, "digits", "gaia_a", "bn2")
+    inner_mean, _ = channel_stats(evaluation, "digits", "gaia_a", "bn2")
     np.testing.assert_allclose(inner_mean, evaluation.arrays["digits"]["channel_mean_grad"].mean(0))
     pooled = np.concatenate([evaluation.arrays[n]["nonzero_ratio"][:, :2] for n in ("faces", "noise")])
-    np.testing.assert_allclose(helpers.ood_channel_mean(evaluation, "gaia_z", "bn1"), pooled.mean(0))
+    np.testing.assert_allclose(ood_channel_mean(evaluation, "gaia_z", "bn1"), pooled.mean(0))
 
 
 def test_threshold_from_tune_page_only_for_its_method():
     id_scores = np.arange(1, 101, dtype=float)  # 95 % of ID accepted at 95
     tuned = Selection(method="gaia_z", ood_set="faces", threshold_mode="score", threshold=42.0)
-    assert helpers.current_threshold(tuned, "gaia_z", id_scores) == (42.0, "as on the Tune threshold page")
+    assert current_threshold(tuned, "gaia_z", id_scores) == (42.0, "as on the Tune threshold page")
     by_tpr = Selection(method="gaia_z", threshold_mode="tpr", tpr=0.5)
-    assert helpers.current_threshold(by_tpr, "gaia_z", id_scores)[0] == 50.0
-    threshold, source = helpers.current_threshold(tuned, "gaia_a", id_scores)
+    assert current_threshold(by_tpr, "gaia_z", id_scores)[0] == 50.0
+    threshold, source = current_threshold(tuned, "gaia_a", id_scores)
     assert threshold == 95.0 and "95%" in source
-    assert helpers.current_threshold(None, "gaia_z", id_scores)[0] == 95.0
+    assert current_threshold(None, "gaia_z", id_scores)[0] == 95.0
 
 
 def test_decision_text_says_verdict_threshold_and_direction():
     id_scores = np.arange(1, 101, dtype=float)
-    ood = helpers.decide(96.0, "gaia_z", id_scores)
+    ood = decide(96.0, "gaia_z", id_scores)
     assert ood.is_ood and ood.text.startswith("OOD at threshold 95 (GAIA-Z, higher = more OOD")
-    same = helpers.decide(95.0, "gaia_a", id_scores)  # equal to the threshold is accepted as ID
+    same = decide(95.0, "gaia_a", id_scores)  # equal to the threshold is accepted as ID
     assert not same.is_ood and same.text.startswith("ID at threshold 95 (GAIA-A")
 
 
 def test_image_from_upload_applies_the_preset():
-    image, x = helpers.image_from_upload(png_bytes(), "red.png", "demo-mnist28", "resize")
+    image, x = image_from_upload(png_bytes(), "red.png", "demo-mnist28", "resize")
     assert image.mode == "RGB" and image.size == (40, 30)
     assert x.shape == (1, 28, 28)
-    _, x_rgb = helpers.image_from_upload(png_bytes(), "red.png", "gaia-cifar10", "center-crop")
+    _, x_rgb = image_from_upload(png_bytes(), "red.png", "gaia-cifar10", "center-crop")
     assert x_rgb.shape == (3, 32, 32)
 
 
@@ -129,26 +141,26 @@ def test_image_from_upload_applies_the_preset():
 ])
 def test_bad_uploads_raise_image_load_error_naming_the_file(data, phrase):
     with pytest.raises(ImageLoadError, match=phrase) as info:
-        helpers.image_from_upload(data, "holiday.png", "demo-mnist28", "resize")
+        image_from_upload(data, "holiday.png", "demo-mnist28", "resize")
     assert "holiday.png" in str(info.value)
 
 
 def test_model_view_pixels_undo_the_normalisation():
-    _, x = helpers.image_from_upload(png_bytes(color=(255, 255, 255)), "white.png", "demo-mnist28", "resize")
-    pixels = helpers.model_view_pixels(x, "demo-mnist28")
+    _, x = image_from_upload(png_bytes(color=(255, 255, 255)), "white.png", "demo-mnist28", "resize")
+    pixels = model_view_pixels(x, "demo-mnist28")
     assert pixels.shape == (28, 28, 3) and pixels.dtype == np.uint8
     assert (pixels == 255).all()
 
 
 def test_upload_policy_follows_the_setup_unless_both():
-    assert helpers.upload_policy("resize") == "resize"
-    assert helpers.upload_policy("both", "resize") == "resize"
-    assert helpers.upload_policy("both") in ("center-crop", "resize")
+    assert upload_policy("resize") == "resize"
+    assert upload_policy("both", "resize") == "resize"
+    assert upload_policy("both") in ("center-crop", "resize")
 
 
 def test_walkthrough_numbers_agree_with_gaia(random_demo_cnn):
     x = torch.randn(1, 28, 28)
-    walk = helpers.walkthrough(random_demo_cnn, x)
+    walk = walkthrough(random_demo_cnn, x)
     assert walk.layer == walk.result.inner_layers[-1]
     np.testing.assert_allclose(walk.ratio, walk.result.nonzero_ratio[walk.layer][0].numpy(), atol=1e-6)
     np.testing.assert_allclose(walk.channel_mean, walk.result.channel_mean_grad[walk.layer][0].numpy(),
@@ -162,9 +174,9 @@ def test_walkthrough_numbers_agree_with_gaia(random_demo_cnn):
 
 def test_analyze_like_evaluation_uses_the_evaluation_layers(random_demo_cnn):
     evaluation = SimpleNamespace(methods=["gaia_z"], zero_layers=["bn2"], inner_layers=[], head_layer=None)
-    result = helpers.analyze_like_evaluation(random_demo_cnn, torch.randn(1, 28, 28), evaluation)
+    result = analyze_like_evaluation(random_demo_cnn, torch.randn(1, 28, 28), evaluation)
     assert result.zero_layers == ["bn2"] and result.inner_layers == []
-    values = helpers.image_channel_values(result, "gaia_z", "bn2")
+    values = image_channel_values(result, "gaia_z", "bn2")
     assert values.shape == (64,)
 
 
@@ -173,24 +185,24 @@ def test_illustrating_channels_agree_with_the_layer_average():
     GAIA-Z was higher."""
     digit = np.array([0.5, 0.1, 0.1, 0.9, 0.2])
     face = np.array([0.0, 0.6, 0.4, 0.9, 0.3])  # higher mean r^2, far fewer non-zeros in channel 0
-    picked = helpers.illustrating_channels(digit, face, count=3)
+    picked = illustrating_channels(digit, face, count=3)
     assert picked.direction == 1 and picked.channels == [1, 2, 4]  # channel 0 differs most but disagrees
     assert picked.second_mean == pytest.approx(np.mean(face ** 2))
     how = picked.describe("the digit", "the face")
     assert "the face has the higher mean r²" in how and f"{np.mean(face ** 2):.3f}" in how
-    assert helpers.illustrating_channels(face, digit, count=2).channels == [1, 2]  # the other way round
-    assert helpers.illustrating_channels(digit, digit + np.array([0.1, 0, 0, 0, 0]), count=3).channels == [0]
-    same = helpers.illustrating_channels(np.array([0.2, 0.4]), np.array([0.4, 0.2]), count=1)
+    assert illustrating_channels(face, digit, count=2).channels == [1, 2]  # the other way round
+    assert illustrating_channels(digit, digit + np.array([0.1, 0, 0, 0, 0]), count=3).channels == [0]
+    same = illustrating_channels(np.array([0.2, 0.4]), np.array([0.4, 0.2]), count=1)
     assert same.direction == 0 and len(same.channels) == 1 and "same mean" in same.describe()
     # the aggregate is GAIA-Z's mean of r^2, not the mean of r: equal shares, different squares
-    spread = helpers.illustrating_channels(np.array([0.5, 0.5]), np.array([1.0, 0.0]), count=2)
+    spread = illustrating_channels(np.array([0.5, 0.5]), np.array([1.0, 0.0]), count=2)
     assert spread.direction == 1 and spread.channels == [0]
 
 
 def test_layer_shares_are_channel_means_per_layer(random_demo_cnn):
     x = torch.randn(1, 1, 28, 28)
     result = gaia.gaia_analyze(random_demo_cnn, x)
-    shares, squares = helpers.layer_shares(result)
+    shares, squares = layer_shares(result)
     assert len(shares) == len(squares) == len(result.zero_layers)
     assert shares[0] == pytest.approx(float(result.nonzero_ratio[result.zero_layers[0]][0].mean()))
     assert all(0 <= q <= s <= 1 for s, q in zip(shares, squares))

@@ -151,7 +151,7 @@ def test_unknown_sets_and_images_in_a_link_are_named_not_ignored():
 
 
 def test_link_value_helpers_bound_numbers_and_echoes():
-    from gaia_viz.app.state import readable_params, shown, whole_number
+    from gaia_viz.app.links import readable_params, shown, whole_number
 
     assert whole_number("42") == 42 and whole_number("9" * 9) == 999_999_999
     assert whole_number("9" * 10) is None and whole_number("9" * 5000) is None and whole_number("²") is None
@@ -176,8 +176,7 @@ VALUES = {"samples": ["40", "abc", "9" * 4500], "data": ["demo", "custom", "nope
 def hostile_queries():
     from hypothesis import strategies as st
 
-    from gaia_viz.app.sidebar import SETUP_QUERY_KEYS
-    from gaia_viz.app.state import VIEW_KEYS
+    from gaia_viz.app.links import SETUP_QUERY_KEYS, VIEW_KEYS
 
     keys = st.sampled_from([*VIEW_KEYS, *[k for k in SETUP_QUERY_KEYS if k not in VALUES], "zz_unknown"])
     value = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=30))

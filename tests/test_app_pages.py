@@ -21,8 +21,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from gaia_viz.app import jobs
+from gaia_viz.app.links import selection_from_query, view_query
+from gaia_viz.app.selection import Selection
 from gaia_viz.app.setup import Setup
-from gaia_viz.app.state import Selection, selection_from_query, view_query
 from gaia_viz.demo import DemoCNN
 from gaia_viz.sweep import ALL_METHODS, DEFAULT_METHODS
 

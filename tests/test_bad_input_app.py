@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from gaia_viz import paths
 from gaia_viz.app import jobs
-from gaia_viz.app.paths import escape_markdown
+from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.app.setup import Setup
 from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
 from gaia_viz.errors import DataError

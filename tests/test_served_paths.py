@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 from gaia_viz import paths
 from gaia_viz.app import jobs
-from gaia_viz.app.paths import hide_error_details_when_served
+from gaia_viz.app.markdown import hide_error_details_when_served
 from gaia_viz.cli import main as cli_main
 from gaia_viz.data import sources
 from gaia_viz.demo import DEMO_CHECKPOINT
@@ -540,7 +540,7 @@ def error_details_restored():
 def crashing_script():
     import streamlit as st
 
-    from gaia_viz.app.paths import hide_error_details_when_served
+    from gaia_viz.app.markdown import hide_error_details_when_served
 
     st.text(f"hidden: {hide_error_details_when_served()}")
     raise RuntimeError("/srv/secret/server/path.pth")

@@ -9,22 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gaia_viz.app.tune import SNIPPET_IMAGES, hardest_cases, install_command, threshold_snippet
 from gaia_viz.data.sources import limit
 from gaia_viz.demo import DEMO_PRESET, demo_id_set, demo_ood_sets, load_demo_model
 from gaia_viz.errors import CheckpointError, DataError
 from gaia_viz.metrics import threshold_at_tpr
 from gaia_viz.run_config import RunConfig
 from gaia_viz.sweep import SweepSettings, evaluate
-from gaia_viz.threshold import (
-    DEFAULT_CONFIG_NAME,
-    SNIPPET_IMAGES,
-    OODFlagger,
-    ThresholdConfig,
-    config_from_evaluation,
-    hardest_cases,
-    install_command,
-    threshold_snippet,
-)
+from gaia_viz.threshold import DEFAULT_CONFIG_NAME, OODFlagger, ThresholdConfig, config_from_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 

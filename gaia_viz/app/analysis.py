@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from gaia_viz.app.paths import escape_markdown
+from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.gaia.families import GAIA_FAMILIES, family
 from gaia_viz.metrics import DEFAULT_BOOTSTRAP_RESAMPLES, auroc, bootstrap_intervals, evaluate_scores, metrics_rows
 

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from gaia_viz.app.paths import escape_markdown
+from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.app.page import page_link
 
 THUMBNAIL_SIZE = 96
@@ -28,7 +28,7 @@ def thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE) -> Image.Image:
 def model_view(image_set, index: int, preset) -> Image.Image:
     """Image ``index`` of ``image_set`` as the model saw it: after the set's preprocessing
     (its size policy, e.g. the 32 x 32 centre crop, and normalisation undone for display)."""
-    from gaia_viz.app.inspect_helpers import model_view_pixels
+    from gaia_viz.app.uploads import model_view_pixels
 
     return Image.fromarray(np.ascontiguousarray(model_view_pixels(image_set[int(index)][0], preset)))
 

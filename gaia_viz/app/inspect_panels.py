@@ -14,10 +14,15 @@ from dataclasses import dataclass
 import streamlit as st
 from PIL import Image
 
-from gaia_viz.app import inspect_helpers as helpers
+from gaia_viz.app import keys
+from gaia_viz.app.attribution_controls import class_count, gradcam_layers, parameter_defaults, predicted_class
 from gaia_viz.app.gallery import thumbnail
-from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.state import ATTRIBUTION_VIEWS, SELECTION, bound_widget, selection, update_selection
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.keys import SELECTION
+from gaia_viz.app.selection import ATTRIBUTION_VIEWS
+from gaia_viz.app.state import bound_widget, selection, update_selection
+from gaia_viz.app.uploads import model_view_pixels
+from gaia_viz.app.verdict import image_verdicts
 from gaia_viz.attribution import ATTRIBUTION_METHODS, BASELINES, CONTROLS
 
 PREDICTED = "predicted"  # the class selectbox's first option (None would read as "no choice")
@@ -50,12 +55,12 @@ def _class_index(value, classes: int) -> int | None:
 def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
     """Method, class explained, signed/|value| view and overlay opacity."""
     chosen = selection()
-    method = bound_widget(st.selectbox, "w_inspect_attribution",
+    method = bound_widget(st.selectbox, keys.W_INSPECT_ATTRIBUTION,
                           chosen.attribution if chosen.attribution in ATTRIBUTION_METHODS else "saliency",
                           lambda value: update_selection(attribution=value), label="Attribution method",
                           options=list(ATTRIBUTION_METHODS), format_func=lambda k: ATTRIBUTION_METHODS[k].label)
-    classes = helpers.class_count(model, x)
-    predicted = helpers.predicted_class(model, x)
+    classes = class_count(model, x)
+    predicted = predicted_class(model, x)
     target = chosen.target if chosen.target is not None and chosen.target < classes else None
     if chosen.target is not None and target is None:
         st.warning(f"Class {chosen.target} is not one of this model's {classes} classes: explaining the "
@@ -64,7 +69,7 @@ def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
     # The first option's label names this image's predicted class, so the key carries it: a
     # browser holding another image's label ("predicted (8)") can never feed it back.
     picked = bound_widget(
-        left.selectbox, f"w_inspect_target::{setup.score_key}::{predicted}", PREDICTED if target is None else target,
+        left.selectbox, keys.inspect_target(setup.score_key, predicted), PREDICTED if target is None else target,
         lambda value: update_selection(target=_class_index(value, classes)),
         label="Explain the class", options=[PREDICTED, *range(classes)],
         format_func=lambda c: (f"predicted ({class_label(predicted, class_names)})" if c == PREDICTED
@@ -72,13 +77,13 @@ def attribution_controls(setup, model, x, class_names) -> AttributionChoice:
         help="The logit whose attribution is shown; by default the predicted class.")
     target = _class_index(picked, classes)
     view = bound_widget(
-        middle.radio, "w_inspect_attr_view", chosen.attribution_view,
+        middle.radio, keys.W_INSPECT_ATTR_VIEW, chosen.attribution_view,
         lambda value: update_selection(attribution_view=value), label="Show signed methods as",
         options=list(ATTRIBUTION_VIEWS), horizontal=True,
         format_func={"signed": "signed (red for, blue against)", "abs": "|value|"}.get,
         help="Integrated Gradients, Input x Gradient, Guided Backprop and Occlusion have a sign; Saliency, "
              "Grad-CAM and SmoothGrad are magnitudes.")
-    opacity = right.slider("Overlay opacity", 0.0, 1.0, 0.8, 0.05, key="inspect_opacity",
+    opacity = right.slider("Overlay opacity", 0.0, 1.0, 0.8, 0.05, key=keys.INSPECT_OPACITY,
                            help="The overlay fades to transparent where the attribution is none.")
     text = (f"class {class_label(target, class_names)}" if target is not None
             else f"the predicted class ({class_label(predicted, class_names)})")
@@ -98,16 +103,16 @@ def method_settings(setup, method: str, model, x) -> None:
     items = CONTROLS.get(method, ())
     if not items:
         return
-    defaults = helpers.parameter_defaults(method, model, x)
+    defaults = parameter_defaults(method, model, x)
     current = selection().params_for(method)
     for column, item in zip(st.columns(len(items)), items):
         default = defaults[item.param]
         value = current.get(item.param, default)
-        key = f"w_inspect_param::{setup.score_key}::{method}::{item.param}"
+        key = keys.inspect_param(setup.score_key, method, item.param)
         store = _store_param(method, item.param, default)
         common = dict(label=item.label, help=item.help or None)
         if item.kind == "layer":
-            options = helpers.gradcam_layers(model, x)[0]
+            options = gradcam_layers(model, x)[0]
             bound_widget(column.selectbox, key, value if value in options else default, store, options=options,
                          **common)
         elif item.kind == "choice":
@@ -127,11 +132,11 @@ def method_settings(setup, method: str, model, x) -> None:
 def upload_verdict_grid(model, uploaded: dict, evaluation, chosen, layers: dict, id_scores: dict, preset,
                         per_row: int = 6) -> None:
     """Every uploaded image as the model sees it, with its GAIA verdicts."""
-    verdicts = helpers.image_verdicts(model, uploaded, evaluation, chosen, layers, id_scores)
+    verdicts = image_verdicts(model, uploaded, evaluation, chosen, layers, id_scores)
     names = list(uploaded)
     for start in range(0, len(names), per_row):
         for column, name in zip(st.columns(per_row), names[start:start + per_row]):
-            column.image(thumbnail(Image.fromarray(helpers.model_view_pixels(uploaded[name], preset))),
+            column.image(thumbnail(Image.fromarray(model_view_pixels(uploaded[name], preset))),
                          caption=escape_markdown(name))
             for decision in verdicts[name].values():
                 color, verdict = ("red", "OOD") if decision.is_ood else ("green", "ID")

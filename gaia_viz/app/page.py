@@ -12,23 +12,22 @@ from typing import Mapping, Sequence
 import streamlit as st
 
 from gaia_viz.app import jobs
-from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.setup import Setup, SetupError
-from gaia_viz.app.sidebar import setup_query, show_error
-from gaia_viz.app.state import SETUP, SETUP_ERRORS, selection, session_token, view_query
+from gaia_viz.app.keys import AUTO_RUN, CANCELLED, DISMISSED_RUNS, SEEN_FINISHED_RUNS, SETUP, SETUP_ERRORS
+from gaia_viz.app.links import view_query
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.setup import Setup, SetupError, show_error
+from gaia_viz.app.state import selection, session_token, setup_query
 from gaia_viz.errors import GaiaVizError
 from gaia_viz.gaia.families import GAIA_FAMILIES
 
 # A strut taller than a fraction: Streamlit's formula box hides what overflows it, and at
 # 1x device pixels it cut the top off every \frac numerator on How GAIA works.
 LATEX_STRUT = r"\rule[-0.7em]{0pt}{2.1em}"
-AUTO_RUN = "link_auto_run"  # session key: the session was opened with a link to a view
-CANCELLED = "cancelled_runs"  # session key: set-up score keys this session cancelled
 
 
 def link_query(**changes) -> dict[str, str]:
     """The whole view as query-string parameters: the sidebar's set-up
-    (:func:`gaia_viz.app.sidebar.setup_query`) and the Selection with ``changes``. The address
+    (:func:`gaia_viz.app.links.setup_query`) and the Selection with ``changes``. The address
     bar holds it, and every in-app link carries it (:func:`page_link`), so a link opens the
     same view wherever it is followed."""
     return {**setup_query(), **view_query(replace(selection(), **changes))}
@@ -137,7 +136,7 @@ def _cancel(job: jobs.Job) -> None:
 
 
 def _dismiss(job: jobs.Job) -> None:
-    st.session_state.setdefault("dismissed_runs", set()).add(id(job))
+    st.session_state.setdefault(DISMISSED_RUNS, set()).add(id(job))
 
 
 # How often a running job's status is redrawn: also how late, on average half of it, a page learns
@@ -150,7 +149,7 @@ def render_status() -> None:
     then the outcome. Refreshes itself every STATUS_POLL_S while a run is active and reruns the
     whole page when one finishes, so every page shows the new scores."""
     token = session_token()
-    dismissed = st.session_state.setdefault("dismissed_runs", set())
+    dismissed = st.session_state.setdefault(DISMISSED_RUNS, set())
     mine = [job for job in jobs.JOBS.for_session(token) if id(job) not in dismissed]
     if not mine:
         return
@@ -158,14 +157,14 @@ def render_status() -> None:
 
     @st.fragment(run_every=STATUS_POLL_S if running else None)
     def status():
-        seen = st.session_state.setdefault("seen_finished_runs", set())
+        seen = st.session_state.setdefault(SEEN_FINISHED_RUNS, set())
         session_jobs = jobs.JOBS.for_session(token)
         for job in session_jobs:
             if not job.running and id(job) not in seen:
                 seen.add(id(job))
                 if running:  # it ended while this fragment was refreshing: show it on the whole page
                     st.rerun(scope="app")
-        for job in shown_jobs(session_jobs, st.session_state.get(SETUP), st.session_state.get("dismissed_runs", set())):
+        for job in shown_jobs(session_jobs, st.session_state.get(SETUP), st.session_state.get(DISMISSED_RUNS, set())):
             if job.running:
                 left, right = st.columns([6, 1])
                 joined = (f" (joined the run in progress, started {time.monotonic() - job.started:.0f} s ago)"

@@ -1,15 +1,20 @@
-"""The set-up a session works with (:class:`Setup`), its identity, and set-up errors.
+"""The set-up a session works with (:class:`Setup`), its identity, and set-up errors with
+their fixes (:class:`SetupError`, :func:`setup_error`, drawn by :func:`show_error`).
 
 The sidebar (:mod:`gaia_viz.app.sidebar`) builds the Setup on every run from its widgets;
-pages read it from ``st.session_state["setup"]`` (:mod:`gaia_viz.app.state`).
+pages read it from ``st.session_state[keys.SETUP]`` (:mod:`gaia_viz.app.state`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import weakref
 from dataclasses import dataclass, field
 
+import streamlit as st
+
+from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.cache import stable_hash
 from gaia_viz.run_config import RunConfig
 
@@ -78,6 +83,21 @@ class Setup:
         ))
 
 
+def build_setup(model, model_values: dict, preset: str, data_values: dict, opened: tuple, device: str,
+                batch_size: int, data_root: str, max_samples: int | None) -> Setup:
+    """The Setup of what the sidebar named and loaded: ``model_values`` of its model widgets
+    (name, checkpoint, digest, pretrained), ``data_values`` of its data widgets (label,
+    policy) and the ``opened`` sets (:func:`gaia_viz.app.loaders.open_sets`)."""
+    id_set, ood_sets, fit_set, sources = opened
+    return Setup(
+        model_name=model_values["name"], model=model, preset=preset, ood_policy=data_values["policy"],
+        device=device, batch_size=batch_size, id_set=id_set, ood_sets=ood_sets, fit_set=fit_set,
+        checkpoint=model_values["checkpoint"], data_root=data_root or None, max_samples=max_samples,
+        data_label=data_values["label"], sources=sources, checkpoint_digest=model_values["digest"],
+        random_weights=not model_values.get("pretrained", True) and model_values["checkpoint"] is None,
+    )
+
+
 _IDENTITIES: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -120,4 +140,30 @@ class SetupError:
     links: tuple[str, ...] = ()
 
 
-__all__ = ["Setup", "SetupError", "SetupFix"]
+_URL = re.compile(r"https?://[^\s)]+")
+
+
+def setup_error(message: str, widget: str | None = None, fix: SetupFix | None = None) -> SetupError:
+    """A :class:`SetupError` whose ``links`` are the URLs its message names."""
+    links = tuple(dict.fromkeys(url.rstrip(".,;") for url in _URL.findall(message)))
+    return SetupError(message, widget, fix, links)
+
+
+def show_error(error: SetupError, place: str = "sidebar") -> None:
+    """The error as ``st.error`` (escaped), its links as real links, its fix as a button
+    (``place`` names where it is drawn, to keep the button's key unique)."""
+    st.error(escape_markdown(error.message))
+    for url in error.links:
+        st.markdown(f"Link: [{escape_markdown(url)}]({url})")
+    if error.fix is not None:
+        st.button(error.fix.label, key=f"fix::{place}::{error.widget}::{error.fix.label}",
+                  on_click=apply_fix, args=(error.fix,))
+
+
+def apply_fix(fix: SetupFix) -> None:
+    """Set the sidebar widgets ``fix`` names (the button's callback, before the next run)."""
+    for key, value in fix.state:
+        st.session_state[key] = value
+
+
+__all__ = ["Setup", "SetupError", "SetupFix", "apply_fix", "build_setup", "setup_error", "show_error"]

@@ -38,15 +38,12 @@ _ACTIVE = threading.local()  # set while run_app runs in this script-runner thre
 def _start_up() -> None:
     """Every run (both are cheap and idempotent): keep freed memory for GAIA's backward passes
     (gaia_viz.allocator) and, when served to others, no tracebacks with server paths in the
-    browser (gaia_viz.app.paths)."""
+    browser (gaia_viz.app.markdown)."""
     from gaia_viz.allocator import retain_freed_memory
-    from gaia_viz.app.paths import hide_error_details_when_served
+    from gaia_viz.app.markdown import hide_error_details_when_served
 
     retain_freed_memory()
     hide_error_details_when_served()
-
-
-PRELOADED = "chart_library_preloaded"  # session key: the browser was sent the hidden chart below
 
 
 def _preload_chart_library() -> None:
@@ -55,9 +52,11 @@ def _preload_chart_library() -> None:
     the run is still going (its imports, the demo evaluation) instead of after it. In a test app on
     this 2-core machine (under load), a session's first chart took 2.8 s to appear after its
     click, 0.6 s with the chunk loaded this way."""
-    if st.session_state.get(PRELOADED):
+    from gaia_viz.app import keys
+
+    if st.session_state.get(keys.CHART_LIBRARY_SENT):
         return
-    st.session_state[PRELOADED] = True
+    st.session_state[keys.CHART_LIBRARY_SENT] = True
     import plotly.graph_objects as go
 
     with st.sidebar.container(key="chart_preload"):
@@ -83,7 +82,9 @@ def run_app(current_page: str | None = None) -> None:
     as the page to show when the request names none."""
     from gaia_viz.app import sidebar as sidebar_module
     from gaia_viz.app import state
-    from gaia_viz.app.page import AUTO_RUN, link_query, page_link, render_status
+    from gaia_viz.app.keys import AUTO_RUN
+    from gaia_viz.app.links import SETUP_QUERY_KEYS
+    from gaia_viz.app.page import link_query, page_link, render_status
     from gaia_viz.sweep import ALL_METHODS
 
     _ACTIVE.on = True
@@ -91,14 +92,14 @@ def run_app(current_page: str | None = None) -> None:
         _start_up()
         st.set_page_config(page_title="gaia-viz: GAIA OOD detection", page_icon=":material/radar:",
                            layout="wide")
-        link = state.start_session(list(ALL_METHODS), sidebar_module.SETUP_QUERY_KEYS)
+        link = state.start_session(list(ALL_METHODS), SETUP_QUERY_KEYS)
         if link is not None:
-            sidebar_module.seed_from_query(link.setup_params, lambda message: state.warn_link(message, draw=False))
+            state.seed_setup(link.setup_params, lambda message: state.warn_link(message, draw=False))
             st.session_state[AUTO_RUN] = link.had_view
-        elif (followed := state.followed_link(list(ALL_METHODS), sidebar_module.SETUP_QUERY_KEYS)) is not None:
+        elif (followed := state.followed_link(list(ALL_METHODS), SETUP_QUERY_KEYS)) is not None:
             if followed.setup_changed:  # Back/Forward to another set-up: absent parameters are defaults
-                sidebar_module.seed_from_query(followed.setup_params,
-                                               lambda message: state.warn_link(message, draw=False), complete=True)
+                state.seed_setup(followed.setup_params,
+                                 lambda message: state.warn_link(message, draw=False), complete=True)
         state.resend_undrawn_widgets()
         # The page to show is the default only when the request names none: the default
         # page's URL is "/", so a request for /Evaluate would find no page of that name and

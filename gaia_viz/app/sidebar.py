@@ -1,313 +1,45 @@
 """The sidebar: model, data, preprocessing and run widgets, and the Setup they build.
 
 :func:`sidebar` is drawn once per run by the app shell (so its widgets keep their values on
-every page), loads what the widgets name through the cached loaders and stores the result
-in ``st.session_state["setup"]`` / ``["setup_errors"]`` (:mod:`gaia_viz.app.state`). Every
-widget is drawn even when an earlier section fails, so no choice is lost; an error is shown
-beside the widget that caused it, and pages repeat it in their main panel
-(:func:`gaia_viz.app.page.require_setup`).
+every page), loads what the widgets name (:func:`gaia_viz.app.loaders.load_model`,
+:func:`gaia_viz.app.loaders.open_sets`) and stores the result in ``st.session_state`` under
+``keys.SETUP`` / ``keys.SETUP_ERRORS`` (:mod:`gaia_viz.app.state`). Every widget is drawn
+even when an earlier section fails, so no choice is lost; an error is shown beside the
+widget that caused it (:func:`gaia_viz.app.setup.show_error`), and pages repeat it in their
+main panel (:func:`gaia_viz.app.page.require_setup`).
 
-Widget keys (``sb_*``) are the set-up's part of the state model; the link carries them as
-:data:`SETUP_QUERY_KEYS` (:func:`setup_query`, :func:`seed_from_query`).
+Widget keys (``sb_*``, :mod:`gaia_viz.app.keys`) are the set-up's part of the state model;
+the link carries them (:func:`gaia_viz.app.links.setup_query`,
+:func:`gaia_viz.app.links.seeded_widgets`). What the widgets offer is the catalogue
+(:mod:`gaia_viz.app.catalogue`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import streamlit as st
 
-from gaia_viz.app import loaders
-from gaia_viz.app.paths import escape_markdown
-from gaia_viz.app.setup import Setup, SetupError, SetupFix
-from gaia_viz.app.state import (MAX_DIGITS, SETUP, SETUP_ERRORS, readable_params, shown, shown_names, warn_link,
-                                whole_number)
+from gaia_viz.app import keys, loaders
+from gaia_viz.app.catalogue import (BIT_NAMES, BOTH_POLICIES, CHECKPOINT_TYPES, CIFAR_DEPTHS, DATA_KINDS,
+                                    DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAMPLES, DEFAULT_POLICY, DENSENET_FILE,
+                                    DENSENET_NAME, HUB_KINDS, MODEL_KINDS)
+from gaia_viz.app.markdown import escape_markdown
+from gaia_viz.app.setup import Setup, SetupError, SetupFix, build_setup, setup_error, show_error
+from gaia_viz.app.state import warn_link
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS
-from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
+from gaia_viz.data.presets import OOD_POLICIES, PRESETS
 from gaia_viz.errors import GaiaVizError
-from gaia_viz.paths import check_allowed, check_text, echo, path_policy, restriction_active
+from gaia_viz.paths import echo, restriction_active
 from gaia_viz.settings import DEVICE_CHOICES, resolve_device
-
-DEFAULT_MAX_SAMPLES = 1000
-DEFAULT_BATCH_SIZE = 64
-CHECKPOINT_TYPES = ["pt", "pth", "th", "tar", "safetensors", "npz"]
-BOTH_POLICIES = "both"
-BIT_NAMES = tuple(f"BiT-{kind}-R{depth}" for kind in ("S", "M")
-                  for depth in ("50x1", "50x3", "101x1", "101x3", "152x2", "152x4"))
-
-MODEL_KINDS = {
-    "demo": "Demo digit CNN (embedded)",
-    "cifar": "CIFAR ResNet (20-110)",
-    "densenet": "CIFAR DenseNet-BC-100 (ODIN's)",
-    "gaia": "GAIA ResNet-18/34",
-    "bit": "Big Transfer BiT (the paper's ImageNet model)",
-    "torchvision": "torchvision classifier",
-    "timm": "timm model",
-}
-HUB_KINDS = ("bit", "torchvision", "timm")  # weights from a local hub cache, or random
-DATA_KINDS = {
-    "demo": "Demo sets (digits vs. 5 OOD sets)",
-    "cifar10-real": "CIFAR-10 (real)",
-    "custom": "Image folders / torchvision datasets",
-}
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
-DENSENET_NAME, DENSENET_FILE = "cifar_densenet_bc100", "cifar10_densenet_bc100.safetensors"
-DEFAULT_POLICY = {"demo": "resize", "cifar10-real": BOTH_POLICIES, "custom": "center-crop"}
-SETUP_QUERY_KEYS = ("model", "checkpoint", "data", "ood_sets", "id", "fit", "preset", "policy", "samples")
-_URL = re.compile(r"https?://[^\s)]+")
-_HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")  # a torchvision or timm model name (a timm tag included)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def _error(message: str, widget: str | None = None, fix: SetupFix | None = None) -> SetupError:
-    links = tuple(dict.fromkeys(url.rstrip(".,;") for url in _URL.findall(message)))
-    return SetupError(message, widget, fix, links)
-
-
-def show_error(error: SetupError, place: str = "sidebar") -> None:
-    """The error as ``st.error`` (escaped), its links as real links, its fix as a button
-    (``place`` names where it is drawn, to keep the button's key unique)."""
-    st.error(escape_markdown(error.message))
-    for url in error.links:
-        st.markdown(f"Link: [{escape_markdown(url)}]({url})")
-    if error.fix is not None:
-        st.button(error.fix.label, key=f"fix::{place}::{error.widget}::{error.fix.label}",
-                  on_click=apply_fix, args=(error.fix,))
-
-
-def apply_fix(fix: SetupFix) -> None:
-    for key, value in fix.state:
-        st.session_state[key] = value
-
-
-# --------------------------------------------------------------------------- link <-> widgets
-
-
-def _model_query() -> str:
-    kind = st.session_state.get("sb_model_kind", "demo")
-    return {
-        "demo": lambda: "demo",
-        "cifar": lambda: f"cifar_resnet{st.session_state.get('sb_cifar_depth', 20)}",
-        "densenet": lambda: DENSENET_NAME,
-        "gaia": lambda: f"gaia_resnet{st.session_state.get('sb_gaia_depth', 18)}",
-        "bit": lambda: st.session_state.get("sb_bit_name", BIT_NAMES[0]),
-        "torchvision": lambda: "tv:" + str(st.session_state.get("sb_tv_name", "resnet18")).strip(),
-        "timm": lambda: "timm:" + str(st.session_state.get("sb_timm_name", "resnet18")).strip(),
-    }[kind]()
-
-
-def setup_query() -> dict[str, str]:
-    """The set-up's query-string parameters (defaults left out)."""
-    query: dict[str, str] = {}
-    model = _model_query()
-    if model != "demo":
-        query["model"] = model
-    kind = st.session_state.get("sb_model_kind", "demo")
-    checkpoint = str(st.session_state.get(f"sb_checkpoint_path::{kind}", "") or "").strip()
-    if checkpoint:
-        query["checkpoint"] = checkpoint
-    data = st.session_state.get("sb_data_kind", "demo")
-    if data != "demo":
-        query["data"] = data
-    if data == "demo" and "sb_demo_ood" in st.session_state:
-        from gaia_viz.demo import DEMO_OOD_NAMES
-
-        if list(st.session_state["sb_demo_ood"]) != list(DEMO_OOD_NAMES):
-            query["ood_sets"] = ",".join(st.session_state["sb_demo_ood"])
-    elif data == "cifar10-real" and "sb_bench_ood" in st.session_state:
-        query["ood_sets"] = ",".join(st.session_state["sb_bench_ood"])
-    if data == "custom":
-        for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit")):
-            value = str(st.session_state.get(key, "") or "").strip()
-            if value:
-                query[param] = value
-        lines = [line.strip() for line in str(st.session_state.get("sb_custom_ood", "")).splitlines() if line.strip()]
-        if lines:
-            query["ood_sets"] = ";".join(lines)
-    preset, default_preset = st.session_state.get("sb_preset_current", (None, None))
-    if preset and preset != default_preset:
-        query["preset"] = preset
-    policy = st.session_state.get(f"sb_ood_policy::{data}")
-    if policy and policy != DEFAULT_POLICY[data]:
-        query["policy"] = policy
-    samples = st.session_state.get("sb_max_samples", DEFAULT_MAX_SAMPLES)
-    if samples != DEFAULT_MAX_SAMPLES:
-        query["samples"] = str(samples)
-    return query
 
 
 def _shared_weights(values: dict, data_root, file_name: str, caption: str, expected: str) -> None:
-    """Without a checkpoint of the user's, the shared one under ``<data root>/models``; else a
-    GaiaVizError saying what to give."""
-    if values["checkpoint"] is not None:
-        return
-    shared = Path(data_root) / "models" / file_name if data_root else None
-    if shared is None or not shared.is_file():
-        raise GaiaVizError(f"{values['name']} has no pretrained weights under the data root: upload a "
-                           f"checkpoint, or set a data root holding {expected}")
-    values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
-    st.caption(f"{caption}: {escape_markdown(shared)}.")
-
-
-def _link_model(model: str, warn) -> tuple[str | None, dict]:
-    """The model kind a link's ``model`` names and the widget values it sets; ``(None, {})``
-    after a warning when it names no model (the sidebar keeps its default)."""
-    if model == "demo":
-        return "demo", {}
-    if match := re.fullmatch(r"cifar_resnet([0-9]{1,4})", model):
-        if int(match.group(1)) in CIFAR_DEPTHS:
-            return "cifar", {"sb_cifar_depth": int(match.group(1))}
-        warn(f"CIFAR ResNet depth {shown(match.group(1))} in the link is not one of {CIFAR_DEPTHS}; "
-             f"using {CIFAR_DEPTHS[0]}")
-        return "cifar", {}
-    if model == DENSENET_NAME:
-        return "densenet", {}
-    if match := re.fullmatch(r"gaia_resnet(18|34)", model):
-        return "gaia", {"sb_gaia_depth": int(match.group(1))}
-    if model in BIT_NAMES:
-        return "bit", {"sb_bit_name": model}
-    kind, name = ("timm", model[5:]) if model.startswith("timm:") else ("torchvision", model.removeprefix("tv:"))
-    reason = None
-    if not _HUB_NAME.fullmatch(name):
-        reason = "is not a model name"
-    elif kind == "torchvision":
-        from gaia_viz.models.zoo import torchvision_model_names
-
-        if name not in torchvision_model_names():
-            reason = "is not a torchvision classifier"
-    else:
-        from gaia_viz.models.timm_zoo import timm_name
-
-        try:
-            timm_name(model)
-        except GaiaVizError:
-            reason = "is not a timm model"
-    if reason:
-        warn(f"model={shown(model)} in the link {reason} (demo, cifar_resnet20-110, {DENSENET_NAME}, gaia_resnet18/34, a BiT name, "
-             "tv:<torchvision name> or timm:<timm name>); using the demo model")
-        return None, {}
-    return kind, {"sb_timm_name" if kind == "timm" else "sb_tv_name": name}
-
-
-def seed_from_query(params: dict[str, str], warn, complete: bool = False) -> None:
-    """Set the sidebar's widgets from a link's set-up parameters (before they are drawn).
-    ``warn(message)`` gets each value that could not be used (shortened), which then falls
-    back to the default. With ``complete`` (a link followed inside a session, e.g. Back to
-    another set-up), a parameter the link leaves out is its default, as :func:`setup_query`
-    leaves defaults out."""
-    state = st.session_state
-    refused: list[str] = []
-    params = readable_params(params, SETUP_QUERY_KEYS, refused)
-    for message in refused:
-        warn(message)
-    if complete:
-        params = {"model": "demo", "data": "demo", "samples": str(DEFAULT_MAX_SAMPLES), **params}
-        _reset_unnamed(params)
-    model = params.get("model", "").strip()
-    kind = None
-    if model:
-        kind, values = _link_model(model, warn)
-        if kind is None and complete:
-            kind = "demo"
-        if kind is not None:
-            state.update(values)
-            state["sb_model_kind"] = kind
-    if "checkpoint" in params and kind not in (None, "demo"):
-        state[f"sb_checkpoint_path::{kind}"] = params["checkpoint"]
-    data = params.get("data", "demo" if kind in (None, "demo") else None)
-    if data is not None and data not in DATA_KINDS:
-        warn(f"data={shown(data)} in the link is not one of {', '.join(DATA_KINDS)}; using "
-             f"{'the demo sets' if kind in (None, 'demo') else 'what the model can read'}")
-        data = "demo" if kind in (None, "demo") else None
-    if data is not None:
-        state["sb_data_kind"] = data
-    if "ood_sets" in params:
-        if data == "custom":
-            state["sb_custom_ood"] = "\n".join(part for part in params["ood_sets"].split(";") if part.strip())
-        elif data == "demo" or data is None:
-            from gaia_viz.demo import DEMO_OOD_NAMES
-
-            names = [n.strip() for n in params["ood_sets"].split(",") if n.strip()]
-            unknown = [n for n in names if n not in DEMO_OOD_NAMES]
-            if unknown:
-                warn(f"unknown demo OOD set(s) in the link: {shown_names(unknown)} (known: {', '.join(DEMO_OOD_NAMES)})")
-            state["sb_demo_ood"] = [n for n in names if n in DEMO_OOD_NAMES] or list(DEMO_OOD_NAMES)
-        else:
-            state["sb_bench_ood_requested"] = [n.strip() for n in params["ood_sets"].split(",") if n.strip()]
-            state.pop("sb_bench_ood", None)  # the requested sets are applied when the widget is made
-    if data == "custom":
-        for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit")):
-            if param in params:
-                state[key] = params[param]
-    if "preset" in params:
-        if params["preset"] in PRESETS:
-            state["sb_preset_requested"] = params["preset"]
-        else:
-            warn(f"preset={shown(params['preset'])} in the link is not one of {', '.join(PRESETS)}; "
-                 "using the model's default")
-    if "policy" in params and data is not None:
-        if params["policy"] in (*OOD_POLICIES, BOTH_POLICIES):
-            state[f"sb_ood_policy::{data}"] = params["policy"]
-        else:
-            warn(f"policy={shown(params['policy'])} in the link is not one of "
-                 f"{', '.join((*OOD_POLICIES, BOTH_POLICIES))}; using {DEFAULT_POLICY[data]}")
-    if "samples" in params:
-        if whole_number(params["samples"]) is not None:
-            state["sb_max_samples"] = whole_number(params["samples"])
-        else:
-            warn(f"samples={shown(params['samples'])} in the link is not a whole number of at most "
-                 f"{MAX_DIGITS} digits; using {state.get('sb_max_samples', DEFAULT_MAX_SAMPLES)}")
-
-
-def _reset_unnamed(params: dict[str, str]) -> None:
-    """Reset the set-up widgets a complete link leaves at their defaults (see :func:`seed_from_query`)."""
-    from gaia_viz.demo import DEMO_OOD_NAMES
-
-    state = st.session_state
-    for key in [k for k in state if str(k).startswith(("sb_checkpoint_path::", "sb_preset::", "sb_ood_policy::"))]:
-        del state[key]  # the widgets' own defaults apply when they are drawn
-    if params["data"] == "demo" and "ood_sets" not in params:
-        state["sb_demo_ood"] = list(DEMO_OOD_NAMES)
-    if params["data"] == "custom":
-        for param, key in (("id", "sb_custom_id"), ("fit", "sb_custom_fit"), ("ood_sets", "sb_custom_ood")):
-            if param not in params:
-                state[key] = ""
-
-
-# --------------------------------------------------------------------------- sections
-
-
-def _real_cifar_available(data_root: str | None = None) -> bool:
-    root = data_root if data_root is not None else checked_data_root()[0]
-    if not root:
-        return False
-    found = loaders.benchmark_sets(root)
-    return "cifar10-test" in found and any(v["role"] == "ood" for v in found.values())
-
-
-def default_data_root() -> str:
-    """The server's data root as text ("" when there is none): :func:`gaia_viz.settings.data_root`."""
-    from gaia_viz.settings import data_root
-
-    root = data_root()
-    return str(root) if root is not None else ""
-
-
-def checked_data_root() -> tuple[str, SetupError | None]:
-    """The data root of the sidebar and its error: ``("", error)`` when the visitor typed a
-    root outside the allowed data roots (the server's own default is always accepted)."""
-    root = str(st.session_state.get("sb_data_root", default_data_root())).strip()
-    if not root or root == default_data_root():
-        return root, None
-    try:
-        check_allowed(root, "data root")
-    except GaiaVizError as exc:
-        return "", _error(str(exc), "sb_data_root")
-    return root, None
+    """Without a checkpoint of the user's, the shared one (:func:`gaia_viz.app.loaders.shared_weights`)."""
+    if values["checkpoint"] is None:
+        shared = loaders.shared_weights(values["name"], data_root, file_name, expected)
+        values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
+        st.caption(f"{caption}: {escape_markdown(shared)}.")
 
 
 @dataclass
@@ -321,28 +53,21 @@ class _Choice:
 def _checkpoint_widgets(kind: str) -> dict:
     """``{"checkpoint": path or "upload:<name>", "data": uploaded bytes, "digest"}``."""
     upload = st.file_uploader("Checkpoint upload (.pt, .pth, .th, .tar, .safetensors, .npz)",
-                              type=CHECKPOINT_TYPES, key=f"sb_checkpoint_upload::{kind}")
+                              type=CHECKPOINT_TYPES, key=keys.checkpoint_upload(kind))
     path = st.text_input(
-        "…or checkpoint path on the server", key=f"sb_checkpoint_path::{kind}",
+        "…or checkpoint path on the server", key=keys.checkpoint_path(kind),
         placeholder="/path/to/weights.pth",
         help="A state_dict saved with torch.save, or a .safetensors file; read with weights_only=True.",
     ).strip()
     if upload is not None:
         data = upload.getvalue()
         # hashing a 200 MB upload on every rerun would cost a noticeable fraction of a second
-        digests = st.session_state.setdefault("sb_upload_digests", {})
+        digests = st.session_state.setdefault(keys.SB_UPLOAD_DIGESTS, {})
         if upload.file_id not in digests:
             digests[upload.file_id] = loaders.upload_digest(data)
         return dict(checkpoint=f"upload:{upload.name}", data=data, digest=digests[upload.file_id])
     if path:
-        check_allowed(path, "checkpoint")
-        expanded = str(Path(path).expanduser())
-        if Path(expanded).is_dir():
-            raise GaiaVizError(f"checkpoint {echo(path)} is a folder; give the path of the weights file "
-                               "(.pt, .pth, .th or .safetensors) inside it")
-        if not Path(expanded).is_file():
-            raise GaiaVizError(f"checkpoint {echo(path)} does not exist on the server; check the path "
-                               "or upload the file")
+        expanded = loaders.checked_checkpoint(path)
         return dict(checkpoint=expanded, data=None, digest=loaders.file_digest(expanded))
     return dict(checkpoint=None, data=None, digest=None)
 
@@ -352,16 +77,16 @@ def _model_widgets(data_root: str) -> _Choice:
     choice = _Choice()
     # No callback changes the data with the model (or back): every model reads every data kind
     # through its own preset, so no choice of the user is ever undone by another.
-    kind = st.selectbox("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, key="sb_model_kind",
+    kind = st.selectbox("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, key=keys.SB_MODEL_KIND,
                         label_visibility="collapsed")
     values = dict(pretrained=True, allow_download=False)
-    random_key = f"sb_random_weights::{kind}"
+    random_key = keys.random_weights(kind)
     try:
         if kind == "demo":
             values.update(name="demo", checkpoint=None, data=None, digest=None)
             st.caption("A small CNN trained on handwritten digits; its weights ship with gaia-viz.")
         elif kind == "cifar":
-            depth = st.selectbox("Depth", CIFAR_DEPTHS, key="sb_cifar_depth")
+            depth = st.selectbox("Depth", CIFAR_DEPTHS, key=keys.SB_CIFAR_DEPTH)
             values.update(name=f"cifar_resnet{depth}", **_checkpoint_widgets(kind))
             _shared_weights(values, data_root, f"cifar10_resnet{depth}.th", "Pretrained CIFAR-10 weights",
                             "models/cifar10_resnet{20,56}.th")
@@ -371,21 +96,21 @@ def _model_widgets(data_root: str) -> _Choice:
                             f"models/{DENSENET_FILE}")
         else:
             if kind == "gaia":
-                depth = st.selectbox("Depth", (18, 34), key="sb_gaia_depth")
+                depth = st.selectbox("Depth", (18, 34), key=keys.SB_GAIA_DEPTH)
                 values["name"] = f"gaia_resnet{depth}"
             elif kind == "bit":
-                values["name"] = st.selectbox("BiT model", BIT_NAMES, key="sb_bit_name", help=(
+                values["name"] = st.selectbox("BiT model", BIT_NAMES, key=keys.SB_BIT_NAME, help=(
                     "Big Transfer ResNetV2 (Kolesnikov et al. 2020); the GAIA paper's ImageNet results use "
                     "BiT-S-R101x1. Give its checkpoint (.pth.tar of GradNorm/GAIA or the original .npz)."))
             elif kind == "torchvision":
                 values["name"] = st.text_input(
-                    "torchvision model name", value="resnet18", key="sb_tv_name",
+                    "torchvision model name", value="resnet18", key=keys.SB_TV_NAME,
                     help="Any torchvision classification model, e.g. resnet50, convnext_tiny, vit_b_16. "
                          "Its ImageNet weights must be in the torch hub cache (nothing is downloaded unless "
                          "allowed), or give a checkpoint.").strip()
             else:
                 values["name"] = "timm:" + st.text_input(
-                    "timm model name", value="resnet18", key="sb_timm_name",
+                    "timm model name", value="resnet18", key=keys.SB_TIMM_NAME,
                     help="Any timm model, e.g. resnet50, resnetv2_50x1_bit.goog_in21k, convnext_atto. "
                          "Weights come from the local Hugging Face cache (nothing is downloaded unless "
                          "allowed), or give a checkpoint.").strip()
@@ -397,7 +122,7 @@ def _model_widgets(data_root: str) -> _Choice:
             values["pretrained"] = not random
             if kind in HUB_KINDS:
                 values["allow_download"] = st.toggle(
-                    "Allow downloads", key="sb_allow_download", disabled=restriction_active(),
+                    "Allow downloads", key=keys.SB_ALLOW_DOWNLOAD, disabled=restriction_active(),
                     help="Fetch missing pretrained weights from the internet into the local cache "
                          "(off when the app is served to others).")
             if values["checkpoint"] is None and not random and kind in ("gaia", "bit"):
@@ -405,37 +130,14 @@ def _model_widgets(data_root: str) -> _Choice:
                                    "its path, or tick 'Random weights'")
     except GaiaVizError as exc:
         fix = SetupFix("Use random weights", ((random_key, True),)) if "built-in weights" in str(exc) else None
-        choice.errors.append(_error(str(exc), f"sb_checkpoint_path::{kind}", fix))
+        choice.errors.append(setup_error(str(exc), keys.checkpoint_path(kind), fix))
     choice.values = values
     return choice
 
 
-def _load_model(values: dict, device: str) -> tuple[object | None, list[SetupError]]:
-    kind = st.session_state.get("sb_model_kind", "demo")
-    try:
-        model = loaders.cached_model(
-            values["name"], None if values["data"] is not None else values["checkpoint"], values["digest"], device,
-            pretrained=values["pretrained"], allow_download=values["allow_download"],
-            _checkpoint_bytes=values["data"])
-        return model, []
-    except GaiaVizError as exc:
-        message = str(exc)
-        fix = None
-        if "not cached" in message or "pretrained=False" in message:
-            fix = SetupFix("Use random weights", ((f"sb_random_weights::{kind}", True),))
-            message = message.replace("use pretrained=False", "tick 'Random weights'")
-        return None, [_error(message, "sb_model_kind", fix)]
-    except (RuntimeError, ValueError, TypeError, KeyError, OSError) as exc:
-        # building a model from a user's weights can fail inside torch in many ways;
-        # the visitor needs the reason, the page must go on
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        return None, [_error(f"cannot load the model {values['name']!r}: {reason}; check the model "
-                             "name, the checkpoint and its number of classes", "sb_model_kind")]
-
-
 def _policy_widget(data_kind: str) -> str:
     options = [*OOD_POLICIES, BOTH_POLICIES]
-    key = f"sb_ood_policy::{data_kind}"
+    key = keys.ood_policy(data_kind)
     if st.session_state.get(key) not in options:
         st.session_state[key] = DEFAULT_POLICY[data_kind]
     return st.selectbox(
@@ -447,144 +149,92 @@ def _policy_widget(data_kind: str) -> str:
     )
 
 
-def _policies(choice: str) -> list[str]:
-    return list(OOD_POLICIES) if choice == BOTH_POLICIES else [choice]
-
-
-def parse_ood_lines(text: str) -> list[tuple[str, str]]:
-    """``name = source`` or a bare source per line -> [(name, source)]; a bare source is named
-    after its last path component (``/data/dtd/images`` -> ``images``)."""
-    entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, spec = line.partition("=")
-        if sep and name.strip() and ":" not in name and "/" not in name:
-            entries.append((name.strip(), spec.strip()))
-        else:
-            stem = Path(line.split(":", 1)[-1].rstrip("/")).name or line
-            entries.append((stem, line))
-    return entries
-
-
-def _data_widgets(data_root: str) -> _Choice:
-    """``values`` = label, id (name, spec), fit (name, spec)|None, ood [(name, spec)], policy."""
-    from gaia_viz.demo import DEMO_ID_NAME, DEMO_OOD_NAMES
-
-    choice = _Choice()
-    kinds = [k for k in DATA_KINDS if k != "cifar10-real" or _real_cifar_available(data_root)]
-    wanted = st.session_state.get("sb_data_kind")
+def _data_kind_widget(data_root: str) -> str:
+    """The data kind: CIFAR-10 (real) only where the data root holds it (a link asking for it
+    elsewhere gets the kind the model reads, and a warning saying why)."""
+    kinds = [k for k in DATA_KINDS if k != "cifar10-real" or loaders.real_cifar_available(data_root)]
+    wanted = st.session_state.get(keys.SB_DATA_KIND)
     if wanted not in kinds:
-        model_is_demo = st.session_state.get("sb_model_kind", "demo") == "demo"
-        st.session_state["sb_data_kind"] = "demo" if model_is_demo else kinds[-1]
+        model_is_demo = st.session_state.get(keys.SB_MODEL_KIND, "demo") == "demo"
+        st.session_state[keys.SB_DATA_KIND] = "demo" if model_is_demo else kinds[-1]
         if wanted is not None:  # the only change the sidebar makes on its own: say which and why
             warn_link(f"{DATA_KINDS.get(wanted, wanted)} is not available: the data root "
                       f"{echo(data_root) if data_root else '(none set)'} holds no cifar10/test with an OOD set, "
-                      f"so the data is {DATA_KINDS[st.session_state['sb_data_kind']]}. Set the data root in the "
+                      f"so the data is {DATA_KINDS[st.session_state[keys.SB_DATA_KIND]]}. Set the data root in the "
                       "sidebar.")
-    kind = st.selectbox("Data", kinds, format_func=DATA_KINDS.get, key="sb_data_kind",
+    kind = st.selectbox("Data", kinds, format_func=DATA_KINDS.get, key=keys.SB_DATA_KIND,
                         label_visibility="collapsed")
-    model_kind = st.session_state.get("sb_model_kind", "demo")
+    model_kind = st.session_state.get(keys.SB_MODEL_KIND, "demo")
     if (kind == "demo") != (model_kind == "demo"):
         st.caption("The demo sets are handwritten digits (ID) and five OOD sets; the demo CNN was trained on "
                    "those digits. " + ("This model was not: for it the digits are unfamiliar too, so GAIA compares "
                                        "two kinds of OOD images." if kind == "demo" else
                                        "Other images reach it as 28 x 28 grey digits; its numbers say how unlike "
                                        "digits they are."))
-    if kind == "demo":
-        st.session_state.setdefault("sb_demo_ood", list(DEMO_OOD_NAMES))
-        chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, key="sb_demo_ood",
-                                help="Real images bundled with installed packages: LFW faces, "
-                                     "skimage textures and photos, font letters, uniform noise.")
-        values = dict(label="demo", id=(DEMO_ID_NAME, f"demo:{DEMO_ID_NAME}"),
-                      fit=(f"{DEMO_ID_NAME}-train", f"demo:{DEMO_ID_NAME}:train"),
-                      ood=[(n, f"demo:{n}") for n in chosen])
-    elif kind == "cifar10-real":
-        found = loaders.benchmark_sets(data_root)
-        ood_keys = [k for k, v in found.items() if v["role"] == "ood" and "data_root" not in v]
-        if "sb_bench_ood" not in st.session_state:
-            requested = st.session_state.pop("sb_bench_ood_requested", None)
-            st.session_state["sb_bench_ood"] = ([k for k in requested if k in ood_keys] if requested else
-                                                [k for k in ood_keys if k == "textures"] or ood_keys)
-        chosen = st.multiselect("OOD sets", ood_keys, key="sb_bench_ood",
-                                format_func=lambda k: f"{k}: {found[k]['description']}")
-        fit = ("cifar10-train-5k", found["cifar10-train-5k"]["spec"]) if "cifar10-train-5k" in found else None
-        values = dict(label=DATA_KINDS[kind], id=("cifar10-test", found["cifar10-test"]["spec"]), fit=fit,
-                      ood=[(k, found[k]["spec"]) for k in chosen])
-        st.caption("ID: CIFAR-10 test; fit set (ReAct, KNN, Mahalanobis, ...): CIFAR-10 train-5k.")
-    else:
-        st.caption("Sources: a folder path (class sub-folders give labels), `torchvision:CIFAR10:test` "
-                   "(under the data root), `demo:faces`, or `images:a.png,b.png`.")
-        id_spec = st.text_input("ID test set", key="sb_custom_id", placeholder="/data/cifar10/test").strip()
-        fit_spec = st.text_input("Fit set (ID training data; only for the methods that fit)",
-                                 key="sb_custom_fit", placeholder="optional").strip()
-        ood_text = st.text_area("OOD sets, one per line (`name = source` or just the source)",
-                                key="sb_custom_ood",
-                                placeholder="textures = /data/dtd/images\nsvhn = torchvision:SVHN:test")
-        values = dict(label=DATA_KINDS[kind], id=("id", id_spec), fit=("fit", fit_spec) if fit_spec else None,
-                      ood=parse_ood_lines(ood_text))
-        if not id_spec:
-            choice.errors.append(_error("enter the ID test set (a folder path or a torchvision: source) "
-                                        "in the sidebar", "sb_custom_id"))
+    return kind
+
+
+def _demo_sets() -> dict:
+    from gaia_viz.demo import DEMO_ID_NAME, DEMO_OOD_NAMES
+
+    st.session_state.setdefault(keys.SB_DEMO_OOD, list(DEMO_OOD_NAMES))
+    chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, key=keys.SB_DEMO_OOD,
+                            help="Real images bundled with installed packages: LFW faces, "
+                                 "skimage textures and photos, font letters, uniform noise.")
+    return dict(label="demo", id=(DEMO_ID_NAME, f"demo:{DEMO_ID_NAME}"),
+                fit=(f"{DEMO_ID_NAME}-train", f"demo:{DEMO_ID_NAME}:train"), ood=[(n, f"demo:{n}") for n in chosen])
+
+
+def _benchmark_sets(data_root: str) -> dict:
+    found = loaders.benchmark_sets(data_root)
+    ood_keys = [k for k, v in found.items() if v["role"] == "ood" and "data_root" not in v]
+    if keys.SB_BENCH_OOD not in st.session_state:
+        requested = st.session_state.pop(keys.SB_BENCH_OOD_REQUESTED, None)
+        st.session_state[keys.SB_BENCH_OOD] = ([k for k in requested if k in ood_keys] if requested else
+                                               [k for k in ood_keys if k == "textures"] or ood_keys)
+    chosen = st.multiselect("OOD sets", ood_keys, key=keys.SB_BENCH_OOD,
+                            format_func=lambda k: f"{k}: {found[k]['description']}")
+    fit = ("cifar10-train-5k", found["cifar10-train-5k"]["spec"]) if "cifar10-train-5k" in found else None
+    st.caption("ID: CIFAR-10 test; fit set (ReAct, KNN, Mahalanobis, ...): CIFAR-10 train-5k.")
+    return dict(label=DATA_KINDS["cifar10-real"], id=("cifar10-test", found["cifar10-test"]["spec"]), fit=fit,
+                ood=[(k, found[k]["spec"]) for k in chosen])
+
+
+def _custom_sets(choice: _Choice) -> dict:
+    st.caption("Sources: a folder path (class sub-folders give labels), `torchvision:CIFAR10:test` "
+               "(under the data root), `demo:faces`, or `images:a.png,b.png`.")
+    id_spec = st.text_input("ID test set", key=keys.SB_CUSTOM_ID, placeholder="/data/cifar10/test").strip()
+    fit_spec = st.text_input("Fit set (ID training data; only for the methods that fit)",
+                             key=keys.SB_CUSTOM_FIT, placeholder="optional").strip()
+    ood_text = st.text_area("OOD sets, one per line (`name = source` or just the source)",
+                            key=keys.SB_CUSTOM_OOD,
+                            placeholder="textures = /data/dtd/images\nsvhn = torchvision:SVHN:test")
+    if not id_spec:
+        choice.errors.append(setup_error("enter the ID test set (a folder path or a torchvision: source) "
+                                         "in the sidebar", keys.SB_CUSTOM_ID))
+    return dict(label=DATA_KINDS["custom"], id=("id", id_spec), fit=("fit", fit_spec) if fit_spec else None,
+                ood=loaders.parse_ood_lines(ood_text))
+
+
+def _data_widgets(data_root: str) -> _Choice:
+    """``values`` = label, id (name, spec), fit (name, spec)|None, ood [(name, spec)], policy."""
+    choice = _Choice()
+    kind = _data_kind_widget(data_root)
+    values = (_demo_sets() if kind == "demo" else _benchmark_sets(data_root) if kind == "cifar10-real"
+              else _custom_sets(choice))
     values["policy"] = _policy_widget(kind)
     if not values["ood"] and not choice.errors:
-        choice.errors.append(_error("choose at least one OOD set in the sidebar",
-                                    {"demo": "sb_demo_ood", "cifar10-real": "sb_bench_ood"}.get(kind, "sb_custom_ood")))
+        widget = {"demo": keys.SB_DEMO_OOD, "cifar10-real": keys.SB_BENCH_OOD}.get(kind, keys.SB_CUSTOM_OOD)
+        choice.errors.append(setup_error("choose at least one OOD set in the sidebar", widget))
     choice.values = values
     return choice
 
 
-def _open_sets(values: dict, preset: str, data_root: str, max_samples: int | None, max_pixels: int):
-    """Open the ID, fit and OOD sets the data widgets named: (id_set, ood_sets, fit_set, sources).
-
-    Every path a spec names is checked by :func:`gaia_viz.data.sources.open_source` against
-    the allowed roots before it is read; the path policy is part of the cache key, so a set
-    opened where every path may be read is never handed out where paths are restricted."""
-    root = data_root or None
-    for name, _spec in values["ood"]:
-        check_text(name, "data set name")
-    paths_key = path_policy().describe()
-    id_name, id_spec = values["id"]
-    id_set = loaders.cached_source(id_spec, preset, id_policy(preset), root, id_name, max_samples, max_pixels,
-                                   paths_key)
-    sources = {id_name: id_spec}
-    fit_set = None
-    if values["fit"] is not None:
-        fit_name, fit_spec = values["fit"]
-        fit_set = loaders.cached_source(fit_spec, preset, id_policy(preset), root, fit_name, max_samples,
-                                        max_pixels, paths_key)
-        sources[fit_name] = fit_spec
-    policies = _policies(values["policy"])
-    ood_sets = {}
-    for base, spec in values["ood"]:
-        for policy in policies:
-            name = f"{base} ({policy})" if len(policies) > 1 else base
-            if name in ood_sets or name == id_name:
-                raise GaiaVizError(f"two data sets are named {echo(name)!r}; give the OOD sets distinct names")
-            ood_sets[name] = loaders.cached_source(spec, preset, policy, root, name, max_samples, max_pixels,
-                                                   paths_key)
-            sources[name] = spec
-    return id_set, ood_sets, fit_set, sources
-
-
 def _preset_widget(model_name: str, model, kind: str) -> str:
-    from gaia_viz.models import default_preset
-    from gaia_viz.models.heads import classifier_head
-
-    num_classes = None
-    if model is not None:
-        try:
-            num_classes = classifier_head(model).num_classes
-        except GaiaVizError:
-            pass
-    try:
-        default = default_preset(model_name, num_classes)
-    except GaiaVizError:
-        default = "imagenet224"
+    default = loaders.model_default_preset(model_name, model)
     options = list(PRESETS)
-    key = f"sb_preset::{model_name if kind != 'demo' else 'demo'}"
-    requested = st.session_state.pop("sb_preset_requested", None)
+    key = keys.preset(model_name if kind != "demo" else "demo")
+    requested = st.session_state.pop(keys.SB_PRESET_REQUESTED, None)
     if requested in options:
         st.session_state[key] = requested
     if st.session_state.get(key) not in options:
@@ -594,103 +244,104 @@ def _preset_widget(model_name: str, model, kind: str) -> str:
         format_func=lambda p: f"{p} (model default)" if p == default else p,
         help="\n\n".join(f"**{p.name}**: {p.description}" for p in PRESETS.values()),
     )
-    st.session_state["sb_preset_current"] = (preset, default)
+    st.session_state[keys.SB_PRESET_CURRENT] = (preset, default)
     return preset
 
 
 def _run_widgets() -> tuple[str, int, int | None, int]:
-    st.selectbox("Device", list(DEVICE_CHOICES), key="sb_device",
+    st.selectbox("Device", list(DEVICE_CHOICES), key=keys.SB_DEVICE,
                  help="auto: the GPU when there is one, else the CPU. Scores do not depend on it "
                       "beyond the last digits, so results are kept when it changes.")
-    batch_size = int(st.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="sb_batch_size",
+    batch_size = int(st.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key=keys.SB_BATCH_SIZE,
                                      help="Speed only: GAIA's scores are batch-independent, so results "
                                           "are kept when it changes."))
-    st.session_state.setdefault("sb_max_samples", DEFAULT_MAX_SAMPLES)
+    st.session_state.setdefault(keys.SB_MAX_SAMPLES, DEFAULT_MAX_SAMPLES)
     max_samples = int(st.number_input(
-        "Max samples per set (0 = all)", min_value=0, step=100, key="sb_max_samples",
+        "Max samples per set (0 = all)", min_value=0, step=100, key=keys.SB_MAX_SAMPLES,
         help="A deterministic random subset of every set keeps CPU runs short (the default "
              f"{DEFAULT_MAX_SAMPLES} scores the demo in about half a minute on two CPU cores). "
              "Use 0 for full benchmark numbers.",
     ))
     st.caption(f"At most {max_samples or 'all'} images per set"
                + (" — keeps CPU runs short; 0 uses every image." if max_samples else "."))
-    st.session_state.setdefault("sb_max_megapixels", DEFAULT_MAX_PIXELS / 1e6)
+    st.session_state.setdefault(keys.SB_MAX_MEGAPIXELS, DEFAULT_MAX_PIXELS / 1e6)
     megapixels = float(st.number_input(
-        "Pixel limit per image (megapixels)", min_value=0.01, max_value=1000.0, step=10.0, key="sb_max_megapixels",
+        "Pixel limit per image (megapixels)", min_value=0.01, max_value=1000.0, step=10.0, key=keys.SB_MAX_MEGAPIXELS,
         help="Images with more pixels are refused before decoding (a guard against decompression bombs); "
              "raise it for very large photos."))
-    return st.session_state["sb_device"], batch_size, (max_samples or None), int(megapixels * 1e6)
+    return st.session_state[keys.SB_DEVICE], batch_size, (max_samples or None), int(megapixels * 1e6)
+
+
+def _run_section() -> tuple[str | None, int, int | None, int, list[SetupError]]:
+    """The run widgets and the data root: (device, batch size, sample cap, pixel limit, errors)."""
+    st.subheader("Run")
+    device_choice, batch_size, max_samples, max_pixels = _run_widgets()
+    st.text_input("Data root", key=keys.SB_DATA_ROOT,
+                  help="Folder with standard layouts (cifar10/test, textures/images, LSUN, iSUN, "
+                       "..., models/) and torchvision datasets. Default: $GAIA_VIZ_DATA_ROOT.")
+    root_error = loaders.checked_data_root()[1]
+    errors = [root_error] if root_error else []
+    device = None
+    try:
+        device = resolve_device(device_choice)
+        st.caption(f"Device: **{device}**.")
+    except GaiaVizError as exc:
+        errors.append(setup_error(str(exc), keys.SB_DEVICE, SetupFix("Use the CPU", ((keys.SB_DEVICE, "cpu"),))))
+    for error in errors:
+        show_error(error)
+    return device, batch_size, max_samples, max_pixels, errors
+
+
+def _model_section(data_root: str, device: str | None):
+    """The model widgets, the model they name and its preset: (values, model, preset, errors)."""
+    st.subheader("Model")
+    choice = _model_widgets(data_root)
+    kind = st.session_state.get(keys.SB_MODEL_KIND, "demo")
+    model, errors = None, list(choice.errors)
+    if not errors and device is not None:
+        model, errors = loaders.load_model(choice.values, device, kind)
+    for error in errors:
+        show_error(error)
+    preset = _preset_widget(choice.values.get("name", ""), model, kind)
+    return choice.values, model, preset, errors
+
+
+def _data_section(data_root: str, preset: str, max_samples: int | None, max_pixels: int):
+    """The data widgets and the sets they name: (values, opened sets or None, errors)."""
+    st.subheader("Data")
+    choice = _data_widgets(data_root)
+    opened, errors = None, list(choice.errors)
+    if not errors:
+        opened, errors = loaders.open_sets(choice.values, preset, data_root, max_samples, max_pixels)
+    for error in errors:
+        show_error(error)
+    if opened is not None:
+        skipped = sum(len(getattr(s, "skipped", [])) for s in [opened[0], *opened[1].values()])
+        if skipped:
+            st.warning(f"{skipped} unreadable image files were skipped.")
+    return choice.values, opened, errors
 
 
 def sidebar() -> Setup | None:
-    """Draw the sidebar, load what it names; the Setup, or None (errors in ``"setup_errors"``)."""
-    errors: list[SetupError] = []
-    st.session_state.setdefault("sb_data_root", default_data_root())
-    data_root, root_error = checked_data_root()
-    model = device = opened = None
+    """Draw the sidebar, load what it names; the Setup, or None (errors under ``keys.SETUP_ERRORS``)."""
+    st.session_state.setdefault(keys.SB_DATA_ROOT, loaders.default_data_root())
+    data_root = loaders.checked_data_root()[0]
     with st.sidebar:
         model_box, data_box, run_box = st.container(), st.container(), st.container()
         with run_box:
-            st.subheader("Run")
-            device_choice, batch_size, max_samples, max_pixels = _run_widgets()
-            st.text_input("Data root", key="sb_data_root",
-                          help="Folder with standard layouts (cifar10/test, textures/images, LSUN, iSUN, "
-                               "..., models/) and torchvision datasets. Default: $GAIA_VIZ_DATA_ROOT.")
-            run_errors = [root_error] if root_error else []
-            try:
-                device = resolve_device(device_choice)
-                st.caption(f"Device: **{device}**.")
-            except GaiaVizError as exc:
-                run_errors.append(_error(str(exc), "sb_device", SetupFix("Use the CPU", (("sb_device", "cpu"),))))
-            for error in run_errors:
-                show_error(error)
-            errors += run_errors
+            device, batch_size, max_samples, max_pixels, run_errors = _run_section()
         with model_box:
-            st.subheader("Model")
-            model_choice = _model_widgets(data_root)
-            model_errors = list(model_choice.errors)
-            if not model_errors and device is not None:
-                model, load_errors = _load_model(model_choice.values, device)
-                model_errors += load_errors
-            for error in model_errors:
-                show_error(error)
-            errors += model_errors
-            model_name = model_choice.values.get("name", "")
-            preset = _preset_widget(model_name, model, st.session_state.get("sb_model_kind", "demo"))
+            model_values, model, preset, model_errors = _model_section(data_root, device)
         with data_box:
-            st.subheader("Data")
-            data_choice = _data_widgets(data_root)
-            data_errors = list(data_choice.errors)
-            if not data_errors:
-                try:
-                    opened = _open_sets(data_choice.values, preset, data_root, max_samples, max_pixels)
-                except GaiaVizError as exc:
-                    data_errors.append(_error(str(exc), "sb_data_kind"))
-                except (PermissionError, IsADirectoryError, FileNotFoundError) as exc:
-                    data_errors.append(_error(f"cannot read {exc.filename or exc}: {exc.strerror or exc}",
-                                              "sb_data_kind"))
-            for error in data_errors:
-                show_error(error)
-            errors += data_errors
-            if opened is not None:
-                skipped = sum(len(getattr(s, "skipped", [])) for s in [opened[0], *opened[1].values()])
-                if skipped:
-                    st.warning(f"{skipped} unreadable image files were skipped.")
-    st.session_state[SETUP_ERRORS] = errors
+            data_values, opened, data_errors = _data_section(data_root, preset, max_samples, max_pixels)
+    errors = run_errors + model_errors + data_errors
+    st.session_state[keys.SETUP_ERRORS] = errors
     setup = None
     if not errors and model is not None and opened is not None:
-        id_set, ood_sets, fit_set, sources = opened
-        v = model_choice.values
-        setup = Setup(
-            model_name=model_name, model=model, preset=preset, ood_policy=data_choice.values["policy"],
-            device=device, batch_size=batch_size, id_set=id_set, ood_sets=ood_sets, fit_set=fit_set,
-            checkpoint=v["checkpoint"], data_root=data_root or None, max_samples=max_samples,
-            data_label=data_choice.values["label"], sources=sources, checkpoint_digest=v["digest"],
-            random_weights=not v.get("pretrained", True) and v["checkpoint"] is None,
-        )
-    st.session_state[SETUP] = setup
+        setup = build_setup(model, model_values, preset, data_values, opened, device=device, batch_size=batch_size,
+                            data_root=data_root, max_samples=max_samples)
+    st.session_state[keys.SETUP] = setup
     return setup
 
 
-__all__ = ["BIT_NAMES", "DATA_KINDS", "MODEL_KINDS", "SETUP_QUERY_KEYS", "checked_data_root", "default_data_root",
-           "parse_ood_lines", "seed_from_query", "setup_query", "show_error", "sidebar"]
+__all__ = ["sidebar"]

@@ -1,22 +1,26 @@
 """The explorer's one state model: what every page reads and writes, and the link that holds it.
 
-``st.session_state`` keys shared by the pages (nothing else crosses a page):
+Every key the app stores in ``st.session_state`` is named, with its owner and what it holds,
+in :mod:`gaia_viz.app.keys`; this module owns those that cross pages:
 
-* ``"setup"``: the :class:`gaia_viz.app.setup.Setup` the sidebar built in this run (None
-  while the set-up has an error); ``"setup_errors"``: its
+* ``keys.SETUP``: the :class:`gaia_viz.app.setup.Setup` the sidebar built in this run (None
+  while the set-up has an error); ``keys.SETUP_ERRORS``: its
   :class:`gaia_viz.app.setup.SetupError` list (message, the sidebar widget that caused it,
-  the control that fixes it).
-* ``"selection"``: the :class:`Selection` below: what the user chose on any page. It holds
-  until the user changes it, whichever page they are on.
-* ``"session_token"``: this browser session's id in the job registry
+  the control that fixes it). The sidebar writes both, every page reads them.
+* ``keys.SELECTION``: the :class:`gaia_viz.app.selection.Selection`: what the user chose on
+  any page. It holds until the user changes it, whichever page they are on.
+* ``keys.SESSION_TOKEN``: this browser session's id in the job registry
   (:mod:`gaia_viz.app.jobs`), so a run started here can be cancelled from here.
-* ``"link_warnings"``: what was wrong in the link this session was opened with, shown once.
-* ``"link_written_query"`` / ``"link_written_page"``: the query string this session last
-  wrote and the page it wrote it on; a run on another page (or a Back/Forward step) that
-  arrives with another query string followed a link (:func:`followed_link`).
+* ``keys.LINK_WARNINGS``: what was wrong in the link this session was opened with, shown once.
+* ``keys.WRITTEN_QUERY`` / ``keys.WRITTEN_PAGE``: the query string this session last wrote
+  and the page it wrote it on; a run on another page (or a Back/Forward step) that arrives
+  with another query string followed a link (:func:`followed_link`).
 
-Scores are not session state: finished evaluations live in the process-wide score store of
-:mod:`gaia_viz.app.jobs`, keyed by the set-up's score identity, and grow as methods are added.
+Besides these, only the runs' bookkeeping of :mod:`gaia_viz.app.page` (auto-run, cancelled
+and dismissed runs) and the widgets' own keys live in the session, each listed in
+:mod:`gaia_viz.app.keys`. Scores are not session state: finished evaluations live in the
+process-wide score store of :mod:`gaia_viz.app.jobs`, keyed by the set-up's score identity,
+and grow as methods are added.
 
 Widgets never own a value. Each widget has a private key (``sb_*`` in the sidebar, ``w_*`` on
 the pages) that is seeded from the Selection before it is drawn and copied back by its
@@ -25,108 +29,29 @@ its key, so a changed set-up can never show a stale choice. Streamlit drops the 
 widget that is not drawn in a run (a page switch), which is why the Selection, not the
 widget, is the truth.
 
-The link: :func:`view_query` turns the state into query-string parameters (written at the end
-of a run when they changed, so the address bar always reopens the same view, one history
-entry per change), :func:`gaia_viz.app.page.link_query` adds the set-up's, every in-app link
-carries them (:func:`gaia_viz.app.page.page_link`), and :func:`selection_from_query` reads a link back (bad values become
-warnings and fall back), at a session's start and whenever a link is followed. Parameters:
-``methods`` (comma list of method ids), ``layers`` / ``inner_layers`` (GAIA-Z layers / GAIA-A
-inner layers, names as in ``named_modules()``), ``method`` (the thresholded one), ``tpr``
-(0-1) or ``threshold``, ``ood`` (the OOD set a page compares with), ``image`` (``set:index``),
-``hist`` (``one``: one OOD set at a time) and ``hist_scale`` (``count`` or ``log``) of the score
-histograms, Inspect's ``attribution`` (method id), ``target`` (class index), ``attr_view``
-(``abs``: |value| of a signed method) and ``attr_params`` (``method.param:value``, comma
-separated, see :data:`gaia_viz.attribution.CONTROLS`), the data map's ``map_color`` (``set``, a
-method id or ``agree``) and ``map_compare`` (the method ``agree`` compares the thresholded one
-with), Inspect's ``inspect_layer`` (the layer of "GAIA at one layer"), plus the set-up (see :data:`gaia_viz.app.sidebar.SETUP_QUERY_KEYS`).
+The link: :func:`gaia_viz.app.links.view_query` and :func:`gaia_viz.app.links.setup_query`
+turn the state into query-string parameters (written at the end of a run when they changed,
+:func:`write_query`, so the address bar always reopens the same view, one history entry per
+change), :func:`gaia_viz.app.page.link_query` joins them, every in-app link carries them
+(:func:`gaia_viz.app.page.page_link`), and :func:`gaia_viz.app.links.selection_from_query` /
+:func:`gaia_viz.app.links.seeded_widgets` read a link back (bad values become warnings and
+fall back), at a session's start (:func:`start_session`) and whenever a link is followed
+(:func:`followed_link`). The parameters are listed in :mod:`gaia_viz.app.links`.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import streamlit as st
 
-SETUP = "setup"
-SETUP_ERRORS = "setup_errors"
-SELECTION = "selection"
-SESSION_TOKEN = "session_token"
-LINK_WARNINGS = "link_warnings"
-WRITTEN_QUERY = "link_written_query"
-WRITTEN_PAGE = "link_written_page"  # the page of the run that wrote it
-DRAWN_WIDGETS = "widgets_drawn_last_run"
-LINK_PENDING = "link_pending_checks"  # the link's OOD set and image, checked once the set-up is built
-UPLOAD_IMAGE = "upload"  # Inspect's image set name for the user's uploads
-TPR_RANGE = (0.5, 1.0)
-HISTOGRAM_SETS = ("all", "one")
-HISTOGRAM_SCALES = ("fraction", "count", "log")
-ATTRIBUTION_VIEWS = ("signed", "abs")
-MAP_AGREEMENT = "agree"
-VIEW_KEYS = ("methods", "layers", "inner_layers", "method", "tpr", "threshold", "ood", "image", "hist", "hist_scale",
-             "attribution", "target", "attr_view", "attr_params", "map_color", "map_compare", "inspect_layer")
-ECHO_CHARS = 40  # a link value in a warning: at most this many characters, then '…'
-MAX_LINK_CHARS = 4096  # the longest link value read at all (a list of paths included)
-MAX_DIGITS = 9  # the longest image index, class index or sample count a link may hold
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What the user chose, on any page.
-
-    ``methods``: the methods shown (and scored) on Evaluate; ``zero_layers`` /
-    ``inner_layers``: the GAIA-Z / GAIA-A inner layer subsets (None = all layers), used by every
-    GAIA number; ``method``: the method Tune threshold thresholds; ``tpr`` (fraction of ID
-    accepted) or ``threshold`` (a score) sets its operating point, by ``threshold_mode``
-    (``"tpr"`` or ``"score"``); ``ood_set``: the OOD set a page compares the ID set with (None =
-    the first); ``image``: ``(data set, index)`` on Inspect (also chosen on Tune threshold's
-    hardest cases and the data map); ``attribution``: Inspect's attribution method,
-    ``target`` the class it explains (None = the predicted class), ``attribution_view``
-    ``"signed"`` or ``"abs"`` (|value|) for signed methods, ``attribution_params`` the
-    researcher's settings as sorted ``("method.param", value)`` pairs;
-    ``histogram_sets`` (``"all"`` OOD sets or ``"one"``: ``ood_set`` alone) and
-    ``histogram_scale`` (``"fraction"``, ``"count"``, ``"log"`` count) of the score
-    histograms; ``map_color``: what colours the data map (``"set"``, a method id, or
-    ``"agree"``: where ``method`` and ``map_compare`` decide differently).
-    """
-
-    methods: tuple[str, ...] = ("gaia_z", "gaia_a", "msp", "energy")
-    zero_layers: tuple[str, ...] | None = None
-    inner_layers: tuple[str, ...] | None = None
-    method: str = "gaia_z"
-    threshold_mode: str = "tpr"
-    tpr: float = 0.95
-    threshold: float | None = None
-    ood_set: str | None = None
-    image: tuple[str, int] | None = None
-    attribution: str = "saliency"
-    target: int | None = None
-    attribution_view: str = "signed"
-    attribution_params: tuple[tuple[str, object], ...] = ()
-    histogram_sets: str = "all"
-    histogram_scale: str = "fraction"
-    map_color: str = "set"
-    map_compare: str = "msp"
-    inspect_layer: str | None = None  # Inspect's "GAIA at one layer" (None: its rule's default)
-
-    def layers_for(self, method: str) -> tuple[str, ...] | None:
-        """The layer subset of a GAIA method (None: all layers, or not a GAIA method)."""
-        return {"gaia_z": self.zero_layers, "gaia_a": self.inner_layers}.get(method)
-
-    def params_for(self, attribution: str) -> dict:
-        """The researcher's settings of one attribution method: ``{param: value}``."""
-        prefix = f"{attribution}."
-        return {key[len(prefix):]: value for key, value in self.attribution_params if key.startswith(prefix)}
-
-    def with_param(self, attribution: str, param: str, value) -> "Selection":
-        """This Selection with ``attribution``'s ``param`` set (None: back to its default)."""
-        kept = {key: v for key, v in self.attribution_params if key != f"{attribution}.{param}"}
-        if value is not None:
-            kept[f"{attribution}.{param}"] = value
-        return replace(self, attribution_params=tuple(sorted(kept.items())))
+from gaia_viz.app import links
+from gaia_viz.app.keys import (DRAWN_WIDGETS, LINK_PENDING, LINK_WARNINGS, PAGE_PREFIX, SELECTION, SESSION_TOKEN,
+                               SIDEBAR_PREFIX, WRITTEN_PAGE, WRITTEN_QUERY)
+from gaia_viz.app.links import selection_from_query, shown, shown_names, unknown_keys
+from gaia_viz.app.selection import UPLOAD_IMAGE, Selection
 
 
 def selection() -> Selection:
@@ -185,7 +110,7 @@ def drawn_widgets() -> frozenset[str]:
     return ctx.shared.widget_user_keys_this_run.snapshot() if ctx is not None else frozenset()
 
 
-def resend_undrawn_widgets(prefixes: tuple[str, ...] = ("sb_", "w_")) -> None:
+def resend_undrawn_widgets(prefixes: tuple[str, ...] = (SIDEBAR_PREFIX, PAGE_PREFIX)) -> None:
     """At the start of a run, before anything is drawn: set again the value of every widget
     (keys starting with ``prefixes``) that the last run did not draw, and start recording
     what this run draws (:func:`note_drawn_widgets`).
@@ -223,202 +148,6 @@ def note_drawn_widgets(*keys: str) -> None:
 # --------------------------------------------------------------------------- links
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in str(text).split(",") if part.strip()]
-
-
-def shown(value) -> str:
-    """A link value as a warning names it: quoted, control characters escaped, at most
-    :data:`ECHO_CHARS` characters and then '…' (a 20,000-character value is not echoed)."""
-    from gaia_viz.paths import echo
-
-    return f"'{echo(value, ECHO_CHARS + 1)}'"
-
-
-def whole_number(text, digits: int = MAX_DIGITS) -> int | None:
-    """``text`` as a non-negative integer of at most ``digits`` ASCII digits, else None. Python
-    refuses to parse integers of more than 4,300 digits (and ``str.isdigit`` accepts '²')."""
-    text = str(text).strip()
-    return int(text) if re.fullmatch(rf"[0-9]{{1,{digits}}}", text) else None
-
-
-def readable_params(params: Mapping[str, str], keys: Sequence[str], warnings: list[str]) -> dict[str, str]:
-    """The link parameters among ``keys`` that may be read at all: a value longer than
-    :data:`MAX_LINK_CHARS` or holding a control character is refused, named once in ``warnings``."""
-    from gaia_viz.errors import GaiaVizError
-    from gaia_viz.paths import check_text
-
-    kept = {}
-    for key in keys:
-        if key not in params:
-            continue
-        value = str(params[key])
-        if len(value) > MAX_LINK_CHARS:
-            warnings.append(f"{key} in the link is {len(value):,} characters long (at most {MAX_LINK_CHARS:,}): "
-                            f"{shown(value)} was ignored")
-            continue
-        try:
-            kept[key] = check_text(value, key)
-        except GaiaVizError:
-            warnings.append(f"{key}={shown(value)} in the link holds a control character: ignored")
-    return kept
-
-
-def shown_names(names: Sequence[str], limit: int = 8) -> str:
-    """Names for a warning: each shortened, at most ``limit`` of them."""
-    listed = ", ".join(shown(n) for n in names[:limit])
-    return listed + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def selection_from_query(params: Mapping[str, str], known_methods: Sequence[str],
-                         base: Selection | None = None) -> tuple[Selection, list[str]]:
-    """The Selection a link asks for, and one warning for every value that was refused (its
-    value shortened, :func:`shown`); a refused value falls back to ``base`` (the defaults).
-
-    Layers are checked later, against the evaluated model (:func:`checked_layers`), and the
-    OOD set and image against the set-up (:func:`check_link_against`)."""
-    chosen = base or Selection()
-    warnings: list[str] = []
-    params = readable_params(params, VIEW_KEYS, warnings)
-    changes: dict = {}
-    if "methods" in params:
-        names = list(dict.fromkeys(_split(params["methods"])))
-        unknown = [m for m in names if m not in known_methods]
-        good = [m for m in names if m in known_methods]
-        if unknown:
-            warnings.append(f"unknown method(s) in the link: {shown_names(unknown)} (known: {', '.join(known_methods)})")
-        if good:
-            changes["methods"] = tuple(good)
-    if "method" in params:
-        if params["method"] in known_methods:
-            changes["method"] = params["method"]
-        else:
-            warnings.append(f"unknown method in the link: {shown(params['method'])}; thresholding {chosen.method}")
-    for key, attr in (("layers", "zero_layers"), ("inner_layers", "inner_layers")):
-        if key in params:
-            names = _split(params[key])
-            changes[attr] = tuple(dict.fromkeys(names)) if names else None
-    if "tpr" in params:
-        try:
-            tpr = float(params["tpr"])
-        except ValueError:
-            tpr = math.nan
-        if TPR_RANGE[0] <= tpr <= TPR_RANGE[1]:
-            changes.update(tpr=tpr, threshold_mode="tpr")
-        else:
-            warnings.append(f"tpr={shown(params['tpr'])} in the link is not a fraction between "
-                            f"{TPR_RANGE[0]} and {TPR_RANGE[1]}; using {chosen.tpr}")
-    if "threshold" in params and "tpr" not in params:
-        try:
-            value = float(params["threshold"])
-            if not math.isfinite(value):
-                raise ValueError
-            changes.update(threshold=value, threshold_mode="score")
-        except ValueError:
-            warnings.append(f"threshold={shown(params['threshold'])} in the link is not a number; using the TPR")
-    if "ood" in params and params["ood"].strip():
-        changes["ood_set"] = params["ood"].strip()
-    if "image" in params:
-        name, sep, index = params["image"].rpartition(":")
-        if sep and name and whole_number(index) is not None:
-            changes["image"] = (name, whole_number(index))
-        else:
-            warnings.append(f"image={shown(params['image'])} in the link is not <data set>:<index> "
-                            f"(an index of at most {MAX_DIGITS} digits)")
-    for key, attr, allowed in (("hist", "histogram_sets", HISTOGRAM_SETS), ("hist_scale", "histogram_scale", HISTOGRAM_SCALES),
-                               ("attr_view", "attribution_view", ATTRIBUTION_VIEWS)):
-        if key in params:
-            if params[key] in allowed:
-                changes[attr] = params[key]
-            else:
-                warnings.append(f"{key}={shown(params[key])} in the link is not one of {', '.join(allowed)}")
-    changes.update(_attribution_from_query(params, warnings))
-    if "map_color" in params:
-        if params["map_color"] in ("set", MAP_AGREEMENT, *known_methods):
-            changes["map_color"] = params["map_color"]
-        else:
-            warnings.append(f"map_color={shown(params['map_color'])} in the link is not 'set', 'agree' or a method")
-    if "inspect_layer" in params and params["inspect_layer"].strip():
-        changes["inspect_layer"] = params["inspect_layer"].strip()[:200]  # checked on Inspect, against the model
-    if "map_compare" in params:
-        if params["map_compare"] in known_methods:
-            changes["map_compare"] = params["map_compare"]
-        else:
-            warnings.append(f"map_compare={shown(params['map_compare'])} in the link is not a method")
-    return replace(chosen, **changes), warnings
-
-
-def _attribution_from_query(params: Mapping[str, str], warnings: list[str]) -> dict:
-    """Inspect's attribution choices in a link (see the module docstring)."""
-    from gaia_viz.attribution import ATTRIBUTION_METHODS, control
-    from gaia_viz.errors import GaiaVizError
-    from gaia_viz.paths import echo
-
-    changes: dict = {}
-    if "attribution" in params:
-        if params["attribution"] in ATTRIBUTION_METHODS:
-            changes["attribution"] = params["attribution"]
-        else:
-            warnings.append(f"attribution={shown(params['attribution'])} in the link is not one of "
-                            f"{', '.join(ATTRIBUTION_METHODS)}")
-    if "target" in params:
-        if whole_number(params["target"]) is not None:
-            changes["target"] = whole_number(params["target"])
-        else:
-            warnings.append(f"target={shown(params['target'])} in the link is not a class index")
-    if "attr_params" in params:
-        pairs = {}
-        refused = []
-        for item in _split(params["attr_params"]):
-            key, sep, text = item.partition(":")
-            method, dot, param = key.partition(".")
-            try:
-                if not (sep and dot) or len(text) > 2 * ECHO_CHARS:
-                    raise GaiaVizError(f"{shown(item)} is not method.param:value")
-                pairs[key] = control(method, param).parse(text)
-            except GaiaVizError as exc:
-                refused.append(echo(exc, 3 * ECHO_CHARS))
-        for reason in refused[:3]:
-            warnings.append(f"attr_params in the link: {reason}; left at its default")
-        if len(refused) > 3:
-            warnings.append(f"attr_params in the link: {len(refused) - 3} more values refused; left at their defaults")
-        changes["attribution_params"] = tuple(sorted(pairs.items()))
-    return changes
-
-
-def view_query(chosen: Selection) -> dict[str, str]:
-    """The query-string parameters of the Selection (defaults left out)."""
-    default = Selection()
-    query: dict[str, str] = {}
-    if chosen.methods != default.methods:
-        query["methods"] = ",".join(chosen.methods)
-    if chosen.zero_layers is not None:
-        query["layers"] = ",".join(chosen.zero_layers)
-    if chosen.inner_layers is not None:
-        query["inner_layers"] = ",".join(chosen.inner_layers)
-    if chosen.method != default.method:
-        query["method"] = chosen.method
-    if chosen.threshold_mode == "score" and chosen.threshold is not None:
-        query["threshold"] = f"{chosen.threshold:.6g}"
-    elif chosen.tpr != default.tpr:
-        query["tpr"] = f"{chosen.tpr:g}"
-    if chosen.ood_set:
-        query["ood"] = chosen.ood_set
-    if chosen.image is not None:
-        query["image"] = f"{chosen.image[0]}:{chosen.image[1]}"
-    for key, attr in (("hist", "histogram_sets"), ("hist_scale", "histogram_scale"), ("attribution", "attribution"),
-                      ("attr_view", "attribution_view"), ("map_color", "map_color"), ("map_compare", "map_compare")):
-        if getattr(chosen, attr) != getattr(default, attr):
-            query[key] = str(getattr(chosen, attr))
-    if chosen.target is not None:
-        query["target"] = str(chosen.target)
-    if chosen.inspect_layer:
-        query["inspect_layer"] = chosen.inspect_layer
-    if chosen.attribution_params:
-        query["attr_params"] = ",".join(f"{key}:{value!r}" if isinstance(value, float) else f"{key}:{value}"
-                                        for key, value in chosen.attribution_params)
-    return query
-
 
 def write_query(params: Mapping[str, str]) -> None:
     """Make the address bar's query string exactly ``params``: one message, and only when it
@@ -447,14 +176,14 @@ def warn_link(message: str, draw: bool = True) -> None:
     if message not in kept:
         kept.append(message)
         if draw:
-            from gaia_viz.app.paths import escape_markdown
+            from gaia_viz.app.markdown import escape_markdown
 
             st.warning(escape_markdown(message))
 
 
 def show_link_warnings() -> None:
     """The link's warnings at the top of the page, until the user dismisses them."""
-    from gaia_viz.app.paths import escape_markdown
+    from gaia_viz.app.markdown import escape_markdown
 
     kept = st.session_state.get(LINK_WARNINGS, [])
     for message in kept:
@@ -508,10 +237,6 @@ def _remember_checks(params: Mapping[str, str]) -> None:
     st.session_state[LINK_PENDING] = {key: params[key] for key in ("ood", "image") if key in params}
 
 
-def _unknown_keys(params: Mapping[str, str], setup_keys: Sequence[str]) -> list[str]:
-    unknown = [key for key in params if key not in VIEW_KEYS and key not in setup_keys]
-    return [f"unknown parameter(s) in the link: {shown_names(unknown)}; ignored"] if unknown else []
-
 
 @dataclass
 class LinkState:
@@ -540,7 +265,7 @@ def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     chosen, warnings = selection_from_query(params, known_methods)
     st.session_state[SELECTION] = chosen
     _remember_checks(params)
-    for message in _unknown_keys(params, setup_keys) + warnings:
+    for message in unknown_keys(params, setup_keys) + warnings:
         warn_link(message, draw=False)
     setup_params = {k: v for k, v in params.items() if k in setup_keys}
     changed = any(params.get(k) != written.get(k) for k in setup_keys)
@@ -556,7 +281,7 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     chosen, warnings = selection_from_query(params, known_methods)
     st.session_state[SELECTION] = chosen
     _remember_checks(params)
-    for message in _unknown_keys(params, setup_keys) + warnings:
+    for message in unknown_keys(params, setup_keys) + warnings:
         warn_link(message, draw=False)
     view_keys = {"methods", "layers", "inner_layers", "method", "tpr", "threshold", "image", "map_color",
                  "inspect_layer"}
@@ -564,7 +289,35 @@ def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
                      had_view=bool(view_keys & set(params)))
 
 
-__all__ = ["ATTRIBUTION_VIEWS", "HISTOGRAM_SCALES", "HISTOGRAM_SETS", "LINK_WARNINGS", "LinkState", "MAP_AGREEMENT", "SELECTION", "SESSION_TOKEN", "SETUP", "SETUP_ERRORS", "Selection",
-           "WRITTEN_QUERY", "bound_widget", "drawn_widgets", "note_drawn_widgets", "resend_undrawn_widgets", "check_link_against", "checked_layers", "followed_link", "selection",
-           "selection_from_query", "session_token", "shown", "shown_names", "whole_number", "readable_params",
-           "show_link_warnings", "start_session", "update_selection", "view_query", "warn_link", "write_query"]
+# --------------------------------------------------------------------------- the set-up's link
+
+
+def setup_widgets() -> dict:
+    """The sidebar's widget values: ``{key: value}`` of every ``sb_*`` key in the session."""
+    state = st.session_state
+    return {key: state[key] for key in list(state) if isinstance(key, str) and key.startswith(SIDEBAR_PREFIX)}
+
+
+def setup_query() -> dict[str, str]:
+    """The set-up's query-string parameters (:func:`gaia_viz.app.links.setup_query`)."""
+    return links.setup_query(setup_widgets())
+
+
+def seed_setup(params: Mapping[str, str], warn: Callable[[str], None], complete: bool = False) -> None:
+    """Set the sidebar's widgets from a link's set-up parameters (before they are drawn,
+    :func:`gaia_viz.app.links.seeded_widgets`); ``warn(message)`` gets each value that could
+    not be used. Only the keys whose value changed are written (an upload's cannot be)."""
+    before = setup_widgets()
+    after, warnings = links.seeded_widgets(params, before, complete)
+    for key in before.keys() - after.keys():
+        del st.session_state[key]
+    for key, value in after.items():
+        if key not in before or before[key] is not value:
+            st.session_state[key] = value
+    for message in warnings:
+        warn(message)
+
+
+__all__ = ["LinkState", "bound_widget", "check_link_against", "checked_layers", "drawn_widgets", "followed_link",
+           "note_drawn_widgets", "resend_undrawn_widgets", "seed_setup", "selection", "session_token", "setup_query",
+           "setup_widgets", "show_link_warnings", "start_session", "update_selection", "warn_link", "write_query"]

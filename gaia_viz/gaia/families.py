@@ -81,6 +81,12 @@ class GaiaFamily:
         start = int(np.sum(channels[:i]))
         return slice(start, start + channels[i])
 
+    def layer_values(self, evaluation, dataset: str, layer: str) -> np.ndarray:
+        """(N, C_l) float64: ``channel_array`` of ``dataset`` at ``layer`` (every sample's
+        r[l, c] or m[l, c] for the channels of that layer); LayerError for an unknown layer."""
+        columns = self.channel_columns(evaluation, layer)
+        return np.asarray(evaluation.arrays[dataset][self.channel_array], dtype=np.float64)[:, columns]
+
 
 GAIA_FAMILIES: dict[str, GaiaFamily] = {
     "gaia_z": GaiaFamily("gaia_z", "GAIA-Z", "nonzero_ratio", "r", "non-zero gradient ratio r[l, c]",

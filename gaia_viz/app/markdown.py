@@ -1,4 +1,4 @@
-"""App-side glue of path safety: user strings shown literally, and no tracebacks when served.
+"""Markdown escaping (user strings shown literally) and no tracebacks when served.
 
 Which server paths a visitor may name is decided in the core, :mod:`gaia_viz.paths`
 (:func:`gaia_viz.paths.check_allowed`, the one function that answers "may this path be
