@@ -130,7 +130,7 @@ def test_bit_names_architecture_and_preset():
     from gaia_viz.models import BIT_NAMES, default_preset, list_models
 
     assert len(BIT_NAMES) == 12 and {"BiT-S-R101x1", "BiT-M-R152x4", "BiT-S-R50x3"} <= set(BIT_NAMES)
-    assert set(BIT_NAMES) <= set(list_models(include_timm=False))
+    assert set(BIT_NAMES) <= set(list_models())
     assert default_preset("BiT-S-R101x1") == "bit480"
     from gaia_viz.models import bit_model
 
