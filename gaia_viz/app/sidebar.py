@@ -27,6 +27,7 @@ from gaia_viz.app.state import (MAX_DIGITS, SETUP, SETUP_ERRORS, readable_params
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS, id_policy
 from gaia_viz.errors import GaiaVizError
+from gaia_viz.models import checkpoint_files, list_models, model_families, model_info
 from gaia_viz.paths import check_allowed, check_text, echo, path_policy, restriction_active
 from gaia_viz.settings import DEVICE_CHOICES, resolve_device
 
@@ -34,26 +35,18 @@ DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_BATCH_SIZE = 64
 CHECKPOINT_TYPES = ["pt", "pth", "th", "tar", "safetensors", "npz"]
 BOTH_POLICIES = "both"
-BIT_NAMES = tuple(f"BiT-{kind}-R{depth}" for kind in ("S", "M")
-                  for depth in ("50x1", "50x3", "101x1", "101x3", "152x2", "152x4"))
+BIT_NAMES = tuple(list_models("bit"))
 
-MODEL_KINDS = {
-    "demo": "Demo digit CNN (embedded)",
-    "cifar": "CIFAR ResNet (20-110)",
-    "densenet": "CIFAR DenseNet-BC-100 (ODIN's)",
-    "gaia": "GAIA ResNet-18/34",
-    "bit": "Big Transfer BiT (the paper's ImageNet model)",
-    "torchvision": "torchvision classifier",
-    "timm": "timm model",
-}
+MODEL_KINDS = {family.kind: family.label for family in model_families()}  # the catalogue's families
 HUB_KINDS = ("bit", "torchvision", "timm")  # weights from a local hub cache, or random
 DATA_KINDS = {
     "demo": "Demo sets (digits vs. 5 OOD sets)",
     "cifar10-real": "CIFAR-10 (real)",
     "custom": "Image folders / torchvision datasets",
 }
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
-DENSENET_NAME, DENSENET_FILE = "cifar_densenet_bc100", "cifar10_densenet_bc100.safetensors"
+CIFAR_NAMES, GAIA_NAMES = ({model_info(name).depth: name for name in list_models(kind)} for kind in ("cifar", "gaia"))
+CIFAR_DEPTHS = tuple(CIFAR_NAMES)
+DENSENET_NAME = list_models("densenet")[0]
 DEFAULT_POLICY = {"demo": "resize", "cifar10-real": BOTH_POLICIES, "custom": "center-crop"}
 SETUP_QUERY_KEYS = ("model", "checkpoint", "data", "ood_sets", "id", "fit", "preset", "policy", "samples")
 _URL = re.compile(r"https?://[^\s)]+")
@@ -91,9 +84,9 @@ def _model_query() -> str:
     kind = st.session_state.get("sb_model_kind", "demo")
     return {
         "demo": lambda: "demo",
-        "cifar": lambda: f"cifar_resnet{st.session_state.get('sb_cifar_depth', 20)}",
+        "cifar": lambda: CIFAR_NAMES.get(st.session_state.get("sb_cifar_depth"), list_models("cifar")[0]),
         "densenet": lambda: DENSENET_NAME,
-        "gaia": lambda: f"gaia_resnet{st.session_state.get('sb_gaia_depth', 18)}",
+        "gaia": lambda: GAIA_NAMES.get(st.session_state.get("sb_gaia_depth"), list_models("gaia")[0]),
         "bit": lambda: st.session_state.get("sb_bit_name", BIT_NAMES[0]),
         "torchvision": lambda: "tv:" + str(st.session_state.get("sb_tv_name", "resnet18")).strip(),
         "timm": lambda: "timm:" + str(st.session_state.get("sb_timm_name", "resnet18")).strip(),
@@ -140,15 +133,16 @@ def setup_query() -> dict[str, str]:
     return query
 
 
-def _shared_weights(values: dict, data_root, file_name: str, caption: str, expected: str) -> None:
-    """Without a checkpoint of the user's, the shared one under ``<data root>/models``; else a
-    GaiaVizError saying what to give."""
+def _shared_weights(values: dict, data_root, caption: str) -> None:
+    """Without a checkpoint of the user's, the shared one under the data root (the catalogue's
+    ``checkpoint_file``); else a GaiaVizError saying what to give."""
     if values["checkpoint"] is not None:
         return
-    shared = Path(data_root) / "models" / file_name if data_root else None
+    info = model_info(values["name"])
+    shared = Path(data_root) / info.checkpoint_file if data_root and info.checkpoint_file else None
     if shared is None or not shared.is_file():
         raise GaiaVizError(f"{values['name']} has no pretrained weights under the data root: upload a "
-                           f"checkpoint, or set a data root holding {expected}")
+                           f"checkpoint, or set a data root holding {' or '.join(checkpoint_files(info.kind))}")
     values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
     st.caption(f"{caption}: {escape_markdown(shared)}.")
 
@@ -166,8 +160,8 @@ def _link_model(model: str, warn) -> tuple[str | None, dict]:
         return "cifar", {}
     if model == DENSENET_NAME:
         return "densenet", {}
-    if match := re.fullmatch(r"gaia_resnet(18|34)", model):
-        return "gaia", {"sb_gaia_depth": int(match.group(1))}
+    if model in GAIA_NAMES.values():
+        return "gaia", {"sb_gaia_depth": model_info(model).depth}
     if model in BIT_NAMES:
         return "bit", {"sb_bit_name": model}
     kind, name = ("timm", model[5:]) if model.startswith("timm:") else ("torchvision", model.removeprefix("tv:"))
@@ -175,7 +169,7 @@ def _link_model(model: str, warn) -> tuple[str | None, dict]:
     if not _HUB_NAME.fullmatch(name):
         reason = "is not a model name"
     elif kind == "torchvision":
-        from gaia_viz.models.zoo import torchvision_model_names
+        from gaia_viz.models import torchvision_model_names
 
         if name not in torchvision_model_names():
             reason = "is not a torchvision classifier"
@@ -362,17 +356,15 @@ def _model_widgets(data_root: str) -> _Choice:
             st.caption("A small CNN trained on handwritten digits; its weights ship with gaia-viz.")
         elif kind == "cifar":
             depth = st.selectbox("Depth", CIFAR_DEPTHS, key="sb_cifar_depth")
-            values.update(name=f"cifar_resnet{depth}", **_checkpoint_widgets(kind))
-            _shared_weights(values, data_root, f"cifar10_resnet{depth}.th", "Pretrained CIFAR-10 weights",
-                            "models/cifar10_resnet{20,56}.th")
+            values.update(name=CIFAR_NAMES[depth], **_checkpoint_widgets(kind))
+            _shared_weights(values, data_root, "Pretrained CIFAR-10 weights")
         elif kind == "densenet":
             values.update(name=DENSENET_NAME, **_checkpoint_widgets(kind))
-            _shared_weights(values, data_root, DENSENET_FILE, "ODIN's pretrained CIFAR-10 weights",
-                            f"models/{DENSENET_FILE}")
+            _shared_weights(values, data_root, "ODIN's pretrained CIFAR-10 weights")
         else:
             if kind == "gaia":
-                depth = st.selectbox("Depth", (18, 34), key="sb_gaia_depth")
-                values["name"] = f"gaia_resnet{depth}"
+                depth = st.selectbox("Depth", tuple(GAIA_NAMES), key="sb_gaia_depth")
+                values["name"] = GAIA_NAMES[depth]
             elif kind == "bit":
                 values["name"] = st.selectbox("BiT model", BIT_NAMES, key="sb_bit_name", help=(
                     "Big Transfer ResNetV2 (Kolesnikov et al. 2020); the GAIA paper's ImageNet results use "

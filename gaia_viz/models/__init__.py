@@ -2,7 +2,7 @@
 torchvision and timm models, the demo CNN, and safe checkpoint loading. Start with
 :func:`load_model`; which names it takes is the catalogue's (:func:`list_models`, :func:`model_info`)."""
 
-from .catalogue import ModelInfo, default_preset, list_models, model_families, model_info
+from .catalogue import ModelInfo, checkpoint_files, default_preset, list_models, model_families, model_info
 from .zoo import load_model, shared_data_root
 
 # Each family registers itself in the catalogue when imported: this order is the catalogue's.
@@ -30,6 +30,7 @@ __all__ = [
     "ResNetV2",
     "TIMM_PREFIX",
     "bit_model",
+    "checkpoint_files",
     "cifar_densenet_bc",
     "cifar_resnet",
     "classifier_head",

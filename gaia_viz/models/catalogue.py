@@ -179,6 +179,12 @@ def model_info(name: str) -> ModelInfo:
     raise ModelError(f"unknown model {name!r}.{hint} See gaia_viz.models.list_models().")
 
 
+def checkpoint_files(kind: str | None = None) -> list[str]:
+    """The shared checkpoints (relative to the data root) of family ``kind``, or of all."""
+    return [info.checkpoint_file for family in ([model_family(kind)] if kind else model_families())
+            for info in family.models if info.checkpoint_file]
+
+
 def default_preset(name: str, num_classes: int | None = None) -> str:
     """The preprocessing preset model ``name`` expects (a key of ``gaia_viz.data.presets.PRESETS``)
     for a head of ``num_classes``: :meth:`ModelInfo.preset` of its entry (the presets'
@@ -221,5 +227,6 @@ def catalogue_markdown() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ModelFamily", "ModelInfo", "WEIGHTS", "catalogue_markdown", "catalogue_summary", "default_preset",
+__all__ = ["ModelFamily", "ModelInfo", "WEIGHTS", "catalogue_markdown", "catalogue_summary", "checkpoint_files",
+           "default_preset",
            "list_models", "model_families", "model_family", "model_info", "register_family"]
