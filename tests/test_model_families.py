@@ -622,7 +622,7 @@ def test_torchvision_weights_load_like_torchvision_itself(name, tmp_path, monkey
     import torchvision
 
     from gaia_viz.models import hub_checkpoint_path
-    from gaia_viz.models.zoo import DENSENET_OLD_KEY
+    from gaia_viz.models.torchvision_zoo import DENSENET_OLD_KEY
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     weights = torchvision.models.get_model_weights(name).DEFAULT

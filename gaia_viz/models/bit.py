@@ -223,14 +223,17 @@ def bit_num_classes(state_dict: Mapping[str, Tensor]) -> int | None:
 
 # --------------------------------------------------------------------------- catalogue
 
-# the GAIA/GradNorm ImageNet setup: 480 x 480 inputs, mean and std 0.5
-@register_family("bit", "Big Transfer BiT (the paper's ImageNet model)", [
-    ModelInfo(name, "bit", name,
-              f"Big Transfer's ResNet-v2 {name[6:]} ({'ImageNet-1k' if name[4] == 'S' else 'ImageNet-21k'} "
-              "upstream; the GAIA paper's ImageNet models)", "bit480", 1000, "none",
-              depth=int(_NAME_PATTERN.fullmatch(name).group(2)[1:]),
-              gaia_defaults=bit_gaia_defaults(BIT_UNITS[_NAME_PATTERN.fullmatch(name).group(2)][3]))
-    for name in BIT_NAMES])
+def _bit_info(name: str) -> ModelInfo:
+    """The catalogue entry of release ``name``; its preset is the GAIA/GradNorm ImageNet setup
+    (480 x 480 inputs, mean and std 0.5)."""
+    upstream, depth, width = _NAME_PATTERN.fullmatch(name).groups()
+    return ModelInfo(name, "bit", name, f"Big Transfer's ResNet-v2 {depth}x{width} "
+                     f"({'ImageNet-1k' if upstream == 'S' else 'ImageNet-21k'} upstream; the GAIA paper's ImageNet "
+                     "models)", "bit480", 1000, "none", depth=int(depth[1:]),
+                     gaia_defaults=bit_gaia_defaults(BIT_UNITS[depth][-1]))
+
+
+@register_family("bit", "Big Transfer BiT (the paper's ImageNet model)", [_bit_info(name) for name in BIT_NAMES])
 def _load_bit(info: ModelInfo, request):
     state_dict = request.state_dict()
     if state_dict is None and request.pretrained:

@@ -32,8 +32,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .catalogue import ModelInfo, register_family
-from .checkpoints import infer_num_classes
-from .zoo import shared_weights
+from .zoo import with_shared_weights
 
 DENSENET_BC_DEPTHS = (100,)
 SHARED_DENSENET_CHECKPOINTS = {100: "models/cifar10_densenet_bc100.safetensors"}
@@ -123,8 +122,4 @@ def cifar_densenet_bc(depth: int = 100, num_classes: int = 10) -> CifarDenseNetB
               "shared", SHARED_DENSENET_CHECKPOINTS[depth], depth)
     for depth in DENSENET_BC_DEPTHS])
 def _load_cifar_densenet(info: ModelInfo, request):
-    state_dict = request.state_dict()
-    model = cifar_densenet_bc(info.depth, request.checkpoint_classes(state_dict, infer_num_classes) or info.num_classes)
-    if state_dict is None and request.pretrained:
-        state_dict = shared_weights(info)
-    return model, state_dict
+    return with_shared_weights(info, request, lambda classes: cifar_densenet_bc(info.depth, classes))

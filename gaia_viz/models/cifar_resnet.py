@@ -18,8 +18,7 @@ from torch import nn
 from ..errors import ModelError
 from .blocks import BasicBlock
 from .catalogue import ModelInfo, register_family
-from .checkpoints import infer_num_classes
-from .zoo import shared_weights
+from .zoo import with_shared_weights
 
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 # the akamaster checkpoints in the shared data folder (the others have no known weights)
@@ -87,8 +86,4 @@ def cifar_resnet(depth: int, num_classes: int = 10) -> CifarResNet:
               SHARED_CIFAR_CHECKPOINTS.get(depth), depth)
     for depth in CIFAR_RESNET_DEPTHS])
 def _load_cifar_resnet(info: ModelInfo, request):
-    state_dict = request.state_dict()
-    model = cifar_resnet(info.depth, request.checkpoint_classes(state_dict, infer_num_classes) or info.num_classes)
-    if state_dict is None and request.pretrained:
-        state_dict = shared_weights(info)
-    return model, state_dict
+    return with_shared_weights(info, request, lambda classes: cifar_resnet(info.depth, classes))

@@ -21,7 +21,7 @@ from ..errors import ModelError
 from ..paths import check_allowed
 from ..settings import SHARED_DATA_ROOT, data_root
 from .catalogue import ModelInfo, model_family, model_info
-from .checkpoints import load_checkpoint_into, load_state_dict_file
+from .checkpoints import infer_num_classes, load_checkpoint_into, load_state_dict_file
 
 
 def shared_data_root() -> Path:
@@ -70,6 +70,18 @@ def shared_weights(info: ModelInfo) -> dict[str, torch.Tensor]:
     return load_state_dict_file(path)
 
 
+def with_shared_weights(info: ModelInfo, request: LoadRequest,
+                        build: Callable[[int], nn.Module]) -> tuple[nn.Module, dict[str, torch.Tensor] | None]:
+    """The loader of a family with shared checkpoints: ``build(classes)`` (the classes asked
+    for, else the checkpoint's head, else ``info.num_classes``) and the weights to load, the
+    user's checkpoint, else the shared one when ``request.pretrained``, else none (random)."""
+    state_dict = request.state_dict()
+    model = build(request.checkpoint_classes(state_dict, infer_num_classes) or info.num_classes)
+    if state_dict is None and request.pretrained:
+        state_dict = shared_weights(info)
+    return model, state_dict
+
+
 def load_model(
     name: str,
     checkpoint: str | Path | bytes | None = None,
@@ -97,4 +109,4 @@ def load_model(
     return model.to(device).eval()
 
 
-__all__ = ["LoadRequest", "load_model", "shared_data_root", "shared_weights"]
+__all__ = ["LoadRequest", "load_model", "shared_data_root", "shared_weights", "with_shared_weights"]
