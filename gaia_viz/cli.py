@@ -25,9 +25,24 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
+    # {action: callable giving its help}, computed only when the help is printed
+    late_help: dict = {}
+
     def error(self, message):  # one line, exit 2 (argparse prints usage too by default)
         sys.stderr.write(f"error: {message} (see --help)\n")
         raise SystemExit(EXIT_USAGE)
+
+    def format_help(self):
+        for action, text in self.late_help.items():
+            action.help = text()
+        return super().format_help()
+
+
+def _model_help() -> str:
+    """``--model``'s help: the catalogue's names (reading it imports the models, hence late)."""
+    from gaia_viz.models.catalogue import catalogue_summary
+
+    return f"a catalogue name: {catalogue_summary()} (tv: optional for a torchvision name)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="score ID and OOD sets with GAIA and baselines")
     ev.add_argument("--demo", action="store_true", help="the embedded offline demo (digits vs faces, textures, ...)")
-    ev.add_argument("--model", help="demo, cifar_resnet20..110, cifar_densenet_bc100, gaia_resnet18/34, BiT-S-R101x1 (and the other BiT "
-                         "releases), a torchvision name or timm:NAME")
+    ev.late_help = {ev.add_argument("--model", help="a catalogue name (listed by --help)"): _model_help}
     ev.add_argument("--checkpoint", help="weights file (.pt/.pth/.th/.pth.tar state_dict, .safetensors, or BiT's .npz)")
     ev.add_argument("--num-classes", type=int, help="classes of the model (default: from the checkpoint)")
     ev.add_argument("--id", dest="id_source", help="ID test set: folder:PATH, torchvision:CIFAR10[:test], demo:digits, ...")

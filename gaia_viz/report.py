@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from gaia_viz.errors import DataError
+from gaia_viz.models import model_info
 
 REAL_PRESET = "cifar-imagenet-norm"  # the ResNets'; each model's own is models.default_preset
-REPORT_MODELS = {"cifar_resnet20": "cifar10_resnet20.th", "cifar_resnet56": "cifar10_resnet56.th",
-                 "cifar_densenet_bc100": "cifar10_densenet_bc100.safetensors"}
-MODEL_TITLES = {"cifar_resnet20": "ResNet-20", "cifar_resnet56": "ResNet-56",
-                "cifar_densenet_bc100": "DenseNet-BC-100"}
+# the models with shared CIFAR-10 weights: {name: its checkpoint's file name under <data root>/models}
+REPORT_MODELS = {name: Path(model_info(name).checkpoint_file).name
+                 for name in ("cifar_resnet20", "cifar_resnet56", "cifar_densenet_bc100")}
+MODEL_TITLES = {name: model_info(name).title for name in REPORT_MODELS}
 METRIC_COLUMNS = ("fpr95", "auroc")
 # OOD sets of the main table (as the field's CIFAR papers use them) and of the extras table
 LSUN_RESIZE, TIN_RESIZE = "LSUN-Resize", "TinyImageNet-Resize"

@@ -154,7 +154,7 @@ def sweep_scores(methods, max_id: int, max_ood: int):
 
 
 def test_names_preset_and_architecture_match_odin():
-    assert NAME in list_models(include_timm=False)
+    assert NAME in list_models()
     assert default_preset(NAME) == "odin-cifar10"
     ours = load_model(NAME, pretrained=False)
     theirs = OdinDenseNet3()

@@ -130,7 +130,7 @@ def test_bit_names_architecture_and_preset():
     from gaia_viz.models import BIT_NAMES, default_preset, list_models
 
     assert len(BIT_NAMES) == 12 and {"BiT-S-R101x1", "BiT-M-R152x4", "BiT-S-R50x3"} <= set(BIT_NAMES)
-    assert set(BIT_NAMES) <= set(list_models(include_timm=False))
+    assert set(BIT_NAMES) <= set(list_models())
     assert default_preset("BiT-S-R101x1") == "bit480"
     from gaia_viz.models import bit_model
 
@@ -622,7 +622,7 @@ def test_torchvision_weights_load_like_torchvision_itself(name, tmp_path, monkey
     import torchvision
 
     from gaia_viz.models import hub_checkpoint_path
-    from gaia_viz.models.zoo import DENSENET_OLD_KEY
+    from gaia_viz.models.torchvision_zoo import DENSENET_OLD_KEY
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     weights = torchvision.models.get_model_weights(name).DEFAULT

@@ -92,7 +92,7 @@ def test_unknown_depth_and_name_raise_model_error():
 
 
 def test_list_models_and_default_presets():
-    names = list_models()
+    names = list_models(expand=True)
     assert {"demo", "cifar_resnet20", "cifar_resnet110", "gaia_resnet34", "resnet50", "vit_b_16"} <= set(names)
     assert not {"fasterrcnn_resnet50_fpn", "raft_large"} & set(names)  # not classifiers
     assert default_preset("demo") == "demo-mnist28"

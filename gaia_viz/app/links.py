@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Mapping, Sequence
 
 from gaia_viz.app import keys
-from gaia_viz.app.catalogue import (BIT_NAMES, BOTH_POLICIES, CIFAR_DEPTHS, DATA_KINDS, DEFAULT_MAX_SAMPLES,
+from gaia_viz.app.catalogue import (BIT_NAMES, BOTH_POLICIES, CIFAR_DEPTHS, CIFAR_NAMES, GAIA_NAMES, DATA_KINDS, DEFAULT_MAX_SAMPLES,
                                     DEFAULT_POLICY, DENSENET_NAME)
 from gaia_viz.app.selection import ATTRIBUTION_VIEWS, HISTOGRAM_SCALES, HISTOGRAM_SETS, MAP_AGREEMENT, TPR_RANGE, Selection
 from gaia_viz.data.presets import OOD_POLICIES, PRESETS
@@ -245,9 +245,9 @@ def _model_query(widgets: Mapping[str, object]) -> str:
     kind = widgets.get(keys.SB_MODEL_KIND, "demo")
     return {
         "demo": lambda: "demo",
-        "cifar": lambda: f"cifar_resnet{widgets.get(keys.SB_CIFAR_DEPTH, 20)}",
+        "cifar": lambda: CIFAR_NAMES.get(widgets.get(keys.SB_CIFAR_DEPTH), CIFAR_NAMES[CIFAR_DEPTHS[0]]),
         "densenet": lambda: DENSENET_NAME,
-        "gaia": lambda: f"gaia_resnet{widgets.get(keys.SB_GAIA_DEPTH, 18)}",
+        "gaia": lambda: GAIA_NAMES.get(widgets.get(keys.SB_GAIA_DEPTH), next(iter(GAIA_NAMES.values()))),
         "bit": lambda: widgets.get(keys.SB_BIT_NAME, BIT_NAMES[0]),
         "torchvision": lambda: "tv:" + str(widgets.get(keys.SB_TV_NAME, "resnet18")).strip(),
         "timm": lambda: "timm:" + str(widgets.get(keys.SB_TIMM_NAME, "resnet18")).strip(),
@@ -308,8 +308,8 @@ def _link_model(model: str, warn) -> tuple[str | None, dict]:
         return "cifar", {}
     if model == DENSENET_NAME:
         return "densenet", {}
-    if match := re.fullmatch(r"gaia_resnet(18|34)", model):
-        return "gaia", {keys.SB_GAIA_DEPTH: int(match.group(1))}
+    if model in GAIA_NAMES.values():
+        return "gaia", {keys.SB_GAIA_DEPTH: next(d for d, name in GAIA_NAMES.items() if name == model)}
     if model in BIT_NAMES:
         return "bit", {keys.SB_BIT_NAME: model}
     kind, name = ("timm", model[5:]) if model.startswith("timm:") else ("torchvision", model.removeprefix("tv:"))
@@ -317,7 +317,7 @@ def _link_model(model: str, warn) -> tuple[str | None, dict]:
     if not _HUB_NAME.fullmatch(name):
         reason = "is not a model name"
     elif kind == "torchvision":
-        from gaia_viz.models.zoo import torchvision_model_names
+        from gaia_viz.models import torchvision_model_names
 
         if name not in torchvision_model_names():
             reason = "is not a torchvision classifier"

@@ -91,13 +91,16 @@ def checked_data_root() -> tuple[str, SetupError | None]:
     return root, None
 
 
-def shared_weights(model_name: str, data_root, file_name: str, expected: str) -> Path:
-    """The shared pretrained weights ``<data root>/models/<file_name>``; else a GaiaVizError
-    saying what to give (``expected``: the files a data root should hold)."""
-    shared = Path(data_root) / "models" / file_name if data_root else None
+def shared_weights(model_name: str, data_root) -> Path:
+    """The shared pretrained weights under the data root (the model catalogue's
+    ``checkpoint_file``); else a GaiaVizError saying which files a data root should hold."""
+    from gaia_viz.models import checkpoint_files, model_info
+
+    info = model_info(model_name)
+    shared = Path(data_root) / info.checkpoint_file if data_root and info.checkpoint_file else None
     if shared is None or not shared.is_file():
         raise GaiaVizError(f"{model_name} has no pretrained weights under the data root: upload a "
-                           f"checkpoint, or set a data root holding {expected}")
+                           f"checkpoint, or set a data root holding {' or '.join(checkpoint_files(info.kind))}")
     return shared
 
 

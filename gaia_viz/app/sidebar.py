@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from gaia_viz.app import keys, loaders
-from gaia_viz.app.catalogue import (BIT_NAMES, BOTH_POLICIES, CHECKPOINT_TYPES, CIFAR_DEPTHS, DATA_KINDS,
-                                    DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAMPLES, DEFAULT_POLICY, DENSENET_FILE,
-                                    DENSENET_NAME, HUB_KINDS, MODEL_KINDS)
+from gaia_viz.app.catalogue import (BIT_NAMES, BOTH_POLICIES, CHECKPOINT_TYPES, CIFAR_DEPTHS, CIFAR_NAMES, DATA_KINDS,
+                                    DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAMPLES, DEFAULT_POLICY, DENSENET_NAME,
+                                    GAIA_NAMES, HUB_KINDS, MODEL_KINDS)
 from gaia_viz.app.markdown import escape_markdown
 from gaia_viz.app.setup import Setup, SetupError, SetupFix, build_setup, setup_error, show_error
 from gaia_viz.app.state import warn_link
@@ -34,10 +34,10 @@ from gaia_viz.paths import echo, restriction_active
 from gaia_viz.settings import DEVICE_CHOICES, resolve_device
 
 
-def _shared_weights(values: dict, data_root, file_name: str, caption: str, expected: str) -> None:
+def _shared_weights(values: dict, data_root, caption: str) -> None:
     """Without a checkpoint of the user's, the shared one (:func:`gaia_viz.app.loaders.shared_weights`)."""
     if values["checkpoint"] is None:
-        shared = loaders.shared_weights(values["name"], data_root, file_name, expected)
+        shared = loaders.shared_weights(values["name"], data_root)
         values.update(checkpoint=str(shared), digest=loaders.file_digest(str(shared)))
         st.caption(f"{caption}: {escape_markdown(shared)}.")
 
@@ -87,17 +87,15 @@ def _model_widgets(data_root: str) -> _Choice:
             st.caption("A small CNN trained on handwritten digits; its weights ship with gaia-viz.")
         elif kind == "cifar":
             depth = st.selectbox("Depth", CIFAR_DEPTHS, key=keys.SB_CIFAR_DEPTH)
-            values.update(name=f"cifar_resnet{depth}", **_checkpoint_widgets(kind))
-            _shared_weights(values, data_root, f"cifar10_resnet{depth}.th", "Pretrained CIFAR-10 weights",
-                            "models/cifar10_resnet{20,56}.th")
+            values.update(name=CIFAR_NAMES[depth], **_checkpoint_widgets(kind))
+            _shared_weights(values, data_root, "Pretrained CIFAR-10 weights")
         elif kind == "densenet":
             values.update(name=DENSENET_NAME, **_checkpoint_widgets(kind))
-            _shared_weights(values, data_root, DENSENET_FILE, "ODIN's pretrained CIFAR-10 weights",
-                            f"models/{DENSENET_FILE}")
+            _shared_weights(values, data_root, "ODIN's pretrained CIFAR-10 weights")
         else:
             if kind == "gaia":
-                depth = st.selectbox("Depth", (18, 34), key=keys.SB_GAIA_DEPTH)
-                values["name"] = f"gaia_resnet{depth}"
+                depth = st.selectbox("Depth", tuple(GAIA_NAMES), key=keys.SB_GAIA_DEPTH)
+                values["name"] = GAIA_NAMES[depth]
             elif kind == "bit":
                 values["name"] = st.selectbox("BiT model", BIT_NAMES, key=keys.SB_BIT_NAME, help=(
                     "Big Transfer ResNetV2 (Kolesnikov et al. 2020); the GAIA paper's ImageNet results use "

@@ -43,6 +43,8 @@ from torch import Tensor, nn
 from gaia_viz.errors import CheckpointError, ModelError
 from gaia_viz.gaia.layout import GaiaLayerDefaults
 
+from .catalogue import ModelInfo, register_family
+
 BIT_UNITS = {"R50": (3, 4, 6, 3), "R101": (3, 4, 23, 3), "R152": (3, 8, 36, 3)}
 BIT_WIDTHS = {"R50": (1, 3), "R101": (1, 3), "R152": (2, 4)}
 BIT_NAMES = tuple(f"BiT-{upstream}-{depth}x{width}" for upstream in ("S", "M")
@@ -120,11 +122,17 @@ class ResNetV2(nn.Module):
 
     @property
     def gaia_defaults(self) -> GaiaLayerDefaults:
-        """The GAIA paper's layers for BiT: the GroupNorms of ``body.block4`` (GAIA-Z, and
-        GAIA-A's inner layers) and ``before_head`` (GAIA-A's head layer)."""
-        norms = tuple(f"body.block4.{name}" for name, module in self.body.block4.named_modules()
-                      if isinstance(module, nn.GroupNorm))
-        return GaiaLayerDefaults(zero_layers=norms, inner_layers=norms, head_layer="before_head")
+        """The GAIA paper's layers for BiT (:func:`bit_gaia_defaults`)."""
+        return bit_gaia_defaults(len(self.body.block4))
+
+
+def bit_gaia_defaults(block4_units: int) -> GaiaLayerDefaults:
+    """The GAIA paper's layers for a BiT whose ``body.block4`` has ``block4_units`` units: its
+    GroupNorms (GAIA-Z, and GAIA-A's inner layers; ``gn1..gn3`` of each unit, in module order)
+    and ``before_head`` (GAIA-A's head layer)."""
+    norms = tuple(f"body.block4.unit{unit:02d}.gn{index}" for unit in range(1, block4_units + 1)
+                  for index in (1, 2, 3))
+    return GaiaLayerDefaults(zero_layers=norms, inner_layers=norms, head_layer="before_head")
 
 
 def bit_model(name: str, num_classes: int = 1000) -> ResNetV2:
@@ -213,5 +221,32 @@ def bit_num_classes(state_dict: Mapping[str, Tensor]) -> int | None:
     return None
 
 
-__all__ = ["BIT_NAMES", "PreActBottleneck", "ResNetV2", "StdConv2d", "bit_model", "bit_num_classes",
-           "bit_state_dict", "is_big_transfer_npz"]
+# --------------------------------------------------------------------------- catalogue
+
+def _bit_info(name: str) -> ModelInfo:
+    """The catalogue entry of release ``name``; its preset is the GAIA/GradNorm ImageNet setup
+    (480 x 480 inputs, mean and std 0.5)."""
+    upstream, depth, width = _NAME_PATTERN.fullmatch(name).groups()
+    return ModelInfo(name, "bit", name, f"Big Transfer's ResNet-v2 {depth}x{width} "
+                     f"({'ImageNet-1k' if upstream == 'S' else 'ImageNet-21k'} upstream; the GAIA paper's ImageNet "
+                     "models)", "bit480", 1000, "none", depth=int(depth[1:]),
+                     gaia_defaults=bit_gaia_defaults(BIT_UNITS[depth][-1]))
+
+
+@register_family("bit", "Big Transfer BiT (the paper's ImageNet model)", [_bit_info(name) for name in BIT_NAMES])
+def _load_bit(info: ModelInfo, request):
+    state_dict = request.state_dict()
+    if state_dict is None and request.pretrained:
+        raise ModelError(
+            f"{info.name} has no bundled weights: pass a checkpoint (GradNorm's and GAIA's "
+            f"{info.name}-flat-finetune.pth.tar, or Big Transfer's {info.name}.npz), or pretrained=False."
+        )
+    num_classes = request.num_classes
+    if state_dict is not None:
+        state_dict = bit_state_dict(state_dict)
+        num_classes = num_classes or bit_num_classes(state_dict)
+    return bit_model(info.name, num_classes or info.num_classes), state_dict
+
+
+__all__ = ["BIT_NAMES", "PreActBottleneck", "ResNetV2", "StdConv2d", "bit_gaia_defaults", "bit_model",
+           "bit_num_classes", "bit_state_dict", "is_big_transfer_npz"]

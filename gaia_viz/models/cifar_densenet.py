@@ -31,8 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from .catalogue import ModelInfo, register_family
+from .zoo import with_shared_weights
 
 DENSENET_BC_DEPTHS = (100,)
+SHARED_DENSENET_CHECKPOINTS = {100: "models/cifar10_densenet_bc100.safetensors"}
 
 
 class Bottleneck(nn.Module):
@@ -110,3 +113,13 @@ class CifarDenseNetBC(nn.Module):
 def cifar_densenet_bc(depth: int = 100, num_classes: int = 10) -> CifarDenseNetBC:
     """Build a randomly initialised CIFAR DenseNet-BC (growth 12, compression 0.5)."""
     return CifarDenseNetBC(depth, num_classes)
+
+
+# ODIN's own input statistics: mean (125.3, 123.0, 113.9) / 255, std (63.0, 62.1, 66.7) / 255
+@register_family("densenet", "CIFAR DenseNet-BC-100 (ODIN's)", [
+    ModelInfo(f"cifar_densenet_bc{depth}", "densenet", f"DenseNet-BC-{depth}",
+              f"ODIN's CIFAR-10 DenseNet-BC-{depth} (growth 12, compression 0.5)", "odin-cifar10", 10,
+              "shared", SHARED_DENSENET_CHECKPOINTS[depth], depth)
+    for depth in DENSENET_BC_DEPTHS])
+def _load_cifar_densenet(info: ModelInfo, request):
+    return with_shared_weights(info, request, lambda classes: cifar_densenet_bc(info.depth, classes))

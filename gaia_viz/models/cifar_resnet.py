@@ -17,8 +17,12 @@ from torch import nn
 
 from ..errors import ModelError
 from .blocks import BasicBlock
+from .catalogue import ModelInfo, register_family
+from .zoo import with_shared_weights
 
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
+# the akamaster checkpoints in the shared data folder (the others have no known weights)
+SHARED_CIFAR_CHECKPOINTS = {20: "models/cifar10_resnet20.th", 56: "models/cifar10_resnet56.th"}
 
 
 class ZeroPadShortcut(nn.Module):
@@ -71,3 +75,15 @@ class CifarResNet(nn.Module):
 def cifar_resnet(depth: int, num_classes: int = 10) -> CifarResNet:
     """Build a randomly initialised CIFAR ResNet of the given depth."""
     return CifarResNet(depth, num_classes)
+
+
+# The shared checkpoints were trained on 32x32 inputs with ImageNet mean/std, hence the preset.
+@register_family("cifar", f"CIFAR ResNet ({CIFAR_RESNET_DEPTHS[0]}-{CIFAR_RESNET_DEPTHS[-1]})", [
+    ModelInfo(f"cifar_resnet{depth}", "cifar", f"ResNet-{depth}",
+              f"He et al.'s CIFAR ResNet-{depth} (option-A shortcuts" + (", akamaster's CIFAR-10 weights)"
+                                                                       if depth in SHARED_CIFAR_CHECKPOINTS else ")"),
+              "cifar-imagenet-norm", 10, "shared" if depth in SHARED_CIFAR_CHECKPOINTS else "none",
+              SHARED_CIFAR_CHECKPOINTS.get(depth), depth)
+    for depth in CIFAR_RESNET_DEPTHS])
+def _load_cifar_resnet(info: ModelInfo, request):
+    return with_shared_weights(info, request, lambda classes: cifar_resnet(info.depth, classes))

@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModelError
 from .blocks import BasicBlock
+from .catalogue import ModelInfo, register_family
+from .checkpoints import infer_num_classes
 
 GAIA_RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -60,3 +63,20 @@ def gaia_resnet18(num_classes: int = 10) -> GaiaResNet:
 def gaia_resnet34(num_classes: int = 10) -> GaiaResNet:
     """Randomly initialised GAIA-paper CIFAR ResNet-34 (21.3 M parameters for 10 classes)."""
     return GaiaResNet(34, num_classes)
+
+
+# CIFAR statistics, CIFAR-100's for a 100-class head
+@register_family("gaia", f"GAIA ResNet-{'/'.join(map(str, GAIA_RESNET_STAGES))}", [
+    ModelInfo(f"gaia_resnet{depth}", "gaia", f"GAIA ResNet-{depth}",
+              f"the GAIA paper's CIFAR ResNet-{depth} (kuangliu's variant)", "gaia-cifar10", 10, "none",
+              depth=depth, presets_by_classes=((100, "gaia-cifar100"),))
+    for depth in GAIA_RESNET_STAGES])
+def _load_gaia_resnet(info: ModelInfo, request):
+    state_dict = request.state_dict()
+    model = GaiaResNet(info.depth, request.checkpoint_classes(state_dict, infer_num_classes) or info.num_classes)
+    if state_dict is None and request.pretrained:
+        raise ModelError(
+            f"{info.name} has no bundled weights: pass the checkpoint you trained, "
+            "or pretrained=False for random weights."
+        )
+    return model, state_dict

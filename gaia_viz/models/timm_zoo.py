@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ModelError
+from .catalogue import ModelInfo, register_family
 from .checkpoints import infer_num_classes, load_state_dict_file
 from .hub import torch_hub_weights
 
@@ -180,6 +181,19 @@ def build_timm(name: str, num_classes: int | None, pretrained: bool, allow_downl
     if isinstance(model.pretrained_cfg, dict):  # do not keep a second copy of the weights
         model.pretrained_cfg.pop("state_dict", None)
     return model
+
+
+# A timm model whose pretrained config normalises otherwise (timm.data.resolve_data_config) needs
+# its own preset.
+@register_family("timm", "timm model", [ModelInfo(
+    f"{TIMM_PREFIX}<name>", "timm", "timm model",
+    "any timm model (`timm:resnet50`, `timm:convnext_atto.d2_in1k`: a pretrained tag may be added)",
+    "imagenet224", None, "hub")], resolve=timm_name, expand=timm_model_names)
+def _load_timm(info: ModelInfo, request):
+    state_dict = request.state_dict()
+    num_classes = request.checkpoint_classes(state_dict, lambda found: timm_num_classes(info.arch, found))
+    model = build_timm(info.arch, num_classes, request.pretrained and state_dict is None, request.allow_download)
+    return model, state_dict
 
 
 __all__ = ["TIMM_PREFIX", "build_timm", "hf_hub_cache_dir", "timm_model_names", "timm_name", "timm_num_classes"]
