@@ -620,6 +620,7 @@ def test_data_map_plots_every_image_with_its_decision_and_opens_the_picked_one()
 def test_gaia_z_without_exact_zeros_is_said_next_to_its_numbers_on_every_page():
     """A smooth model (timm's SiLU test EfficientNet, random weights): every page that shows
     GAIA-Z numbers says, next to them, that its gradients hold no exact zeros."""
+    jobs.STORE.clear()  # test_app_views scores this set-up too: start from its Run button either way
     at = open_app("evaluate", samples=12, sb_model_kind="timm", sb_timm_name="test_efficientnet",
                   **{"sb_random_weights::timm": True})
     at.button[0].click().run()
