@@ -1,6 +1,8 @@
-"""Shared test fixtures."""
+"""Shared test fixtures (constants and helpers shared by import are in support.py, the AppTest
+ones in apptest_support.py)."""
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,3 +17,25 @@ def no_background_run_outlives_its_test():
         for job in jobs.JOBS.all_jobs():
             job.cancel_event.set()
         jobs.wait_for_jobs(timeout=300)
+
+
+@pytest.fixture
+def run_cache_at(tmp_path_factory, monkeypatch):
+    """Point GAIA_VIZ_CACHE_DIR at the run cache ``name`` under this session's temporary folder
+    (one a name, kept for the whole session: files that use one name share finished runs);
+    returns the folder."""
+
+    def point(name: str) -> Path:
+        folder = tmp_path_factory.getbasetemp() / name
+        monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(folder))
+        return folder
+
+    return point
+
+
+@pytest.fixture
+def app_run_cache(run_cache_at) -> Path:
+    """The app tests' run cache, shared by all their files: only the first test pays for scoring
+    the demo."""
+    return run_cache_at("app-run-cache")
+

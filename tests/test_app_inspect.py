@@ -3,7 +3,6 @@
 import io
 import struct
 import zlib
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,8 +17,8 @@ from gaia_viz.app.state import Selection
 from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
 from gaia_viz.errors import ImageLoadError, LayerError
 
-REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 120
+from apptest_support import TIMEOUT, settle
+from support import ROOT as REPO
 
 
 def png_bytes(size=(40, 30), color=(200, 30, 30)) -> bytes:
@@ -212,11 +211,6 @@ def run_cache(tmp_path_factory):
     patch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.mktemp("sweep-cache")))
     yield
     patch.undo()
-
-
-def settle(at):
-    jobs.wait_for_jobs(TIMEOUT)
-    return at.run()
 
 
 def prefixed(widgets, prefix: str):

@@ -26,7 +26,7 @@ from gaia_viz.threshold import (
     threshold_snippet,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from support import ROOT as REPO
 
 SAMPLES = 40
 ID_INDEX, OOD_INDEX = 3, 5
