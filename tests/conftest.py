@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from slow_tests import is_slow
+
 
 @pytest.fixture(autouse=True)
 def no_background_run_outlives_its_test():
@@ -39,3 +41,12 @@ def app_run_cache(run_cache_at) -> Path:
     the demo."""
     return run_cache_at("app-run-cache")
 
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m reads the marks
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` what tests/slow_tests.py lists, so ``pytest -m "not slow"`` is the quick subset."""
+    for item in items:
+        name = getattr(item, "originalname", None) or item.name.split("[")[0]
+        if is_slow(item.path.name, name, {mark.name for mark in item.iter_markers()}, item.name):
+            item.add_marker(pytest.mark.slow)
