@@ -2,8 +2,7 @@
 
 conftest.py marks them ``slow`` at collection: every test with a mark of SLOW_MARKERS (the
 real-browser and real-data tests) and the test functions named in SLOW (all their parameters but
-the cases in QUICK),
-each over about 2 s, measured file by file with ``pytest --durations=0 -p no:randomly`` on the
+the cases in QUICK), each over about 2 s, measured file by file with ``pytest --durations=0 -p no:randomly`` on the
 shared 2-core machine (issue 21; seconds in the comments are all of a function's parameters
 together, under a load average of 2 to 11). Every test file keeps at least one quick test
 (tests/test_suite_markers.py checks the names and that). The full suite, ``pytest``, runs all.
@@ -61,6 +60,9 @@ SLOW = {
         "test_bad_input_is_one_line_and_exit_code_2",  # 43 s, 8 subprocesses
         "test_folder_sources_and_ood_transform",  # 17 s
     ),
+    "test_demo.py": (
+        "test_training_reproduces_an_accurate_small_checkpoint",  # 470 s under load: trains the CNN
+    ),
     "test_densenet.py": (
         "test_gaia_scores_equal_a_per_sample_reference_with_every_batchnorm_hooked",  # 166 s: real DenseNet
         "test_msp_and_top1_of_every_image_equal_odins_code",  # 101 s
@@ -68,14 +70,14 @@ SLOW = {
         "test_app_model_picker_offers_it_with_the_shared_checkpoint",  # 6.6 s
     ),
     "test_detectors_posthoc.py": (
-        "test_activation_shaping_equals_pytorch_ood",  # 98 s: the real ResNet-20 against pytorch-ood
+        # the real ResNet-20 against pytorch-ood, one module fixture (94 s for the first of them)
+        "test_activation_shaping_equals_pytorch_ood",
+        "test_vim_fdbd_nnguide_dice_equal_pytorch_ood",
+        "test_gen_equals_pytorch_ood_up_to_its_mean_and_clamp",
     ),
     "test_distributed.py": (
         "test_a_killed_rank_loses_only_its_unfinished_chunk_and_the_rerun_resumes",  # 55 s: gloo ranks
         "test_two_gloo_ranks_give_the_scores_of_one_process",  # 44 s
-    ),
-    "test_demo.py": (
-        "test_training_reproduces_an_accurate_small_checkpoint",  # 470 s under load: trains the CNN
     ),
     "test_edges.py": (
         "test_all_methods_finish_and_every_method_that_can_run_is_scored",  # 72 s, 4 models

@@ -12,7 +12,6 @@ from PIL import Image
 
 from gaia_viz import gaia
 from gaia_viz.app import inspect_helpers as helpers
-from gaia_viz.app import jobs
 from gaia_viz.app.state import Selection
 from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
 from gaia_viz.errors import ImageLoadError, LayerError

@@ -28,7 +28,6 @@ from gaia_viz.data.presets import denormalize
 from gaia_viz.errors import DataError, ImageLoadError
 
 from support import DATA_ROOT
-from support import ROOT as REPO_ROOT
 
 
 def rgb_noise(width: int, height: int, seed: int = 0) -> Image.Image:
