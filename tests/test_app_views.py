@@ -1,8 +1,8 @@
 """What the explorer's downloads, reruns and notes hold, through streamlit.testing (no browser).
 
 Issue 22 items 5, 6 and 8: downloads hold what the screen shows, the threshold slider reruns only
-its fragment, and the caveats sit next to the numbers they qualify. Same helpers as
-test_app_pages (open the app shell, switch page, wait for the background runs).
+its fragment, and the caveats sit next to the numbers they qualify. The helpers are
+test_app_pages' (apptest_support: open the app shell, switch page, wait for the background runs).
 """
 
 import io
