@@ -1,11 +1,53 @@
 """What streamlit.testing's AppTest does differently from a browser session, made the same.
 
 Used by the app tests and by benchmarks/bench_interaction.py (so both measure what a browser gets).
+Also the app tests' way in: ``open_app`` opens ``app.py`` (on a page, as a user's link would),
+``go`` switches page, ``settle`` waits for the background runs and reruns, as the page's own
+status fragment does in a browser.
 """
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[1] / "app.py"  # this file is also imported as tests.apptest_support
+SAMPLES = 100
+TIMEOUT = 120
+PAGES = {"home": "pages/0_Home.py", "inspect": "pages/1_Inspect.py", "evaluate": "pages/2_Evaluate.py",
+         "tune": "pages/3_Tune_threshold.py", "channels": "pages/4_Channels_and_layers.py",
+         "map": "pages/7_Data_map.py"}
+
+
+def settle(at):
+    """Wait for the background runs this page started, then rerun (what the status fragment does)."""
+    from gaia_viz.app import jobs
+
+    jobs.wait_for_jobs(TIMEOUT)
+    return at.run()
+
+
+def open_app(page: str | None = None, samples: int = SAMPLES, query: dict | None = None, **state):
+    """``app.py`` with ``samples`` images a set, the session ``state`` and the ``query`` string
+    set, on ``page`` (a key of :data:`PAGES`) when given, its runs settled."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.session_state["sb_max_samples"] = samples
+    for key, value in state.items():
+        at.session_state[key] = value
+    if query:
+        at.query_params.update(query)
+    if page is not None:
+        at.run()
+        at.switch_page(PAGES[page])
+    return settle(at.run())
+
+
+def go(at, page: str):
+    """Switch to ``page`` (a key of :data:`PAGES`) and settle."""
+    at.switch_page(PAGES[page])
+    return settle(at.run())
 
 
 @contextlib.contextmanager

@@ -7,13 +7,12 @@ is measured by benchmarks/bench_scoring.py (faults per call), not asserted here.
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from gaia_viz import allocator
 
-REPO = Path(__file__).resolve().parents[1]
+from support import ROOT as REPO
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings: Linux only")

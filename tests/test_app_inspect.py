@@ -3,7 +3,6 @@
 import io
 import struct
 import zlib
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +11,6 @@ import torch
 from PIL import Image
 
 from gaia_viz import gaia
-from gaia_viz.app import jobs
 from gaia_viz.app.selection import Selection
 from gaia_viz.app.teaching import illustrating_channels, layer_shares, walkthrough
 from gaia_viz.app.uploads import image_from_upload, model_view_pixels, upload_policy
@@ -27,8 +25,8 @@ from gaia_viz.app.verdict import (
 from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
 from gaia_viz.errors import ImageLoadError, LayerError
 
-REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 120
+from apptest_support import TIMEOUT, settle
+from support import ROOT as REPO
 
 
 def png_bytes(size=(40, 30), color=(200, 30, 30)) -> bytes:
@@ -224,11 +222,6 @@ def run_cache(tmp_path_factory):
     patch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.mktemp("sweep-cache")))
     yield
     patch.undo()
-
-
-def settle(at):
-    jobs.wait_for_jobs(TIMEOUT)
-    return at.run()
 
 
 def prefixed(widgets, prefix: str):

@@ -8,16 +8,14 @@ The CIFAR-10 tests need the shared data root (``GAIA_VIZ_DATA_ROOT``, default ``
 and skip with that reason when it is absent.
 """
 
-import os
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 
-from test_app_pages import PAGES, follow, go, links_to, open_app, settle
+from apptest_support import PAGES, go, open_app, settle
+from support import DATA_ROOT
+from test_app_pages import follow, links_to
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
 CIFAR_SAMPLES = 40
 CIFAR_VIEW = {"model": "cifar_resnet20", "data": "cifar10-real", "ood_sets": "textures",
               "methods": "gaia_z,gaia_a,msp", "tpr": "0.9"}
@@ -27,9 +25,7 @@ needs_cifar = pytest.mark.skipif(
     reason=f"CIFAR-10, textures or the ResNet-20 weights not found under {DATA_ROOT} (set GAIA_VIZ_DATA_ROOT)")
 
 
-@pytest.fixture(autouse=True)
-def run_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-run-cache"))
+pytestmark = pytest.mark.usefixtures("app_run_cache")
 
 
 def query_of(link) -> dict[str, str]:

@@ -26,37 +26,10 @@ from gaia_viz.app.selection import Selection
 from gaia_viz.app.setup import Setup
 from gaia_viz.demo import DemoCNN
 from gaia_viz.sweep import ALL_METHODS, DEFAULT_METHODS
+from apptest_support import PAGES, SAMPLES, TIMEOUT, go, open_app, settle
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = 100
-TIMEOUT = 120
-PAGES = {"home": "pages/0_Home.py", "inspect": "pages/1_Inspect.py", "evaluate": "pages/2_Evaluate.py",
-         "tune": "pages/3_Tune_threshold.py", "channels": "pages/4_Channels_and_layers.py",
-         "map": "pages/7_Data_map.py"}
-
-
-@pytest.fixture(autouse=True)
-def run_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-run-cache"))
-
-
-def settle(at: AppTest) -> AppTest:
-    """Wait for the background runs this page started, then rerun (what the status fragment does)."""
-    jobs.wait_for_jobs(TIMEOUT)
-    return at.run()
-
-
-def open_app(page: str | None = None, samples: int = SAMPLES, query: dict | None = None, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.session_state["sb_max_samples"] = samples
-    for key, value in state.items():
-        at.session_state[key] = value
-    if query:
-        at.query_params.update(query)
-    if page is not None:
-        at.run()
-        at.switch_page(PAGES[page])
-    return settle(at.run())
+pytestmark = pytest.mark.usefixtures("app_run_cache")
 
 
 def follow(at: AppTest, link) -> AppTest:
@@ -73,11 +46,6 @@ def follow(at: AppTest, link) -> AppTest:
 def links_to(at: AppTest, page: str) -> list:
     """The page links of this run's main panel that open ``page`` (a key of :data:`PAGES`)."""
     return [link for link in at.main.get("page_link") if link.proto.page == Path(PAGES[page]).stem.split("_", 1)[1]]
-
-
-def go(at: AppTest, page: str) -> AppTest:
-    at.switch_page(PAGES[page])
-    return settle(at.run())
 
 
 def widget(at: AppTest, kind: str, prefix: str):

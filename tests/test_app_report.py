@@ -1,15 +1,12 @@
 """The real-data report page (runs when the shared CIFAR-10 data root is present)."""
 
-import os
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from gaia_viz.detectors import DETECTORS
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
+from support import DATA_ROOT, ROOT
 
 
 def test_report_page_without_data_root_explains_what_to_do(monkeypatch, tmp_path):

@@ -3,14 +3,13 @@ while another session's run is going, or the same session after a reload, joins 
 shows its progress (and so polls it) and reaches the same table."""
 
 import threading
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from gaia_viz.app import jobs
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 TIMEOUT = 120
 EVALUATE = "pages/2_Evaluate.py"
 

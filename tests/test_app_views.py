@@ -1,15 +1,14 @@
 """What the explorer's downloads, reruns and notes hold, through streamlit.testing (no browser).
 
 Issue 22 items 5, 6 and 8: downloads hold what the screen shows, the threshold slider reruns only
-its fragment, and the caveats sit next to the numbers they qualify. Same helpers as
-test_app_pages (open the app shell, switch page, wait for the background runs).
+its fragment, and the caveats sit next to the numbers they qualify. The helpers are
+test_app_pages' (apptest_support: open the app shell, switch page, wait for the background runs).
 """
 
 import io
 import json
 import struct
 import zlib
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,22 +16,13 @@ from PIL import Image
 from streamlit.runtime import memory_media_file_storage
 from streamlit.testing.v1 import AppTest
 
-from apptest_support import fragment_rerun, navigation_pages_kept
+from apptest_support import PAGES, TIMEOUT, fragment_rerun, go, navigation_pages_kept, open_app, settle
 from streamlit.testing.v1 import local_script_runner
 
 from gaia_viz.app import jobs
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = 100
-TIMEOUT = 120
-PAGES = {"home": "pages/0_Home.py", "inspect": "pages/1_Inspect.py", "evaluate": "pages/2_Evaluate.py",
-         "tune": "pages/3_Tune_threshold.py", "channels": "pages/4_Channels_and_layers.py",
-         "map": "pages/7_Data_map.py"}
-
-
-@pytest.fixture(autouse=True)
-def run_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-run-cache"))
+pytestmark = pytest.mark.usefixtures("app_run_cache")
 
 
 @pytest.fixture
@@ -48,29 +38,6 @@ def downloads(monkeypatch):
 
     monkeypatch.setattr(memory_media_file_storage.MemoryMediaFileStorage, "load_and_get_id", recording)
     return held
-
-
-def settle(at: AppTest) -> AppTest:
-    jobs.wait_for_jobs(TIMEOUT)
-    return at.run()
-
-
-def open_app(page: str | None = None, samples: int = SAMPLES, query: dict | None = None, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.session_state["sb_max_samples"] = samples
-    for key, value in state.items():
-        at.session_state[key] = value
-    if query:
-        at.query_params.update(query)
-    if page is not None:
-        at.run()
-        at.switch_page(PAGES[page])
-    return settle(at.run())
-
-
-def go(at: AppTest, page: str) -> AppTest:
-    at.switch_page(PAGES[page])
-    return settle(at.run())
 
 
 def bold_rows(at: AppTest) -> list[str]:

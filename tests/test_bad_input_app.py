@@ -24,7 +24,7 @@ from gaia_viz.app.setup import Setup
 from gaia_viz.demo import DEMO_CHECKPOINT, DemoCNN
 from gaia_viz.errors import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 TIMEOUT = 120
 XSS_NAME = "<img src=x onerror=alert(1)>.png"
 MARKDOWN_NAME = "**bold** _it_ [link](javascript:alert(1)) `code` $x$ ~~s~~.png"
@@ -33,8 +33,8 @@ pytestmark = pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(), reason=f"demo wei
 
 
 @pytest.fixture(autouse=True)
-def private_run_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "bad-input-app-cache"))
+def private_run_cache(run_cache_at, monkeypatch):
+    run_cache_at("bad-input-app-cache")
     monkeypatch.delenv(paths.ALLOWED_ROOTS_ENV, raising=False)
     monkeypatch.delenv(paths.ALLOWED_HIDDEN_ENV, raising=False)
 

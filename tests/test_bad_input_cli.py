@@ -27,16 +27,12 @@ from PIL import Image
 
 from gaia_viz.demo import DemoCNN
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT, run_cli
 FAST = ["--methods", "gaia_z,msp", "--max-samples", "12", "--quiet"]
 
 
 def cli(*args, cache=None, timeout=300):
-    env = dict(os.environ)
-    if cache is not None:
-        env["GAIA_VIZ_CACHE_DIR"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "gaia_viz", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_cli(*args, cache=cache, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- inputs

@@ -1,25 +1,13 @@
 """The CLI end to end on the embedded demo, and its one-line errors (exit code 2)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from gaia_viz.detectors import DETECTORS
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args, cache=None, timeout=600):
-    env = dict(os.environ)
-    if cache is not None:
-        env["GAIA_VIZ_CACHE_DIR"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "gaia_viz", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+from support import run_cli
 
 
 def test_demo_evaluation_end_to_end(tmp_path):

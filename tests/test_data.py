@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -28,8 +27,7 @@ from gaia_viz.data import (
 from gaia_viz.data.presets import denormalize
 from gaia_viz.errors import DataError, ImageLoadError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
+from support import DATA_ROOT
 
 
 def rgb_noise(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -14,7 +14,6 @@ without it; subsets keep each one to seconds.
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +29,7 @@ from torchvision import transforms
 from gaia_viz import gaia
 from gaia_viz.models import default_preset, list_models, load_model
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
+from support import DATA_ROOT, ROOT
 CHECKPOINT = DATA_ROOT / "models" / "cifar10_densenet_bc100.safetensors"
 NAME = "cifar_densenet_bc100"
 needs_data = pytest.mark.skipif(

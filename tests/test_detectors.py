@@ -23,34 +23,14 @@ from gaia_viz.detectors import (
     make_detector,
 )
 from gaia_viz.errors import DataError, ModelError
+from support import tiny_net
 
 NUM_CLASSES = 4
 
 
-class TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, NUM_CLASSES)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.relu(self.bn(self.conv(x)))), 1))
-
-    def penultimate(self, x):
-        return torch.flatten(self.pool(self.relu(self.bn(self.conv(x)))), 1)
-
-
 @pytest.fixture
 def model():
-    torch.manual_seed(0)
-    net = TinyNet()
-    # Non-default running statistics, so train-mode and eval-mode forwards differ.
-    net.bn.running_mean.uniform_(-0.5, 0.5)
-    net.bn.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return tiny_net(channels=8, classes=NUM_CLASSES)  # non-default running statistics: train and eval forwards differ
 
 
 @pytest.fixture

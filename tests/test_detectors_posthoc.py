@@ -4,9 +4,7 @@ models they refuse, the sweep's rule for those (the others still run), and a cro
 against pytorch-ood 0.4.0 on the shared CIFAR-10 ResNet-20 (skipped without the data or
 pytorch-ood)."""
 
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,30 +16,12 @@ from gaia_viz.detectors import DETECTORS, make_detector
 from gaia_viz.detectors.vim import principal_dim
 from gaia_viz.errors import DataError, ModelError
 from gaia_viz.forward import ForwardNeeds, ForwardOutputs, shared_forward
+from support import DATA_ROOT, tiny_net
 
 NUM_CLASSES = 5
 CHANNELS = 12
 POSTHOC = ["ash", "scale", "vim", "gen", "fdbd", "nnguide", "dice"]
 FITTED = ["vim", "fdbd", "nnguide", "dice"]
-
-
-class TinyNet(nn.Module):
-    """conv -> bn -> ReLU module -> global average pool -> Linear: the ReLU module's output
-    is the map the pooling reads, its spatial mean the head's input."""
-
-    def __init__(self, pool: nn.Module | None = None):
-        super().__init__()
-        self.conv = nn.Conv2d(3, CHANNELS, 3, padding=1)
-        self.bn = nn.BatchNorm2d(CHANNELS)
-        self.relu = nn.ReLU()
-        self.pool = pool or nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(CHANNELS, NUM_CLASSES)
-
-    def feature_map(self, x):
-        return self.relu(self.bn(self.conv(x)))
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.feature_map(x)), 1))
 
 
 class ConvHeadNet(nn.Module):
@@ -59,13 +39,7 @@ class ConvHeadNet(nn.Module):
 
 
 def tiny_model(pool=None):
-    torch.manual_seed(0)
-    net = TinyNet(pool)
-    net.bn.running_mean.uniform_(-0.5, 0.5)
-    net.bn.running_var.uniform_(0.5, 2.0)
-    with torch.no_grad():
-        net.fc.bias.uniform_(-1.0, 1.0)
-    return net.eval()
+    return tiny_net(channels=CHANNELS, classes=NUM_CLASSES, pool=pool, head_bias=True)
 
 
 @pytest.fixture
@@ -482,10 +456,6 @@ def test_sweep_with_gaia_gives_map_placement_the_same_scores_as_alone(model):
 
 
 # --------------------------------------------------------------------------- pytorch-ood cross-check
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
-
 
 def same_ranks(ours: np.ndarray, theirs: np.ndarray, tolerance: float) -> bool:
     """True when no pair of samples is ordered differently by more than ``tolerance``: in

@@ -24,7 +24,7 @@ from PIL import Image
 from gaia_viz import distributed, sweep
 from gaia_viz.errors import DataError, GaiaVizError
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 METHODS = "gaia_z,gaia_a,msp,energy,odin,knn,mahalanobis,react"
 CHUNK, SAMPLES, BATCH = 12, 48, 8
 DATASETS = ("id", "faces", "noise")  # the CLI names the ID set "id"

@@ -21,7 +21,7 @@ from gaia_viz import cli, gaia, sweep
 from gaia_viz.errors import DataError, GaiaVizWarning, LayerError, ModelError
 from gaia_viz.models import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 
 
 def images(n=2, size=64, seed=0):
@@ -197,8 +197,8 @@ def test_report_table_names_left_out_methods():
 
 
 @pytest.fixture
-def app_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("GAIA_VIZ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "edges-app-cache"))
+def app_cache(run_cache_at):
+    run_cache_at("edges-app-cache")
 
 
 def open_evaluate(**state):

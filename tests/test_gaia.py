@@ -1,8 +1,6 @@
 """GAIA-Z / GAIA-A against a brute-force reference written here, one sample at a time."""
 
 import copy
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from torch import nn
 from gaia_viz import gaia
 from gaia_viz.errors import LayerError, ModelError
 
-DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from support import DATA_ROOT
 
 
 # ----------------------------------------------------------------------------- reference

@@ -5,12 +5,10 @@ pytorch-ood detector in an ``OODMetrics`` loop against ``gaia_viz``'s own sweep 
 images. Everything else uses the demo CNN and needs no shared data.
 """
 
-import os
 import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,8 +34,7 @@ from gaia_viz.demo import demo_id_set, demo_ood_sets, load_demo_model  # noqa: E
 from gaia_viz.integrations.captum import GaiaMaps  # noqa: E402
 from gaia_viz.integrations.pytorch_ood import GAIAA, GAIAZ  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
+from support import DATA_ROOT, ROOT
 README_SECTION = "## Use GAIA from pytorch-ood / OODeel / Captum"
 
 

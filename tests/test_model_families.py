@@ -31,7 +31,7 @@ from gaia_viz.models import classifier_head, load_model
 
 timm = pytest.importorskip("timm", reason="timm is in requirements.txt: pip install timm")
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 BIT_BLOCK4_NORMS = [f"body.block4.unit{u:02d}.gn{k}" for u in (1, 2, 3) for k in (1, 2, 3)]
 
 

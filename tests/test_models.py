@@ -1,6 +1,5 @@
 """Tests for gaia_viz.models: architectures, safe checkpoint loading, torchvision weights offline."""
 
-import os
 import time
 from pathlib import Path
 
@@ -24,9 +23,8 @@ from gaia_viz.models import (
     load_state_dict_file,
 )
 
-DATA_ROOT = Path(
-    os.environ.get("GAIA_VIZ_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
+from support import DATA_ROOT
+
 needs_data = pytest.mark.skipif(
     not (DATA_ROOT / "models" / "cifar10_resnet20.th").is_file(),
     reason=f"shared data not found at {DATA_ROOT} (set GAIA_VIZ_DATA_ROOT)",

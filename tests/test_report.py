@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("GAIA_VIZ_DATA_ROOT", ROOT.parent / "shared" / "data"))
+from support import DATA_ROOT, ROOT
 
 needs_data = [
     pytest.mark.real_data,

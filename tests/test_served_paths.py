@@ -32,7 +32,7 @@ from gaia_viz.demo import DEMO_CHECKPOINT
 from gaia_viz.errors import DataError
 from gaia_viz.settings import ALLOWED_HIDDEN_ENV, ALLOWED_ROOTS_ENV, CACHE_ENV, DATA_ROOT_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 APP_TIMEOUT = 120
 CANARY = "secret-name-canary"
 NAME_MAX, PATH_MAX = os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")

@@ -18,7 +18,7 @@ from gaia_viz.run_config import RunConfig
 from gaia_viz.sweep import SweepSettings, evaluate
 from gaia_viz.threshold import DEFAULT_CONFIG_NAME, OODFlagger, ThresholdConfig, config_from_evaluation
 
-REPO = Path(__file__).resolve().parents[1]
+from support import ROOT as REPO
 
 SAMPLES = 40
 ID_INDEX, OOD_INDEX = 3, 5
