@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -25,6 +27,20 @@ VIEWPORT = {"width": 1400, "height": 900}
 SERVER_START_S = 60
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'  # the page's script run finished
 NAV = ".st-key-app_nav"  # the app's navigation: the sidebar's page links (each carries the whole view)
+
+
+# what every browser test module is: marked e2e, skipped with its reason without Debian's chromium
+BROWSER_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: the browser test drives "
+                       "Debian's chromium (apt-get install chromium), it never downloads one"),
+]
+
+
+def browser_api():
+    """playwright.sync_api, or the module skipped with the reason."""
+    return pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
+                               "(pip install -r requirements-dev.txt)")
 
 
 class ServerFailed(RuntimeError):

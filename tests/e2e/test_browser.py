@@ -23,7 +23,8 @@ import re
 from pathlib import Path
 
 import pytest
-from served_app import CHROMIUM, IDLE, NAV, REPO_ROOT, VIEWPORT, ServerFailed, chromium, log_tail, served_app
+from served_app import (BROWSER_MARKS, IDLE, NAV, REPO_ROOT, VIEWPORT, ServerFailed, browser_api, chromium,
+                        log_tail, served_app)
 
 SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
 # Taller than the viewport so a screenshot holds more of the page: Streamlit scrolls inside
@@ -33,14 +34,8 @@ SLOW_MS = 180_000  # the demo evaluation scores 2,000 images on a slow 2-core CP
 UI_MS = 60_000
 MAX_SCREENSHOT_BYTES = 1_000_000
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: the browser test drives "
-                       "Debian's chromium (apt-get install chromium), it never downloads one"),
-]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
-                               "(pip install -r requirements-dev.txt)")
+pytestmark = BROWSER_MARKS
+sync_api = browser_api()
 expect = sync_api.expect
 
 

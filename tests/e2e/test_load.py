@@ -16,24 +16,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from served_app import CHROMIUM, ServerFailed, chromium, log_tail, served_app
+from served_app import BROWSER_MARKS, ServerFailed, browser_api, chromium, log_tail, served_app
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: the browser test drives "
-                       "Debian's chromium (apt-get install chromium), it never downloads one"),
-]
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
-                               "(pip install -r requirements-dev.txt)")
+pytestmark = BROWSER_MARKS
+sync_api = browser_api()
 
 LOADS = tuple(int(n) for n in os.environ.get("GAIA_VIZ_LOADS", "1,3,6").split(","))
 SAMPLES = 6  # per demo set: 6 sets, 36 images a cold run
