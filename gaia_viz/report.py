@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from gaia_viz.errors import DataError
+from gaia_viz.settings import DEFAULT_METHODS
 
 REAL_PRESET = "cifar-imagenet-norm"  # the ResNets'; each model's own is models.default_preset
 REPORT_MODELS = {"cifar_resnet20": "cifar10_resnet20.th", "cifar_resnet56": "cifar10_resnet56.th",
@@ -538,7 +539,7 @@ def _skipped_line(config: dict) -> str:
     return f"Unreadable files skipped (listed in skipped.csv): {parts}."
 
 
-def save_figures(evaluation, out: Path, name: str, methods=("gaia_z", "gaia_a", "msp", "energy")) -> None:
+def save_figures(evaluation, out: Path, name: str, methods=DEFAULT_METHODS) -> None:
     """Score histograms (ID vs each OOD set) and ROC curves as PNG, with matplotlib."""
     import matplotlib
 

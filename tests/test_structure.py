@@ -88,7 +88,7 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_the_project_import_graph_has_no_cycle():
     graph = import_graph()
-    assert len(graph) > 30 and "gaia_viz.forward" in graph["gaia_viz.sweep"]
+    assert len(graph) > 30 and "gaia_viz.forward" in graph["gaia_viz.sweep.job"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 

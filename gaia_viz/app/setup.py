@@ -6,12 +6,10 @@ pages read it from ``st.session_state["setup"]`` (:mod:`gaia_viz.app.state`).
 
 from __future__ import annotations
 
-import os
-import weakref
 from dataclasses import dataclass, field
 
-from gaia_viz.cache import stable_hash
 from gaia_viz.run_config import RunConfig
+from gaia_viz.sweep.identity import setup_key
 
 
 @dataclass
@@ -65,39 +63,10 @@ class Setup:
 
     @property
     def score_key(self) -> str:
-        """The identity of the scores this set-up gives: the weights, the preprocessing and
-        the files of every set (resolved, so two spellings of one folder are one set-up).
-        Not the batch size, the device or the data root (unless a torchvision source reads
-        under it): they cannot change a score."""
-        uses_root = any(str(spec).startswith("torchvision:") for spec in self.sources.values())
-        return stable_hash(dict(
-            model=self.model_name, weights=self.checkpoint_digest, preset=self.preset,
-            sets={name: _set_identity(images) for name, images in self.image_sets.items()},
-            fit=_set_identity(self.fit_set) if self.fit_set is not None else None,
-            data_root=self.data_root if uses_root else None,
-        ))
-
-
-_IDENTITIES: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _set_identity(images) -> tuple:
-    """(kind, size, preset, policy, files) of an image set, memoised per set object (the
-    sidebar's sets are cached objects, so this is computed once per set)."""
-    try:
-        return _IDENTITIES[images]
-    except (KeyError, TypeError):
-        pass
-    path_of = getattr(images, "path", None)
-    paths = [path_of(i) for i in range(len(images))] if callable(path_of) else []
-    files = stable_hash([os.path.realpath(p) for p in paths]) if paths and all(paths) else getattr(images, "source", "")
-    identity = (type(images).__name__, len(images), getattr(images, "preset_name", None),
-                getattr(images, "ood_policy", None), files, getattr(images, "name", None))
-    try:
-        _IDENTITIES[images] = identity
-    except TypeError:
-        pass
-    return identity
+        """The identity of the scores this set-up gives (:func:`gaia_viz.sweep.identity.setup_key`:
+        weights, preprocessing and files; not the batch size, the device or the data root)."""
+        return setup_key(self.model_name, self.checkpoint_digest, self.preset, self.image_sets, self.fit_set,
+                         self.sources, self.data_root)
 
 
 @dataclass(frozen=True)

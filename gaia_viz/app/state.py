@@ -51,6 +51,8 @@ from typing import Callable, Mapping, Sequence
 
 import streamlit as st
 
+from gaia_viz.settings import DEFAULT_METHODS
+
 SETUP = "setup"
 SETUP_ERRORS = "setup_errors"
 SELECTION = "selection"
@@ -93,7 +95,7 @@ class Selection:
     ``"agree"``: where ``method`` and ``map_compare`` decide differently).
     """
 
-    methods: tuple[str, ...] = ("gaia_z", "gaia_a", "msp", "energy")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     zero_layers: tuple[str, ...] | None = None
     inner_layers: tuple[str, ...] | None = None
     method: str = "gaia_z"
