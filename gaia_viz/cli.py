@@ -154,6 +154,7 @@ def _demo_inputs(args, device: str) -> EvaluationInputs:
 
 
 def _user_inputs(args, device: str) -> EvaluationInputs:
+    import gaia_viz.demo  # noqa: F401 (registers the demo: data scheme)
     from gaia_viz.data.presets import PRESETS, id_policy
     from gaia_viz.data.sources import open_source
     from gaia_viz.models import default_preset, load_model

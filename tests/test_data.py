@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import gaia_viz.demo  # noqa: F401 (registers the demo: scheme, a form the unknown-spec error lists)
 from gaia_viz.data import (
     OOD_POLICIES,
     PRESETS,

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gaia_viz.errors import CheckpointError, ModelError
-from gaia_viz.gaia.layout import GaiaLayerDefaults
+from gaia_viz.layer_defaults import GaiaLayerDefaults
 
 BIT_UNITS = {"R50": (3, 4, 6, 3), "R101": (3, 4, 23, 3), "R152": (3, 8, 36, 3)}
 BIT_WIDTHS = {"R50": (1, 3), "R101": (1, 3), "R152": (2, 4)}
