@@ -226,3 +226,25 @@ def test_ood_identical_to_id_gives_defined_metrics(setup):
                         use_cache=False)
     row = ev.metrics_table().query("method == 'msp'").iloc[0]
     assert row.auroc == pytest.approx(0.5) and row.fpr95 == pytest.approx(0.95, abs=0.03)
+
+
+def test_setup_key_ignores_how_a_folder_is_typed_and_keys_what_changes_a_score(tmp_path):
+    """The app's Setup.score_key is identity.setup_key: one home for a set-up's identity."""
+    from PIL import Image
+
+    from gaia_viz.data.sources import open_source
+    from gaia_viz.sweep.identity import setup_key
+
+    for i in range(3):
+        Image.new("L", (28, 28), 40 * i).save(tmp_path / f"{i}.png")
+    plain = open_source(str(tmp_path), "demo-mnist28", name="id")
+    typed = open_source(f"folder:{tmp_path}/./", "demo-mnist28", name="id")
+
+    def key(images, preset="demo-mnist28", weights=None, spec="folder:x", root=None):
+        return setup_key("demo", weights, preset, {"id": images}, None, {"id": spec}, root)
+
+    assert key(plain) == key(typed)
+    assert key(open_source(str(tmp_path), "gaia-cifar10", name="id"), "gaia-cifar10") != key(plain)
+    assert key(plain, weights="abc") != key(plain)
+    assert key(plain, root="/a") == key(plain, root="/b")  # a folder does not read under the data root
+    assert key(plain, spec="torchvision:CIFAR10", root="/a") != key(plain, spec="torchvision:CIFAR10", root="/b")
