@@ -28,8 +28,9 @@ each rank writes its chunks to the cache and rank 0 merges them.
 
 The package's files are its steps: :mod:`~gaia_viz.sweep.settings` (what is computed, the
 detectors), :mod:`~gaia_viz.sweep.checks` (what the model can feed, GAIA's layers),
-:mod:`~gaia_viz.sweep.identity` (fingerprints and cache keys), :mod:`~gaia_viz.sweep.scoring`
-(one batch, one range), :mod:`~gaia_viz.sweep.job` (plan, fit, score),
+:mod:`~gaia_viz.sweep.identity` (fingerprints and cache keys), :mod:`~gaia_viz.sweep.job`
+(one run's state), :mod:`~gaia_viz.sweep.plan`, :mod:`~gaia_viz.sweep.fit`,
+:mod:`~gaia_viz.sweep.scoring` (one batch, one range, this rank's share),
 :mod:`~gaia_viz.sweep.merge` (other ranks' chunks, the joined result), :mod:`~gaia_viz.sweep.notes`
 (the run record's notes), :mod:`~gaia_viz.sweep.result` (:class:`Evaluation`) and
 :mod:`~gaia_viz.sweep.run` (:func:`evaluate`, the step list).

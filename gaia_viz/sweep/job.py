@@ -1,27 +1,24 @@
-"""One call of :func:`gaia_viz.sweep.evaluate` (:class:`SweepJob`), cut along its steps: what
-is scored and with which detectors (checked before anything runs), the cache entries, the
-plan of missing chunks, the fit pass and this rank's scoring. The merge into an
-:class:`~gaia_viz.sweep.result.Evaluation` is :mod:`gaia_viz.sweep.merge`."""
+"""The state of one call of :func:`gaia_viz.sweep.evaluate` (:class:`SweepJob`): what is
+scored and with which detectors (checked before anything runs), GAIA's layers, the cache
+keys and stores, and what the cache held or the run computed. The steps that work on it are
+:mod:`~gaia_viz.sweep.plan`, :mod:`~gaia_viz.sweep.fit`, :mod:`~gaia_viz.sweep.scoring` and
+:mod:`~gaia_viz.sweep.merge`."""
 
 from __future__ import annotations
 
-import itertools
-import time
 import warnings
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from gaia_viz.cache import ChunkStore, write_fitted_state
-from gaia_viz.distributed import DistributedContext, broadcast_object, broadcast_tensors
+from gaia_viz.cache import ChunkStore
+from gaia_viz.distributed import DistributedContext
 from gaia_viz.errors import DataError, GaiaVizError, LayerFallbackWarning, LeftOutWarning, ModelError
-from gaia_viz.forward import ForwardNeeds, collect_outputs, merge_needs
-from gaia_viz.loader import BatchLoader, batch_ranges
+from gaia_viz.forward import merge_needs
 from gaia_viz.model_state import model_device
 from gaia_viz.settings import cache_dir as default_cache_dir
-import gaia_viz.sweep.scoring as scoring  # called through the module: a test may replace a step
 from gaia_viz.sweep.checks import check_model_runs, has_features, method_errors, reason, resolve_layers
 from gaia_viz.sweep.identity import (
     FEATURES,
@@ -33,8 +30,8 @@ from gaia_viz.sweep.identity import (
     model_fingerprint,
 )
 from gaia_viz.sweep.notes import layer_notes
-from gaia_viz.sweep.settings import SweepSettings, build_detectors, chunk_ranges, keyed_params
-from gaia_viz.sweep.tracker import ChunkTask, SweepProgress, rate
+from gaia_viz.sweep.settings import SweepSettings, build_detectors, keyed_params
+from gaia_viz.sweep.tracker import ChunkTask
 
 
 class EvaluationCancelled(GaiaVizError):
@@ -162,125 +159,6 @@ class SweepJob:
         return entry_key(entry, self.model_fp, data_fp, params=self.method_params[entry],
                          layers=self.own_layers[entry],
                          fit_fp=self.fit_fp if self.detectors[entry].needs_fit else None)
-
-    # ----------------------------------------------------------------------- plan
-
-    def plan(self) -> list[ChunkTask]:
-        """Every chunk the cache lacks. Rank 0 reads the cache and shares the plan, so all
-        ranks agree on it even while chunks are being written."""
-        tasks: list[ChunkTask] | None = None
-        if self.context.is_main:
-            tasks = []
-            for name, ds in self.datasets.items():
-                for start, end in chunk_ranges(len(ds), self.settings.chunk_size):
-                    cached = ({e: self.stores[name][e].read(start, end) for e in self.entries}
-                              if self.use_cache else {})
-                    self.found[name][start] = {e: arrays for e, arrays in cached.items() if arrays is not None}
-                    missing = tuple(e for e in self.entries if e not in self.found[name][start])
-                    if missing:
-                        tasks.append(ChunkTask(name, start, end, missing))
-        return broadcast_object(tasks, self.context)
-
-    # ----------------------------------------------------------------------- fit
-
-    def fitting(self, tasks: Sequence[ChunkTask]) -> bool:
-        return any(self.detectors[m].needs_fit for t in tasks for m in t.missing if m not in PER_IMAGE_ENTRIES)
-
-    def fit(self, tasks: Sequence[ChunkTask], tracker: SweepProgress, cached_images: int) -> tuple[dict, float]:
-        """Fit the fitted methods some task must score: once, on rank 0, from one pass over
-        the fit set; the other ranks receive the fitted tensors bit for bit, so every rank
-        scores with the same state. The state is kept in the cache too, for exports (a
-        threshold file never refits). Returns ``({method: state}, seconds)``."""
-        if not self.fitting(tasks):
-            return {}, 0.0
-        started = time.perf_counter()
-        failed = self.fit_on_main(tracker, cached_images) if self.context.is_main else None
-        self.leave_out(broadcast_object(failed, self.context), "as they cannot be fitted on this fit set")
-        states = {}
-        for method in self.needs_fit:
-            state = broadcast_tensors(self.detectors[method].fitted_state() if self.context.is_main else None,
-                                      self.context)
-            if not self.context.is_main:
-                self.detectors[method].load_fitted_state(state)
-            elif self.use_cache:
-                write_fitted_state(self.root, self.fitted_key(method), state)
-            states[method] = state
-        return states, time.perf_counter() - started
-
-    def fit_on_main(self, tracker: SweepProgress, cached_images: int) -> dict[str, Exception]:
-        """One pass over the fit set that every fitted method learns from; ``{method: error}``
-        for those that cannot be fitted on it (the others go on)."""
-        fit_set = self.fit_set
-        ranges = [(0, s, e) for s, e in batch_ranges(0, len(fit_set), self.settings.batch_size)]
-        fit_loader = BatchLoader([fit_set], ranges, self.settings.workers, self.pin_memory)
-        fit_name = getattr(fit_set, "name", "the fit set")
-
-        def fit_progress(fraction: float, message: str):
-            tracker.done = cached_images + round(fraction * len(fit_set))
-            tracker.say(f"fitting {', '.join(self.needs_fit)} on {fit_name}: {message.split(': ', 1)[-1]}")
-
-        outputs = collect_outputs(self.model, ((b.images, b.labels) for b in fit_loader),
-                                  progress=fit_progress, total=len(fit_set))
-        failed = {}
-        for method in self.needs_fit:
-            try:
-                self.detectors[method].fit_features(outputs.features, outputs.logits, outputs.labels)
-            except GaiaVizError as exc:  # this method cannot fit on this data: the others go on
-                failed[method] = type(exc)(f"cannot be fitted on {fit_name} ({len(fit_set)} images): {exc}")
-        return failed
-
-    # ----------------------------------------------------------------------- score
-
-    def score(self, mine: Sequence[ChunkTask], tracker: SweepProgress, cancel: Callable[[], bool] | None) -> dict:
-        """Score this rank's chunks: one loader for the whole share, its batches never
-        crossing a chunk; every chunk is written to the cache as it finishes. Returns this
-        rank's timing."""
-        batch_size = self.settings.batch_size
-        index_of = {name: i for i, name in enumerate(self.datasets)}
-        plan = [(index_of[t.dataset], s, e) for t in mine for s, e in batch_ranges(t.start, t.end, batch_size)]
-        loader = BatchLoader(list(self.datasets.values()), plan, self.settings.workers, self.pin_memory)
-        batches = iter(loader)
-        score_seconds, scored_images = 0.0, 0
-        tracker.start_scoring()
-        try:
-            for task in mine:
-                if cancel is not None and cancel():
-                    raise EvaluationCancelled(f"cancelled before samples {task.start}-{task.end} of {task.dataset}; "
-                                              "finished chunks are cached")
-                chunk_batches = itertools.islice(batches, len(batch_ranges(task.start, task.end, batch_size)))
-                waited, began = loader.wait_seconds, time.perf_counter()
-                computed = self.score_chunk(task, chunk_batches)
-                score_seconds += time.perf_counter() - began - (loader.wait_seconds - waited)
-                self.keep(task, computed)
-                scored_images += task.end - task.start
-                tracker.advance(task.end - task.start, task.dataset, loader.load_rate(),
-                                rate(scored_images, score_seconds))
-        finally:
-            batches.close()  # stops the loader's workers
-        return dict(
-            rank=self.context.rank, device=str(self.device), chunks=len(mine),
-            loading=dict(images=loader.images, seconds=loader.load_seconds, processes=loader.processes,
-                         wait_seconds=loader.wait_seconds, images_per_s=loader.load_rate()),
-            scoring=dict(images=scored_images, seconds=score_seconds, images_per_s=rate(scored_images, score_seconds)),
-        )
-
-    def score_chunk(self, task: ChunkTask, chunk_batches) -> dict[str, dict]:
-        """The entries ``task`` lacks, scored from its loaded batches (:func:`scoring.score_range`)."""
-        wanted = {m: self.detectors[m] for m in task.missing if m not in PER_IMAGE_ENTRIES}
-        needs = merge_needs([*(d.needs() for d in wanted.values()), ForwardNeeds(features=FEATURES in task.missing)])
-        computed = scoring.score_range(self.model, self.datasets[task.dataset], task.start, task.end, wanted,
-                                       needs, self.settings.batch_size, self.device, chunk_batches)
-        for _ in chunk_batches:  # a scorer that stopped early must not shift the next chunk's batches
-            pass
-        return computed
-
-    def keep(self, task: ChunkTask, computed: Mapping[str, dict]) -> None:
-        """A scored chunk's entries: written to the cache, and on rank 0 kept in ``found``."""
-        for e in task.missing:
-            if self.use_cache:
-                self.stores[task.dataset][e].write(task.start, task.end, computed[e])
-            if self.context.is_main:
-                self.found[task.dataset][task.start][e] = computed[e]
 
 
 __all__ = ["EvaluationCancelled", "SweepJob", "named_datasets"]

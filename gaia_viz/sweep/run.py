@@ -1,5 +1,7 @@
-"""The sweep's step list, :func:`evaluate`: plan the chunks the cache lacks, fit the fitted
-methods, score this rank's share, merge (:mod:`gaia_viz.sweep.job`, :mod:`gaia_viz.sweep.merge`)."""
+"""The sweep's step list, :func:`evaluate`: the job's set-up (:mod:`~gaia_viz.sweep.job`), then
+plan the chunks the cache lacks, fit the fitted methods, score this rank's share and merge
+(:mod:`~gaia_viz.sweep.plan`, :mod:`~gaia_viz.sweep.fit`, :mod:`~gaia_viz.sweep.scoring`,
+:mod:`~gaia_viz.sweep.merge`)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ from torch import nn
 from gaia_viz.distributed import SINGLE, DistributedContext, gather_to_main, share
 from gaia_viz.progress import ProgressFn
 from gaia_viz.run_config import RunConfig
+from gaia_viz.sweep.fit import fit, fitting
 from gaia_viz.sweep.job import SweepJob
 from gaia_viz.sweep.merge import merge, read_other_ranks, run_timing
+from gaia_viz.sweep.plan import plan
 from gaia_viz.sweep.result import Evaluation
+from gaia_viz.sweep.scoring import score_share
 from gaia_viz.sweep.settings import SweepSettings
 from gaia_viz.sweep.tracker import SweepProgress
 
@@ -46,20 +51,20 @@ def evaluate(model: nn.Module, id_set, ood_sets: Mapping[str, object],
     context = distributed or SINGLE
     job = SweepJob(model, id_set, ood_sets, settings or SweepSettings(), fit_set, device, cache_dir, use_cache,
                    context)
-    tasks = job.plan()
+    tasks = plan(job)
     mine = share(tasks, context)
     mine_images = sum(t.end - t.start for t in mine)
     cached_images = job.total - sum(t.end - t.start for t in tasks)
-    fit_images = len(fit_set) if job.fitting(tasks) else 0
+    fit_images = len(fit_set) if fitting(job, tasks) else 0
     counted_here = cached_images if context.is_main else 0
     tracker = SweepProgress((fit_images if context.is_main else 0) + mine_images + counted_here, counted_here,
                             progress)
     if mine_images or fit_images:  # the start of the clock: the time left is estimable after one chunk
         tracker.say(f"starting: {counted_here:,} of {tracker.total:,} images from the run cache")
 
-    fitted_now, fit_seconds = job.fit(tasks, tracker, cached_images)
+    fitted_now, fit_seconds = fit(job, tasks, tracker, cached_images)
     tasks, mine = job.without_left_out(tasks), job.without_left_out(mine)  # a method that could not fit
-    rank_timing = job.score(mine, tracker, cancel)
+    rank_timing = score_share(job, mine, tracker, cancel)
     reports = gather_to_main(rank_timing, context)  # returns on rank 0 once every rank is done
     if not context.is_main:
         return None
