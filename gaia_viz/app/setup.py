@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gaia_viz.run_config import RunConfig
-from gaia_viz.sweep.identity import setup_key
 
 
 @dataclass
@@ -65,6 +64,8 @@ class Setup:
     def score_key(self) -> str:
         """The identity of the scores this set-up gives (:func:`gaia_viz.sweep.identity.setup_key`:
         weights, preprocessing and files; not the batch size, the device or the data root)."""
+        from gaia_viz.sweep.identity import setup_key  # here: importing the sweep loads torch
+
         return setup_key(self.model_name, self.checkpoint_digest, self.preset, self.image_sets, self.fit_set,
                          self.sources, self.data_root)
 
