@@ -20,6 +20,7 @@ from gaia_viz.allocator import retain_freed_memory
 from gaia_viz.errors import GaiaVizError, GaiaVizWarning
 from gaia_viz.paths import check_allowed, check_path_text, check_text, echo
 from gaia_viz.progress import terminal_progress
+from gaia_viz.settings import DEFAULT_METHODS
 
 EXIT_USAGE = 2
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--id", dest="id_source", help="ID test set: folder:PATH, torchvision:CIFAR10[:test], demo:digits, ...")
     ev.add_argument("--ood", action="append", default=[], metavar="NAME=SOURCE", help="an OOD set (repeatable)")
     ev.add_argument("--fit", dest="fit_source", help="ID training set for ReAct/KNN/Mahalanobis (never the test set)")
-    ev.add_argument("--methods", default=None, help="comma-separated; 'all' for every method (default: gaia_z,gaia_a,msp,energy)")
+    ev.add_argument("--methods", default=None,
+                    help=f"comma-separated; 'all' for every method (default: {','.join(DEFAULT_METHODS)})")
     ev.add_argument("--preset", help="preprocessing preset (default: the model's)")
     ev.add_argument("--ood-transform", choices=("center-crop", "resize"), default=None,
                     help="how OOD images reach the input size (default: center-crop as the GAIA paper; "
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_methods(text: str | None) -> list[str]:
-    from gaia_viz.sweep import ALL_METHODS, DEFAULT_METHODS
+    from gaia_viz.sweep import ALL_METHODS
 
     if text is None:
         return list(DEFAULT_METHODS)
@@ -166,6 +168,7 @@ def _demo_inputs(args, device: str) -> EvaluationInputs:
 
 
 def _user_inputs(args, device: str) -> EvaluationInputs:
+    import gaia_viz.demo  # noqa: F401 (registers the demo: data scheme)
     from gaia_viz.data.presets import PRESETS, id_policy
     from gaia_viz.data.sources import open_source
     from gaia_viz.models import default_preset, load_model

@@ -22,8 +22,7 @@ from torch import Tensor, nn
 from gaia_viz.errors import DataError, ModelError
 from gaia_viz.model_output import model_logits
 from gaia_viz.model_state import eval_mode, model_device
-
-ProgressFn = Callable[[float, str], None]
+from gaia_viz.progress import ProgressFn
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import numpy as np
 
 from gaia_viz.errors import DataError
 from gaia_viz.models import model_info
+from gaia_viz.settings import DEFAULT_METHODS
 
 REAL_PRESET = "cifar-imagenet-norm"  # the ResNets'; each model's own is models.default_preset
 # the models with shared CIFAR-10 weights: {name: its checkpoint's file name under <data root>/models}
@@ -539,7 +540,7 @@ def _skipped_line(config: dict) -> str:
     return f"Unreadable files skipped (listed in skipped.csv): {parts}."
 
 
-def save_figures(evaluation, out: Path, name: str, methods=("gaia_z", "gaia_a", "msp", "energy")) -> None:
+def save_figures(evaluation, out: Path, name: str, methods=DEFAULT_METHODS) -> None:
     """Score histograms (ID vs each OOD set) and ROC curves as PNG, with matplotlib."""
     import matplotlib
 

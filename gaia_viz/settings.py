@@ -1,5 +1,5 @@
-"""Settings that every entry point shares: environment names, the data root, the run cache
-and the device choice. One home, so the CLI, the report, the app and the library agree.
+"""Settings that every entry point shares: environment names, the data root, the run cache,
+the device choice and the default methods. One home, so the CLI, the report, the app and the library agree.
 
 Environment variables:
 
@@ -33,6 +33,8 @@ MAX_CHECKPOINT_ENV = "GAIA_VIZ_MAX_CHECKPOINT_MB"
 MAX_IMAGE_ENV = "GAIA_VIZ_MAX_IMAGE_MB"
 DEFAULT_MAX_CHECKPOINT_MB = 2048  # ViT-L/16 (1.2 GB) and ConvNeXt-XL (1.4 GB) fit
 DEFAULT_MAX_IMAGE_MB = 256  # a 40 MP 16-bit RGB TIFF (240 MB) fits
+# the methods an evaluation scores when none are chosen (the CLI, the app, the library, the report)
+DEFAULT_METHODS = ("gaia_z", "gaia_a", "msp", "energy")
 
 
 def _megabytes(env: str, default: int) -> int:
@@ -120,6 +122,6 @@ def default_workers(device: str | None = None) -> int:
 
 
 __all__ = ["ALLOWED_HIDDEN_ENV", "ALLOWED_ROOTS_ENV", "CACHE_ENV", "DATA_ROOT_ENV", "DEFAULT_MAX_CHECKPOINT_MB",
-           "DEFAULT_MAX_IMAGE_MB", "DEVICE_CHOICES", "MAX_CHECKPOINT_ENV", "MAX_IMAGE_ENV", "SHARED_DATA_ROOT",
+           "DEFAULT_MAX_IMAGE_MB", "DEFAULT_METHODS", "DEVICE_CHOICES", "MAX_CHECKPOINT_ENV", "MAX_IMAGE_ENV", "SHARED_DATA_ROOT",
            "REPO_ROOT", "cache_dir", "data_root", "default_workers", "max_checkpoint_bytes", "max_image_bytes",
            "resolve_device"]

@@ -238,6 +238,7 @@ class OODFlagger:
 
     @staticmethod
     def _fit_loader(config: ThresholdConfig, batch_size: int):
+        import gaia_viz.demo  # noqa: F401 (registers the demo: data scheme)
         from gaia_viz.data.presets import id_policy
         from gaia_viz.data.sources import open_source
 

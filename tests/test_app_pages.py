@@ -190,11 +190,11 @@ def test_choices_and_scores_survive_page_switches():
 
 def test_adding_a_method_scores_only_that_method(monkeypatch):
     at = open_app("evaluate", samples=43)  # a set-up of its own: the defaults get scored here
-    from gaia_viz import sweep
+    from gaia_viz.sweep import scoring
 
     computed = []
-    real = sweep._score_range
-    monkeypatch.setattr(sweep, "_score_range",
+    real = scoring.score_range
+    monkeypatch.setattr(scoring, "score_range",
                         lambda m, d, s, e, detectors, *a, **k: computed.append(sorted(detectors)) or real(
                             m, d, s, e, detectors, *a, **k))
     at.multiselect(key="w_methods").set_value([*DEFAULT_METHODS, "maxlogit"])
@@ -226,16 +226,16 @@ def test_a_run_keeps_going_when_the_user_opens_another_page():
 
 
 def test_cancel_stops_the_run_and_no_automatic_restart(monkeypatch):
-    from gaia_viz import sweep
+    from gaia_viz.sweep import scoring
 
-    real = sweep._score_range
+    real = scoring.score_range
     gate = __import__("threading").Event()
 
     def slow(*args, **kwargs):
         gate.wait(10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, "_score_range", slow)
+    monkeypatch.setattr(scoring, "score_range", slow)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.session_state["sb_max_samples"] = 41
     at.run()

@@ -24,15 +24,15 @@ def run_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def gate(monkeypatch):
     """Chunks are scored only once the gate opens: the run stays in progress while sessions join."""
-    from gaia_viz import sweep
+    from gaia_viz.sweep import scoring
 
-    real, opened = sweep._score_range, threading.Event()
+    real, opened = scoring.score_range, threading.Event()
 
     def gated(*args, **kwargs):
         opened.wait(TIMEOUT)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, "_score_range", gated)
+    monkeypatch.setattr(scoring, "score_range", gated)
     yield opened
     opened.set()
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+import gaia_viz.demo  # noqa: F401 (registers the demo: scheme, a form the unknown-spec error lists)
 from gaia_viz.data import (
     OOD_POLICIES,
     PRESETS,
@@ -407,3 +408,27 @@ def test_find_benchmark_sets_on_shared_data():
     assert x.shape == (3, 32, 32) and 0 <= label < 10
     textures = open_source(found["textures"]["spec"], "cifar-imagenet-norm", "center-crop", max_samples=5)
     assert textures[0][0].shape == (3, 32, 32) and textures.raw_image(0).size[0] > 32
+
+
+def test_the_demo_scheme_is_registered_by_the_demo_package_not_known_to_data():
+    """data/sources.py no longer imports the demo: gaia_viz.demo registers demo: when imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gaia_viz.data import open_source\n"
+        "from gaia_viz.errors import DataError\n"
+        "assert 'gaia_viz.demo' not in sys.modules\n"
+        "try:\n"
+        "    open_source('demo:noise', None)\n"
+        "except DataError as exc:\n"
+        "    print('refused:', exc)\n"
+        "import gaia_viz.demo\n"
+        "print('opened', len(open_source('demo:noise', None)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    refused, opened = done.stdout.strip().splitlines()
+    assert refused.startswith("refused: cannot open 'demo:noise'") and "once gaia_viz.demo is imported" in refused
+    assert opened == "opened 200"

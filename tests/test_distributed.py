@@ -34,9 +34,10 @@ TIMEOUT = 240
 # Rank 1 of the kill test: SIGKILLed by itself while scoring its third chunk, after two.
 KILLED_RANK = """
 import os, signal, sys
-from gaia_viz import cli, sweep
+from gaia_viz import cli
+from gaia_viz.sweep import scoring
 
-real, calls = sweep._score_range, []
+real, calls = scoring.score_range, []
 
 def dies_on_third_chunk(*args, **kwargs):
     calls.append(1)
@@ -44,7 +45,7 @@ def dies_on_third_chunk(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
 
-sweep._score_range = dies_on_third_chunk
+scoring.score_range = dies_on_third_chunk
 sys.exit(cli.main(sys.argv[1:]))
 """
 

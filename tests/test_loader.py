@@ -15,6 +15,7 @@ from gaia_viz.detectors import make_detector
 from gaia_viz.errors import ImageLoadError
 from gaia_viz.loader import BatchLoader, batch_ranges
 from gaia_viz.models import load_model
+from gaia_viz.sweep import scoring
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +64,11 @@ def test_workers_give_the_same_batches_in_the_same_order(folders):
 def test_workers_give_identical_scores_with_batches_inside_chunks(folders, monkeypatch):
     id_set, ood, fit_set = open_sets(folders, "id", "ood", "fit")
     model = load_model("demo")
-    real = sweep._score_batch
+    real = scoring.score_batch
     runs = {}
     for workers in (0, 2):
         sizes = []
-        monkeypatch.setattr(sweep, "_score_batch", lambda m, x, *a: sizes.append(len(x)) or real(m, x, *a))
+        monkeypatch.setattr(scoring, "score_batch", lambda m, x, *a: sizes.append(len(x)) or real(m, x, *a))
         settings = sweep.SweepSettings(methods=["gaia_z", "gaia_a", "msp", "knn", "react"], batch_size=4,
                                        chunk_size=7, workers=workers)
         runs[workers] = (sweep.evaluate(model, id_set, {"ood": ood}, settings, fit_set=fit_set, use_cache=False),

@@ -1,5 +1,6 @@
-"""The shape of the code base: no import cycles, no private names across modules, a core that
-imports without streamlit or plotly.
+"""The shape of the code base: no import cycles, imports between the packages that only point
+down the layers (:data:`LAYERS`), no private names across modules, a core that imports without
+streamlit or plotly.
 
 The import graph is read from the source (``ast``), every ``import`` counted, also those
 inside functions: a lazy import still ties two modules together.
@@ -81,6 +82,51 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# The layers of gaia_viz, lowest first: a module may import from its own unit (a top-level
+# module, or a package with its submodules) and from the units of lower layers, never from
+# its own layer or above. "gaia_viz" is the package's root (its version). The core ends with
+# the CLI; figures and the app sit above it.
+LAYERS = (
+    ("gaia_viz", "errors", "layer_defaults", "progress"),  # leaves
+    ("settings", "model_output", "model_state", "allocator", "metrics", "embedding", "notes", "cache",
+     "run_config", "outputs", "loader", "distributed"),  # small utilities on the errors only
+    ("paths",),  # what may be read (the settings' roots)
+    ("data",),  # presets, image files, sources (a scheme registry the demo registers into)
+    ("demo",),  # the demo's sets and CNN (registers demo: into data)
+    ("models",),  # the model catalogue (loads the demo CNN)
+    ("gaia",),  # GAIA's hooked forward and scores (reads a model's head)
+    ("forward", "integrations"),  # the shared forward pass; pytorch-ood and Captum adapters
+    ("detectors",),  # every method, from the shared forward's outputs
+    ("sweep", "threshold", "attribution"),  # one evaluation; a threshold file; Inspect's attributions
+    ("report",),  # the real-data report (runs sweeps)
+    ("cli",),  # the command line
+    ("__main__",),  # python -m gaia_viz
+    ("figures",),  # plotly figures (above the core)
+    ("app",),  # the Streamlit explorer
+)
+
+
+def unit_of(module: str) -> str:
+    """The layered unit of a module: ``gaia_viz.sweep.job`` -> ``sweep``, ``gaia_viz`` -> ``gaia_viz``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def layer_violations(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    """Every import that does not point down ``layers``: to the importer's own layer (another
+    unit) or above it; and every unit that no layer names."""
+    layer_of = {unit: number for number, names in enumerate(layers) for unit in names}
+    found = [f"{unit_of(m)} is in no layer" for m in sorted(graph) if unit_of(m) not in layer_of]
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            here, there = unit_of(module), unit_of(target)
+            if here == there or here not in layer_of or there not in layer_of:
+                continue
+            if layer_of[there] >= layer_of[here]:
+                found.append(f"{module} imports {target}: {there} is not below {here}")
+    return sorted(set(found))
+
+
 def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -88,8 +134,27 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_the_project_import_graph_has_no_cycle():
     graph = import_graph()
-    assert len(graph) > 30 and "gaia_viz.forward" in graph["gaia_viz.sweep"]
+    assert len(graph) > 30 and "gaia_viz.forward" in graph["gaia_viz.sweep.job"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_layer_check_finds_a_back_edge_and_an_unplaced_unit():
+    layers = (("errors",), ("data",), ("demo",))
+    down = {"gaia_viz.demo.datasets": {"gaia_viz.data.sources", "gaia_viz.errors"}, "gaia_viz.data.sources": set()}
+    assert layer_violations(down, layers) == []
+    back = {**down, "gaia_viz.data.sources": {"gaia_viz.demo"}}
+    assert layer_violations(back, layers) == ["gaia_viz.data.sources imports gaia_viz.demo: demo is not below data"]
+    sideways = {"gaia_viz.data.x": {"gaia_viz.demo"}}
+    assert layer_violations(sideways, (("errors",), ("data", "demo"))) == [
+        "gaia_viz.data.x imports gaia_viz.demo: demo is not below data"]
+    assert layer_violations({"gaia_viz.new.thing": set()}, layers) == ["new is in no layer"]
+
+
+def test_imports_between_packages_only_point_down_the_layers():
+    graph = import_graph()
+    assert "gaia_viz.data.sources" in graph["gaia_viz.demo.datasets"]  # the graph holds real edges
+    violations = layer_violations(graph)
+    assert not violations, "\n".join(violations)
 
 
 def test_no_module_imports_another_modules_private_names():

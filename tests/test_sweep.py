@@ -9,6 +9,7 @@ from torch import nn
 from gaia_viz import gaia, sweep
 from gaia_viz.cache import ChunkStore
 from gaia_viz.errors import DataError, ModelError
+from gaia_viz.sweep import scoring
 
 
 class TinyNet(nn.Module):
@@ -101,8 +102,8 @@ def test_second_run_is_a_cache_hit_and_settings_change_the_key(setup, monkeypatc
     first = sweep.evaluate(model, id_set, ood, settings, fit_set=fit_set, cache_dir=cache)
     assert first.cache_hits == 0
     calls = []
-    real = sweep._score_range
-    monkeypatch.setattr(sweep, "_score_range", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = scoring.score_range
+    monkeypatch.setattr(scoring, "score_range", lambda *a, **k: calls.append(1) or real(*a, **k))
     second = sweep.evaluate(model, id_set, ood, settings, fit_set=fit_set, cache_dir=cache)
     assert second.cache_hits == 3 and not calls
     assert second.scores.equals(first.scores)
@@ -128,8 +129,8 @@ def test_cancel_keeps_finished_chunks_and_resumes(setup, monkeypatch):
     with pytest.raises(sweep.EvaluationCancelled):
         sweep.evaluate(model, id_set, ood, settings, cache_dir=cache, cancel=cancel)
     computed = []
-    real = sweep._score_range
-    monkeypatch.setattr(sweep, "_score_range",
+    real = scoring.score_range
+    monkeypatch.setattr(scoring, "score_range",
                         lambda m, d, s, e, *a, **k: computed.append((d.name, s)) or real(m, d, s, e, *a, **k))
     resumed = sweep.evaluate(model, id_set, ood, settings, cache_dir=cache)
     assert ("id", 0) not in computed and ("id", 24) in computed  # the first 3 chunks were kept
@@ -140,7 +141,7 @@ def test_cancel_keeps_finished_chunks_and_resumes(setup, monkeypatch):
 def test_exception_mid_run_keeps_chunks(setup, monkeypatch):
     model, id_set, ood, _, cache = setup
     settings = sweep.SweepSettings(methods=["gaia_z"], batch_size=4)
-    real = sweep._score_range
+    real = scoring.score_range
     seen = []
 
     def flaky(m, d, s, e, *a, **k):
@@ -149,11 +150,11 @@ def test_exception_mid_run_keeps_chunks(setup, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(m, d, s, e, *a, **k)
 
-    monkeypatch.setattr(sweep, "_score_range", flaky)
+    monkeypatch.setattr(scoring, "score_range", flaky)
     with pytest.raises(RuntimeError):
         sweep.evaluate(model, id_set, ood, settings, cache_dir=cache)
     seen.clear()
-    monkeypatch.setattr(sweep, "_score_range", lambda m, d, *a, **k: seen.append(d.name) or real(m, d, *a, **k))
+    monkeypatch.setattr(scoring, "score_range", lambda m, d, *a, **k: seen.append(d.name) or real(m, d, *a, **k))
     sweep.evaluate(model, id_set, ood, settings, cache_dir=cache)
     assert "id" not in seen and "far" in seen
 
@@ -186,7 +187,7 @@ def test_chunk_store_atomic_and_checksummed(tmp_path):
 
 def test_cuda_out_of_memory_halves_the_batch(setup, monkeypatch):
     model, id_set, ood, _, _ = setup
-    real = sweep._score_batch
+    real = scoring.score_batch
     sizes = []
 
     def picky(model_, x, *a, **k):
@@ -195,10 +196,10 @@ def test_cuda_out_of_memory_halves_the_batch(setup, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model_, x, *a, **k)
 
-    monkeypatch.setattr(sweep, "_score_batch", picky)
+    monkeypatch.setattr(scoring, "score_batch", picky)
     settings = sweep.SweepSettings(methods=["gaia_z", "msp"], batch_size=16)
     ev = sweep.evaluate(model, id_set, ood, settings, use_cache=False)
-    monkeypatch.setattr(sweep, "_score_batch", real)
+    monkeypatch.setattr(scoring, "score_batch", real)
     reference = sweep.evaluate(model, id_set, ood, settings, use_cache=False)
     assert 16 in sizes and 8 in sizes and max(s for s in sizes[-5:]) <= 3
     assert np.allclose(ev.scores["gaia_z"], reference.scores["gaia_z"])
@@ -225,3 +226,25 @@ def test_ood_identical_to_id_gives_defined_metrics(setup):
                         use_cache=False)
     row = ev.metrics_table().query("method == 'msp'").iloc[0]
     assert row.auroc == pytest.approx(0.5) and row.fpr95 == pytest.approx(0.95, abs=0.03)
+
+
+def test_setup_key_ignores_how_a_folder_is_typed_and_keys_what_changes_a_score(tmp_path):
+    """The app's Setup.score_key is identity.setup_key: one home for a set-up's identity."""
+    from PIL import Image
+
+    from gaia_viz.data.sources import open_source
+    from gaia_viz.sweep.identity import setup_key
+
+    for i in range(3):
+        Image.new("L", (28, 28), 40 * i).save(tmp_path / f"{i}.png")
+    plain = open_source(str(tmp_path), "demo-mnist28", name="id")
+    typed = open_source(f"folder:{tmp_path}/./", "demo-mnist28", name="id")
+
+    def key(images, preset="demo-mnist28", weights=None, spec="folder:x", root=None):
+        return setup_key("demo", weights, preset, {"id": images}, None, {"id": spec}, root)
+
+    assert key(plain) == key(typed)
+    assert key(open_source(str(tmp_path), "gaia-cifar10", name="id"), "gaia-cifar10") != key(plain)
+    assert key(plain, weights="abc") != key(plain)
+    assert key(plain, root="/a") == key(plain, root="/b")  # a folder does not read under the data root
+    assert key(plain, spec="torchvision:CIFAR10", root="/a") != key(plain, spec="torchvision:CIFAR10", root="/b")

@@ -45,6 +45,7 @@ def cached_model(name: str, checkpoint_path: str | None, checkpoint_digest: str 
 def cached_source(spec: str, preset: str, ood_policy: str, data_root: str | None, name: str,
                   max_samples: int | None, max_pixels: int, path_policy: str):
     """``path_policy`` (:meth:`gaia_viz.paths.PathPolicy.describe`) is only part of the key."""
+    import gaia_viz.demo  # noqa: F401 (registers the demo: data scheme)
     from gaia_viz.data.sources import open_source
 
     return open_source(spec, preset, ood_policy=ood_policy, data_root=data_root, name=name,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from gaia_viz.settings import DEFAULT_METHODS
+
 UPLOAD_IMAGE = "upload"  # Inspect's image set name for the user's uploads
 TPR_RANGE = (0.5, 1.0)
 HISTOGRAM_SETS = ("all", "one")
@@ -34,7 +36,7 @@ class Selection:
     ``"agree"``: where ``method`` and ``map_compare`` decide differently).
     """
 
-    methods: tuple[str, ...] = ("gaia_z", "gaia_a", "msp", "energy")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     zero_layers: tuple[str, ...] | None = None
     inner_layers: tuple[str, ...] | None = None
     method: str = "gaia_z"

@@ -7,15 +7,12 @@ pages read it from ``st.session_state[keys.SETUP]`` (:mod:`gaia_viz.app.state`).
 
 from __future__ import annotations
 
-import os
 import re
-import weakref
 from dataclasses import dataclass, field
 
 import streamlit as st
 
 from gaia_viz.app.markdown import escape_markdown
-from gaia_viz.cache import stable_hash
 from gaia_viz.run_config import RunConfig
 
 
@@ -70,17 +67,12 @@ class Setup:
 
     @property
     def score_key(self) -> str:
-        """The identity of the scores this set-up gives: the weights, the preprocessing and
-        the files of every set (resolved, so two spellings of one folder are one set-up).
-        Not the batch size, the device or the data root (unless a torchvision source reads
-        under it): they cannot change a score."""
-        uses_root = any(str(spec).startswith("torchvision:") for spec in self.sources.values())
-        return stable_hash(dict(
-            model=self.model_name, weights=self.checkpoint_digest, preset=self.preset,
-            sets={name: _set_identity(images) for name, images in self.image_sets.items()},
-            fit=_set_identity(self.fit_set) if self.fit_set is not None else None,
-            data_root=self.data_root if uses_root else None,
-        ))
+        """The identity of the scores this set-up gives (:func:`gaia_viz.sweep.identity.setup_key`:
+        weights, preprocessing and files; not the batch size, the device or the data root)."""
+        from gaia_viz.sweep.identity import setup_key  # here: importing the sweep loads torch
+
+        return setup_key(self.model_name, self.checkpoint_digest, self.preset, self.image_sets, self.fit_set,
+                         self.sources, self.data_root)
 
 
 def build_setup(model, model_values: dict, preset: str, data_values: dict, opened: tuple, device: str,
@@ -96,28 +88,6 @@ def build_setup(model, model_values: dict, preset: str, data_values: dict, opene
         data_label=data_values["label"], sources=sources, checkpoint_digest=model_values["digest"],
         random_weights=not model_values.get("pretrained", True) and model_values["checkpoint"] is None,
     )
-
-
-_IDENTITIES: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _set_identity(images) -> tuple:
-    """(kind, size, preset, policy, files) of an image set, memoised per set object (the
-    sidebar's sets are cached objects, so this is computed once per set)."""
-    try:
-        return _IDENTITIES[images]
-    except (KeyError, TypeError):
-        pass
-    path_of = getattr(images, "path", None)
-    paths = [path_of(i) for i in range(len(images))] if callable(path_of) else []
-    files = stable_hash([os.path.realpath(p) for p in paths]) if paths and all(paths) else getattr(images, "source", "")
-    identity = (type(images).__name__, len(images), getattr(images, "preset_name", None),
-                getattr(images, "ood_policy", None), files, getattr(images, "name", None))
-    try:
-        _IDENTITIES[images] = identity
-    except TypeError:
-        pass
-    return identity
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from gaia_viz.errors import DataError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OOD_POLICIES = ("center-crop", "resize")
+DEMO_PRESET = "demo-mnist28"  # the demo CNN's input; what a source opened without a preset uses
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ tensors (``.preset_name``, ``.ood_policy``) so results can say which were used.
 Spec strings for :func:`open_source`:
 
 * ``"demo:<set>"``: ``demo:digits`` (held-out test split), ``demo:digits:train``, or a demo OOD
-  set (``faces``, ``textures``, ``photos``, ``letters``, ``noise``).
+  set (``faces``, ``textures``, ``photos``, ``letters``, ``noise``); registered by
+  :mod:`gaia_viz.demo` when it is imported (:func:`register_scheme`), as a package above
+  this one may register its own scheme.
 * ``"folder:<path>"`` or a bare existing directory: images found recursively by extension
   (:data:`~gaia_viz.data.images.IMAGE_EXTENSIONS`), sorted by relative path. If the root holds
   no images itself and at least two sub-folders hold images, it is an ``ImageFolder`` layout:
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +45,7 @@ from gaia_viz.data.image_sets import (  # noqa: F401 (re-exported: the sets open
     with_preset,
 )
 from gaia_viz.data.images import DEFAULT_MAX_PIXELS, is_image_path, probe_image
-from gaia_viz.data.presets import Preset, check_ood_policy, get_preset
+from gaia_viz.data.presets import DEMO_PRESET, Preset, check_ood_policy, get_preset
 from gaia_viz.errors import DataError
 from gaia_viz.paths import (
     DEFAULT_MAX_DIRS,
@@ -191,24 +193,22 @@ def open_torchvision(dataset_name: str, split: str, preset: Preset | str, ood_po
 
 # --- spec strings --------------------------------------------------------------------------
 
-SPEC_FORMS = ("demo:<set>", "folder:<path>", "torchvision:<NAME>[:train|test]",
-              "images:<p1>,<p2>", "an existing folder or image path")
+BUILT_IN_FORMS = ("folder:<path>", "torchvision:<NAME>[:train|test]", "images:<p1>,<p2>",
+                  "an existing folder or image path")
+# scheme -> (form, opener): the sources a package above this one registers when it is imported
+# (gaia_viz.demo registers "demo:"), so the data layer never imports them
+SCHEMES: dict[str, tuple[str, Callable[[str, Preset, str], ImageSet]]] = {}
 
 
-def _open_demo(setname: str, preset, ood_policy: str) -> ImageSet:
-    from gaia_viz import demo
+def register_scheme(scheme: str, form: str, opener: Callable[[str, Preset, str], ImageSet]) -> None:
+    """Let :func:`open_source` open ``"<scheme>:<rest>"`` with ``opener(rest, preset,
+    ood_policy)``; ``form`` (``"demo:<set>"``) is listed where a spec is not understood."""
+    SCHEMES[scheme] = (form, opener)
 
-    parts = setname.split(":")
-    if parts[0] == demo.DEMO_ID_NAME:
-        split = parts[1] if len(parts) > 1 else "test"
-        if split not in ("train", "test"):
-            raise DataError(f"demo:{echo(setname)}: split must be train or test")
-        return demo.demo_id_set(split, preset=preset, ood_policy=ood_policy)
-    sets = demo.demo_ood_sets(preset=preset, ood_policy=ood_policy)
-    if setname not in sets:
-        raise DataError(f"unknown demo set {echo(setname)!r}; choose {demo.DEMO_ID_NAME}, "
-                        f"{demo.DEMO_ID_NAME}:train or one of {sorted(sets)}")
-    return sets[setname]
+
+def spec_forms() -> tuple[str, ...]:
+    """Every spec form :func:`open_source` understands: the registered schemes', then its own."""
+    return (*(form for form, _ in SCHEMES.values()), *BUILT_IN_FORMS)
 
 
 def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resize",
@@ -225,15 +225,12 @@ def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resiz
     checked before anything is read) and specs holding control characters.
     """
     check_text(str(spec), "data source")
-    if preset is None:
-        from gaia_viz.demo import DEMO_PRESET
-        preset = DEMO_PRESET
-    preset = get_preset(preset)
+    preset = get_preset(DEMO_PRESET if preset is None else preset)
     check_ood_policy(ood_policy)
     spec = str(spec).strip()
     kind, _, rest = spec.partition(":")
-    if kind == "demo":
-        images = _open_demo(rest, preset, ood_policy)
+    if kind in SCHEMES:
+        images = SCHEMES[kind][1](rest, preset, ood_policy)
     elif kind == "folder":
         images = open_folder(rest, preset, ood_policy, name=name, validate=validate, max_pixels=max_pixels)
     elif kind == "images":
@@ -250,7 +247,8 @@ def open_source(spec: str, preset: Preset | str | None, ood_policy: str = "resiz
             images = open_files([spec], preset, ood_policy, name=name, max_pixels=max_pixels)
         else:
             raise DataError(f"cannot open {echo(spec)!r}: not an existing path and not one of "
-                            f"{', '.join(SPEC_FORMS)}")
+                            f"{', '.join(spec_forms())}" + ("" if "demo" in SCHEMES else
+                                                            " (demo:<set> once gaia_viz.demo is imported)"))
     if name is not None:
         images.name = name
     return limit(images, max_samples)

@@ -29,11 +29,12 @@ from itertools import chain, zip_longest
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gaia_viz.data.presets import Preset
-from gaia_viz.data.image_sets import ArrayImageSet
+from gaia_viz.data.image_sets import ArrayImageSet, ImageSet
+from gaia_viz.data.presets import DEMO_PRESET, Preset
+from gaia_viz.data.sources import register_scheme
 from gaia_viz.errors import DataError
+from gaia_viz.paths import echo
 
-DEMO_PRESET = "demo-mnist28"
 DEMO_ID_NAME = "digits"
 DEMO_OOD_NAMES = ("faces", "textures", "photos", "letters", "noise")
 DIGIT_CLASSES = [str(d) for d in range(10)]
@@ -169,3 +170,22 @@ def demo_ood_sets(preset: Preset | str | None = None,
     return {name: ArrayImageSet(name, build(), None, preset or DEMO_PRESET, ood_policy,
                                 source=f"demo:{name}")
             for name, build in OOD_BUILDERS.items()}
+
+
+def open_demo_spec(setname: str, preset: Preset, ood_policy: str) -> ImageSet:
+    """The set a ``"demo:<set>"`` spec names (:func:`gaia_viz.data.sources.open_source`):
+    ``digits`` (the held-out test split), ``digits:train`` or a demo OOD set."""
+    parts = setname.split(":")
+    if parts[0] == DEMO_ID_NAME:
+        split = parts[1] if len(parts) > 1 else "test"
+        if split not in ("train", "test"):
+            raise DataError(f"demo:{echo(setname)}: split must be train or test")
+        return demo_id_set(split, preset=preset, ood_policy=ood_policy)
+    sets = demo_ood_sets(preset=preset, ood_policy=ood_policy)
+    if setname not in sets:
+        raise DataError(f"unknown demo set {echo(setname)!r}; choose {DEMO_ID_NAME}, "
+                        f"{DEMO_ID_NAME}:train or one of {sorted(sets)}")
+    return sets[setname]
+
+
+register_scheme("demo", "demo:<set>", open_demo_spec)

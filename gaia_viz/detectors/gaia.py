@@ -23,12 +23,9 @@ def _names(layers: Sequence[str] | str | None) -> tuple[str, ...] | None:
 @register
 class GaiaZ(Detector):
     """GAIA-Z (Chen et al., "GAIA: delving into gradient-based attribution abnormality for
-    out-of-distribution detection", NeurIPS 2023), zero-deflation abnormality.
-
-    With ``g = d(max_k f(x)_k) / d output_l`` at each layer ``l`` of ``layers`` and
-    ``r[l, c]`` the fraction of non-zero entries of channel ``c`` of ``g``::
-
-        score(x) = mean over (l, c) of r[l, c]^2
+    out-of-distribution detection", NeurIPS 2023), zero-deflation abnormality: the mean over
+    the channels ``(l, c)`` of ``layers`` of the squared non-zero ratio ``r[l, c]`` of the
+    max-logit gradient (the formula: :mod:`gaia_viz.gaia`).
 
     Computed by :func:`gaia_viz.gaia.gaia_analyze` (``layers=None``: its default, every
     normalisation layer over feature maps), which leaves the model as found. Per sample it
@@ -62,13 +59,9 @@ class GaiaZ(Detector):
 
 @register
 class GaiaA(Detector):
-    """GAIA-A (Chen et al., NeurIPS 2023), channel-wise average abnormality.
-
-    ``o = sqrt(mean_c |mean_p dA/d output_head|)`` with ``A = sum_k log_softmax(f(x))_k``,
-    ``m[l, c] = mean_p (dB / d output_l)[c, p]`` with ``B`` the sum of the pooled head
-    input, for every layer ``l`` of ``inner_layers``::
-
-        score(x) = mean over (l, c) of (|m[l, c]| / o)^2
+    """GAIA-A (Chen et al., NeurIPS 2023), channel-wise average abnormality: the channel
+    averages ``m[l, c]`` of the gradients at ``inner_layers``, relative to the output
+    component ``o`` read at ``head_layer`` (the formula: :mod:`gaia_viz.gaia`).
 
     Computed by :func:`gaia_viz.gaia.gaia_analyze` (``None``: its default layers). Per
     sample it also keeps ``avg_partial_sums``, ``channel_mean_grad`` and ``output_component``.

@@ -1,7 +1,8 @@
 """GAIA: gradient-based attribution abnormality (Chen et al., NeurIPS 2023).
 
 Two scores, both *higher = more out-of-distribution* (the paper's code negates them so
-that ID ranks high; we return the raw value):
+that ID ranks high; we return the raw value). Their formulas are written out here, once;
+the detectors, the integrations and the partial sums (``r``, ``m``, ``o`` below) refer to them:
 
 GAIA-Z (zero-deflation abnormality). Objective ``sum_b max_k f(x_b)_k``. For every hooked
 layer ``l`` take ``g = d objective / d output_l`` and for each channel ``c``

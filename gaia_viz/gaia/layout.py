@@ -12,7 +12,7 @@ input (:attr:`LayerInfo.activation`), so it scores exactly like the same norm fo
 separate activation module.
 
 A model may declare its own GAIA defaults as an attribute ``gaia_defaults`` holding a
-:class:`GaiaLayerDefaults` (Big Transfer's ResNet-v2 declares the paper's layers); the
+:class:`~gaia_viz.layer_defaults.GaiaLayerDefaults` (Big Transfer's ResNet-v2 declares the paper's layers); the
 generic rules below apply to whatever it leaves as None.
 
 Token models (ViT, DeiT, Swin, LeViT) are refused for GAIA (:data:`TOKEN_MODEL_REASON`, with
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from gaia_viz.errors import LayerError, ModelError
+from gaia_viz.layer_defaults import NO_DECLARED_DEFAULTS, GaiaLayerDefaults
 from gaia_viz.model_output import model_logits
 from gaia_viz.gaia.zeros import activation_kinds
 from gaia_viz.model_state import activation_gradients_only
@@ -54,21 +55,6 @@ TOKEN_MODEL_REASON = (
     "GAIA, or the output- and feature-based methods (msp, energy, maxlogit, odin, react, knn, "
     "mahalanobis) for this one."
 )
-
-
-@dataclass(frozen=True)
-class GaiaLayerDefaults:
-    """GAIA layers a model declares as its defaults, by module name (None = the generic rule).
-
-    A model declares them with an attribute (or property) ``gaia_defaults`` holding one.
-    """
-
-    zero_layers: tuple[str, ...] | None = None
-    inner_layers: tuple[str, ...] | None = None
-    head_layer: str | None = None
-
-
-NO_DECLARED_DEFAULTS = GaiaLayerDefaults()
 
 
 @dataclass(frozen=True)

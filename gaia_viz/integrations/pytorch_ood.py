@@ -100,16 +100,10 @@ class GAIAZ(_GaiaDetector):
     """GAIA-Z, the zero-deflation abnormality of *GAIA: Delving into Gradient-based
     Attribution Abnormality for Out-of-distribution Detection* (Chen et al., NeurIPS 2023).
 
-    For each hooked layer :math:`l` take :math:`g = \\partial \\sum_b \\max_k f(x_b)_k /
-    \\partial h_l` (the layer's output :math:`h_l`) and for each channel :math:`c` the
-    fraction of its :math:`P_l` positions where the gradient is not exactly zero:
-
-    .. math::
-        r_{l,c} = \\frac{1}{P_l} \\#\\{p : g_{c,p} \\neq 0\\}, \\qquad
-        \\text{score}(x) = \\frac{1}{\\sum_l C_l} \\sum_{l,c} r_{l,c}^2
-
-    Larger values indicate OOD (the paper's code negates the score; the value is the same).
-    Exact zeros come from ReLU-like activations; with smooth ones (GELU, SiLU) GAIA-Z carries
+    The score is the mean, over the channels of the hooked layers, of the squared fraction of
+    a channel's positions where the max-logit gradient is not exactly zero (the formula:
+    :mod:`gaia_viz.gaia`). Larger values indicate OOD (the paper's code negates the score; the
+    value is the same). Exact zeros come from ReLU-like activations; with smooth ones (GELU, SiLU) GAIA-Z carries
     no information and :func:`gaia_viz.gaia.gaia_z` warns (``NoExactZerosWarning``).
     Computed by :func:`gaia_viz.gaia.gaia_z`; reference code:
     https://github.com/JGEthanChen/GAIA-OOD
@@ -141,16 +135,9 @@ class GAIAZ(_GaiaDetector):
 class GAIAA(_GaiaDetector):
     """GAIA-A, the channel-wise average abnormality of *GAIA* (Chen et al., NeurIPS 2023).
 
-    With :math:`A = \\sum_b \\sum_k \\log \\mathrm{softmax}(f(x_b))_k` and :math:`G = \\partial A
-    / \\partial h_{head}` at the head layer (the map the global pooling reads), and :math:`B`
-    the sum of the pooled features fed to the classifier:
-
-    .. math::
-        o = \\sqrt{\\tfrac{1}{C} \\textstyle\\sum_c |\\bar G_c|}, \\qquad
-        m_{l,c} = \\frac{1}{P_l} \\sum_p \\frac{\\partial B}{\\partial h_l}[c, p], \\qquad
-        \\text{score}(x) = \\frac{1}{\\sum_l C_l} \\sum_{l,c} \\left(\\frac{|m_{l,c}|}{o}\\right)^2
-
-    over the inner layers :math:`l`. Larger values indicate OOD. Computed by
+    The score compares the channel averages of the gradients at the inner layers with the
+    output component read at the head layer, the map the global pooling reads (the formula:
+    :mod:`gaia_viz.gaia`). Larger values indicate OOD. Computed by
     :func:`gaia_viz.gaia.gaia_a`; reference code: https://github.com/JGEthanChen/GAIA-OOD
     """
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gaia_viz.errors import CheckpointError, ModelError
-from gaia_viz.gaia.layout import GaiaLayerDefaults
+from gaia_viz.layer_defaults import GaiaLayerDefaults
 
 from .catalogue import ModelInfo, register_family
 
