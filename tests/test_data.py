@@ -28,7 +28,7 @@ from gaia_viz.data import (
 from gaia_viz.data.presets import denormalize
 from gaia_viz.errors import DataError, ImageLoadError
 
-from support import DATA_ROOT
+from support import DATA_ROOT, ROOT
 
 
 def rgb_noise(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -427,7 +427,7 @@ def test_the_demo_scheme_is_registered_by_the_demo_package_not_known_to_data():
         "import gaia_viz.demo\n"
         "print('opened', len(open_source('demo:noise', None)))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     refused, opened = done.stdout.strip().splitlines()
     assert refused.startswith("refused: cannot open 'demo:noise'") and "once gaia_viz.demo is imported" in refused
