@@ -144,7 +144,7 @@ def operating_point():
         right.caption(f"{METHOD_LABELS.get(method, method)}'s fitted state is not at hand, so loading the file "
                       f"refits it on {escape_markdown(config.fit_source or 'the fit set')}.")
     with st.expander("What the file holds"):
-        st.json(config.to_dict())
+        st.code(config.to_json(), language="json")
     st.markdown("Flag new images with it (install once with "
                 f"`{install_command()}`):")
     st.code(threshold_snippet(DEFAULT_CONFIG_NAME), language="python")

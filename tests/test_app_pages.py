@@ -365,7 +365,7 @@ def test_the_layer_subset_carries_to_tune_inspect_and_the_export():
     assert "GAIA-Z on 2 of 3 layers: bn2, bn3" in captions
     import json
 
-    exported = json.loads(at.json[0].value)
+    exported = json.loads(next(c for c in at.code if c.language == "json").value)
     assert exported["layers"]["zero"] == ["bn2", "bn3"] and exported["method"] == "gaia_z"
     from gaia_viz.app import analysis
 
@@ -498,7 +498,7 @@ def test_tune_link_thresholds_its_layers_at_its_tpr_and_exports_exactly_that():
     assert metric_values(at)["TPR: ID accepted"] == "90.0 %"
     import json
 
-    exported = json.loads(at.json[0].value)
+    exported = json.loads(next(c for c in at.code if c.language == "json").value)
     assert exported["method"] == "gaia_z" and exported["layers"]["zero"] == ["bn2", "bn3"]
     assert exported["tpr_at_id"] == pytest.approx(0.9, abs=0.01)
     assert at.slider(key="w_tune_tpr").value == pytest.approx(0.9)

@@ -160,10 +160,10 @@ def test_the_tune_page_snippet_and_config_work_as_shown(tmp_path, monkeypatch):
     jobs.wait_for_jobs(240)
     at.run()
     assert not at.exception, at.exception
-    snippet = at.code[0].value
+    snippet = next(c for c in at.code if c.language == "python").value
     assert snippet.strip() == threshold_snippet(DEFAULT_CONFIG_NAME).strip()  # st.code drops the last newline
     assert install_command() in snippet and install_command() in " ".join(m.value for m in at.markdown)
-    config = ThresholdConfig.from_dict(json.loads(at.json[0].value))
+    config = ThresholdConfig.from_dict(json.loads(next(c for c in at.code if c.language == "json").value))
     assert config.method == at.session_state["selection"].method
     work = tmp_path / "work"
     work.mkdir()
