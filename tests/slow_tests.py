@@ -147,6 +147,9 @@ SLOW = {
         "test_resnet20_is_accurate_on_real_cifar10_images",  # 2.9 s: real CIFAR-10
         "test_checkpoint_round_trips",  # 2.8 s, 8 formats
     ),
+    "test_launcher.py": (
+        "test_torch_is_loaded_before_any_visitor_connects",  # 6 s: a real server start
+    ),
     "test_progress_eta.py": (
         "test_the_sweep_starts_the_clock_before_its_first_chunk",  # 13 s
     ),

@@ -59,13 +59,15 @@ def log_tail(log_path: Path, chars: int = 4000) -> str:
 
 
 @contextlib.contextmanager
-def served_app(folder: Path, env: dict | None = None):
-    """``streamlit run app.py`` (run cache in ``folder``); killed on exit."""
+def served_app(folder: Path, env: dict | None = None, launcher: bool = True):
+    """The app as the README starts it, ``python -m gaia_viz.app`` (``launcher=False``: plain
+    ``streamlit run app.py``), run cache in ``folder``; killed on exit."""
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "streamlit.log"
     port = free_port()
     environment = dict(os.environ, GAIA_VIZ_CACHE_DIR=str(folder / "cache"), PYTHONUNBUFFERED="1", **(env or {}))
-    command = [sys.executable, "-m", "streamlit", "run", "app.py",
+    start = ["-m", "gaia_viz.app"] if launcher else ["-m", "streamlit", "run", "app.py"]
+    command = [sys.executable, *start,
                "--server.address", "127.0.0.1", "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                # other edits to the working tree must not rerun the app mid-test

@@ -20,6 +20,7 @@ asserted is the page of that action.
 """
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,7 @@ def _check_tune_link(page, url):
     slider = page.get_by_test_id("stMain").get_by_role("slider", name=re.compile("Target TPR")).first
     expect(slider).to_have_value(re.compile(r"^0\.9"))
     page.get_by_text("What the file holds").click()
-    exported = page.get_by_test_id("stJson")
+    exported = page.get_by_test_id("stCode").filter(has_text='"tpr_at_id"')  # the file's JSON text
     expect(exported).to_contain_text('"bn2"')
     expect(exported).to_contain_text('"bn3"')
     expect(exported).to_contain_text('"tpr_at_id"')
