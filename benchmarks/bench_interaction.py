@@ -49,11 +49,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-PAGES = {"evaluate": "pages/2_Evaluate.py", "tune": "pages/3_Tune_threshold.py",
-         "channels": "pages/4_Channels_and_layers.py", "map": "pages/7_Data_map.py",
-         "inspect": "pages/1_Inspect.py", "home": "pages/0_Home.py"}
-NAV_NAMES = {"evaluate": "Evaluate", "tune": "Tune threshold", "channels": "Channels and layers",
-             "map": "Data map", "inspect": "Inspect", "home": "Home"}
+from gaia_viz.app.shell import PAGES as APP_PAGES  # noqa: E402  (after the path above)
+from tests.apptest_support import PAGES  # noqa: E402
+
+NAV_NAMES = {name: title for name, page in PAGES.items() for path, title, _ in APP_PAGES if path == page}
 TARGETS = {"slider": 0.3, "page_switch": 1.5, "cold_open": 8.0}
 # the link; it names a view (methods), so the evaluation starts at once, as for the demo
 CIFAR_QUERY = {"model": "cifar_resnet20", "data": "cifar10-real", "ood_sets": "textures",
