@@ -18,6 +18,9 @@ def _import_page_code() -> None:
     import gaia_viz.app.sidebar  # noqa: F401  (torch, torchvision, the models and data)
     import gaia_viz.figures  # noqa: F401  (plotly)
     import gaia_viz.sweep  # noqa: F401
+    from gaia_viz.app.heap import freeze_long_lived
+
+    freeze_long_lived()
 
 
 def main(argv: list[str]) -> int:

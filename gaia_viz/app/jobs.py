@@ -189,6 +189,7 @@ class JobRegistry:
                 del self._jobs[job.key]
 
     def _run(self, job: Job, setup, replaced: Job | None) -> None:
+        from gaia_viz.app.heap import freeze_long_lived
         from gaia_viz.settings import default_workers
         from gaia_viz.sweep import EvaluationCancelled, SweepSettings, evaluate
 
@@ -220,6 +221,7 @@ class JobRegistry:
             self.store.put(job.key, evaluation)
             job.progress(1.0, f"done: {len(evaluation.scores):,} images in {evaluation.seconds:.1f} s")
             job.status = "done"
+            freeze_long_lived()  # the results stay: out of later collections' walk (gaia_viz.app.heap)
 
 
 def _label(setup) -> str:

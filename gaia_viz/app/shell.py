@@ -82,6 +82,7 @@ def run_app(current_page: str | None = None) -> None:
     as the page to show when the request names none."""
     from gaia_viz.app import sidebar as sidebar_module
     from gaia_viz.app import state
+    from gaia_viz.app.heap import freeze_after_first_run
     from gaia_viz.app.keys import AUTO_RUN
     from gaia_viz.app.links import SETUP_QUERY_KEYS
     from gaia_viz.app.page import link_query, page_link, render_status
@@ -131,6 +132,7 @@ def run_app(current_page: str | None = None) -> None:
             state.write_query(link_query())  # what the page itself changed, when it finished
     finally:
         _ACTIVE.on = False
+        freeze_after_first_run()  # the run imported torch and the rest (gaia_viz.app.heap)
 
 
 def write_link() -> None:
