@@ -236,6 +236,23 @@ def test_the_sidebar_never_undoes_a_choice_and_the_methods_box_shows_what_runs(t
     assert at.session_state["sb_data_kind"] == "demo" and at.session_state["setup"].is_demo
 
 
+def test_allow_downloads_is_offered_only_for_models_that_can_download_weights():
+    """Was: BiT showed an "Allow downloads" toggle, but its weights only come from a checkpoint."""
+    at = open_app("evaluate")
+
+    def toggles():
+        return [t.label for t in at.sidebar.toggle]
+
+    assert "Allow downloads" not in toggles()  # the demo CNN's weights are shipped
+    at.sidebar.selectbox(key="sb_model_kind").set_value("bit").run()
+    assert not at.exception, at.exception
+    assert "Allow downloads" not in toggles()
+    for kind in ("torchvision", "timm"):
+        at.sidebar.selectbox(key="sb_model_kind").set_value(kind).run()
+        assert not at.exception, at.exception
+        assert "Allow downloads" in toggles(), kind
+
+
 def test_unavailable_data_is_the_one_change_and_it_is_said(tmp_path, monkeypatch):
     monkeypatch.setenv("GAIA_VIZ_DATA_ROOT", str(tmp_path))  # no CIFAR-10 here
     at = open_app("evaluate", query={"model": "gaia_resnet18", "data": "cifar10-real"})

@@ -13,7 +13,7 @@ BOTH_POLICIES = "both"
 BIT_NAMES = tuple(list_models("bit"))
 
 MODEL_KINDS = {family.kind: family.label for family in model_families()}  # the model catalogue's families
-HUB_KINDS = ("bit", "torchvision", "timm")  # weights from a local hub cache, or random
+HUB_KINDS = ("torchvision", "timm")  # pretrained weights from a local hub cache, fetched only when allowed
 DATA_KINDS = {
     "demo": "Demo sets (digits vs. 5 OOD sets)",
     "cifar10-real": "CIFAR-10 (real)",
