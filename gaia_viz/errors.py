@@ -52,5 +52,9 @@ class NonFiniteScoreWarning(GaiaVizWarning):
     """Some scores are inf or NaN; the warning says which method, how many and why."""
 
 
+class UnlabelledFitWarning(GaiaVizWarning):
+    """Fit images without a label: a method fitted per class used the model's predicted class."""
+
+
 class LayerFallbackWarning(GaiaVizWarning):
     """GAIA hooks fallback layers (convolution outputs: the model has no normalisation layers)."""

@@ -2,7 +2,7 @@
 
 The CLI prints each as one ``warning:`` line and the app shows it next to the numbers it is
 about. A note about one method starts with that method's label and a colon ("GAIA-A: ...");
-:func:`notes_about` finds them. Here: the note for scores that are not finite (inf/NaN).
+:func:`notes_about` finds them. Here: the notes for scores that are not finite (inf/NaN) and for fit images without labels.
 """
 
 from __future__ import annotations
@@ -26,6 +26,16 @@ def non_finite_note(label: str, scores_by_set: Mapping[str, np.ndarray], why: st
     return (f"{label}: {sum(bad.values())} of {every.size} {NON_FINITE} ({int(np.isnan(every).sum())} NaN, "
             f"{int(np.isinf(every).sum())} inf; {where}): {why}. Its metrics are n/a where these scores "
             "would enter them")
+
+
+def unlabelled_fit_note(label: str, unlabelled: int, total: int, fit_name: str) -> str | None:
+    """``"Mahalanobis: 300 of 300 fit images (dtd) have no label: ..."``, or None when every fit
+    image has one. For a method that fits per class (its class means)."""
+    if not unlabelled:
+        return None
+    return (f"{label}: {unlabelled:,} of {total:,} fit images ({fit_name}) have no label: the model's predicted "
+            "class stands in for it in the class means, so its numbers rest on the model's own mistakes "
+            "(fit on a labelled ID training set, e.g. folders named by class)")
 
 
 def notes_about(notes: Sequence[str], label: str) -> list[str]:

@@ -28,10 +28,11 @@ from gaia_viz.data.images import load_image
 from gaia_viz.data.presets import make_transform
 from gaia_viz.data.sources import ArrayImageSet, open_folder, open_source
 from gaia_viz.demo import DemoCNN
-from gaia_viz.errors import (CheckpointError, DataError, GaiaVizError, ImageLoadError, LayerError,
+from gaia_viz.errors import (CheckpointError, DataError, GaiaVizError, GaiaVizWarning, ImageLoadError, LayerError,
                              MetricInputError, ModelError)
 from gaia_viz.models import load_checkpoint_into, load_model, load_state_dict_file
 from gaia_viz.sweep import SweepSettings, evaluate
+from tests.support import run_cli
 
 # --------------------------------------------------------------------------- image makers
 
@@ -509,6 +510,32 @@ def test_one_class_folder_is_unlabelled_and_scores(tmp_path):
                           use_cache=False)
     assert evaluation.metrics_table()["auroc"].between(0, 1).all()
     assert evaluation.id_accuracy() is None  # no labels: accuracy is undefined, not 0
+
+
+def test_a_fit_set_without_labels_is_noted_next_to_mahalanobis_also_from_the_cache(tmp_path):
+    """Was: Mahalanobis fitted on predicted classes said so only as a Python warning, which the
+    CLI printed raw and the app never showed; a rerun from the cache said nothing."""
+    write_pngs(tmp_path / "fit" / "only_class", 6)
+    fit_set = open_source(f"folder:{tmp_path / 'fit'}", "demo-mnist28")
+    id_set, ood = tiny_sets()
+    for _ in range(2):  # the second run finds its scores in the cache and does not fit
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            evaluation = evaluate(load_model("demo"), id_set, ood, SweepSettings(methods=["mahalanobis", "msp"]),
+                                  fit_set=fit_set, cache_dir=tmp_path / "cache")
+        notes = [n for n in evaluation.config.notes if n.startswith("Mahalanobis: ")]
+        assert len(notes) == 1 and "6 of 6 fit images (fit) have no label" in notes[0], evaluation.config.notes
+        assert all(isinstance(w.message, GaiaVizWarning) for w in caught if "no label" in str(w.message))
+    labelled_fit = ArrayImageSet("fit", id_set.images, labels=np.arange(len(id_set)) % 10)
+    labelled = evaluate(load_model("demo"), id_set, ood, SweepSettings(methods=["mahalanobis", "msp"]),
+                        fit_set=labelled_fit, use_cache=False)
+    assert not [n for n in labelled.config.notes if "no label" in n]
+    result = run_cli("evaluate", "--model", "demo", "--id", "demo:digits", "--ood", "noise=demo:noise",
+                     "--fit", f"folder:{tmp_path / 'fit'}", "--methods", "mahalanobis,msp", "--max-samples", "20",
+                     "--out", tmp_path / "out", "--no-cache")
+    assert result.returncode == 0, result.stderr
+    assert "warning: Mahalanobis: 6 of 6 fit images" in result.stdout + result.stderr
+    assert "UserWarning" not in result.stderr
 
 
 def test_single_sample_sets_give_defined_metrics():

@@ -82,6 +82,7 @@ class Detector(abc.ABC):
     needs_grad: ClassVar[bool] = False  # it needs a gradient from the shared pass
     forward_only: ClassVar[bool] = False  # its score is a function of logits/features alone
     fitted_keys: ClassVar[tuple[str, ...]] = ()
+    uses_fit_labels: ClassVar[bool] = False  # its fit reads the class labels (-1: unknown)
 
     def __init__(self, model: nn.Module):
         self.model = model

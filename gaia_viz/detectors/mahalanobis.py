@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from gaia_viz.detectors.base import OutputDetector, register
-from gaia_viz.errors import DataError, ModelError
+from gaia_viz.errors import DataError, ModelError, UnlabelledFitWarning
+from gaia_viz.notes import unlabelled_fit_note
 
 
 @register
@@ -29,14 +30,15 @@ class Mahalanobis(OutputDetector):
 
     Labels: this is the only detector that uses the loader's labels. Samples labelled
     ``-1`` (unknown) get the model's predicted class instead; ``label_source`` records
-    ``"labels"``, ``"predicted"`` or ``"mixed"`` and a warning is issued when predictions
-    were used.
+    ``"labels"``, ``"predicted"`` or ``"mixed"`` and an :class:`UnlabelledFitWarning` is
+    issued when predictions were used (a sweep records it in its notes).
     """
 
     name = "mahalanobis"
     label = "Mahalanobis"
     needs_fit = True
     fitted_keys = ("means", "precision")
+    uses_fit_labels = True
 
     def __init__(self, model, ridge: float = 1e-6):
         super().__init__(model)
@@ -53,11 +55,8 @@ class Mahalanobis(OutputDetector):
         if unknown.any():
             labels = torch.where(unknown, logits.argmax(dim=1), labels)
             self.label_source = "predicted" if unknown.all() else "mixed"
-            warnings.warn(
-                f"Mahalanobis: {int(unknown.sum())} of {labels.numel()} fit samples have no "
-                "label; their predicted class is used for the class means.",
-                stacklevel=2,
-            )
+            warnings.warn(unlabelled_fit_note(self.label, int(unknown.sum()), labels.numel(), "the fit set"),
+                          UnlabelledFitWarning, stacklevel=2)
         else:
             self.label_source = "labels"
         if labels.max() >= num_classes:

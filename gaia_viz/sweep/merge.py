@@ -18,7 +18,7 @@ from gaia_viz.paths import printable
 from gaia_viz.run_config import RunConfig
 from gaia_viz.sweep.identity import OUTPUTS
 from gaia_viz.sweep.job import SweepJob
-from gaia_viz.sweep.notes import accuracy_notes, exact_zero_notes, non_finite_notes
+from gaia_viz.sweep.notes import accuracy_notes, exact_zero_notes, fit_label_notes, non_finite_notes
 from gaia_viz.sweep.result import Evaluation
 from gaia_viz.sweep.settings import chunk_ranges
 from gaia_viz.sweep.tracker import ChunkTask
@@ -125,6 +125,7 @@ def run_record(job: SweepJob, results: Mapping[str, dict], run: RunConfig | None
         notes=list(dict.fromkeys([  # one note per cause
             *(run.notes if run else []), *job.layer_notes, *exact_zero_notes(job.model, results, layers),
             *non_finite_notes(job.detectors, results),
+            *fit_label_notes({m: job.detectors[m] for m in job.needs_fit if m in job.methods}, job.fit_set),
             *accuracy_notes(results[job.id_name], job.num_classes, job.id_name)])),
         ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in datasets.items()},
         batch_size=job.settings.batch_size, chunk_size=job.settings.chunk_size, device=str(job.device),

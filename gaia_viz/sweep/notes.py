@@ -1,6 +1,6 @@
 """The notes a sweep records in ``RunConfig.notes``, one per cause, each judged on the whole
 sets: GAIA's layers being a fallback, gradients without exact zeros (or zero everywhere),
-scores that are not finite, an ID accuracy no better than chance."""
+scores that are not finite, an ID accuracy no better than chance, fit images without labels."""
 
 from __future__ import annotations
 
@@ -82,6 +82,20 @@ def non_finite_notes(detectors: Mapping[str, Detector], results: Mapping[str, di
     return notes
 
 
+def fit_label_notes(detectors: Mapping[str, Detector], fit_set) -> list[str]:
+    """One note per method that fits per class when some fit images have no label (-1):
+    judged on the fit set's labels, so a rerun that finds its scores cached says it too."""
+    from gaia_viz.notes import unlabelled_fit_note
+
+    labels = getattr(fit_set, "labels", None)
+    if labels is None:
+        return []
+    labels = np.asarray(labels)
+    return [note for detector in detectors.values() if detector.uses_fit_labels
+            if (note := unlabelled_fit_note(detector.label, int((labels < 0).sum()), labels.size,
+                                            getattr(fit_set, "name", "the fit set")))]
+
+
 def accuracy_notes(id_arrays: Mapping[str, np.ndarray], num_classes: int, id_name: str) -> list[str]:
     """A note when the ID accuracy is not clearly above chance (1 / classes): within three
     binomial standard deviations of it, on at least :data:`CHANCE_MIN_LABELLED` labelled
@@ -103,5 +117,5 @@ def accuracy_notes(id_arrays: Mapping[str, np.ndarray], num_classes: int, id_nam
             "use no labels, but they are those of a model that does not recognise the ID set."]
 
 
-__all__ = ["ACCURACY_NOTE", "CHANCE_MIN_LABELLED", "accuracy_notes", "exact_zero_notes", "layer_notes",
-           "non_finite_notes"]
+__all__ = ["ACCURACY_NOTE", "CHANCE_MIN_LABELLED", "accuracy_notes", "exact_zero_notes", "fit_label_notes",
+           "layer_notes", "non_finite_notes"]
