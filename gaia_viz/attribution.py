@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from gaia_viz import gaia
 from gaia_viz.errors import AttributionError, LayerError
+from gaia_viz.model_output import model_logits
 from gaia_viz.model_state import activation_gradients_only, model_device
 
 
@@ -173,6 +174,20 @@ def _attribution_context(model: nn.Module) -> Iterator[None]:
         yield
 
 
+class _Logits(nn.Module):
+    """``model`` whose forward returns its logits (:func:`gaia_viz.model_output.model_logits`):
+    Captum indexes the output by class, so a model returning a tuple, a dict or an output
+    object is read the way every other forward pass of gaia_viz reads it. A module, not a
+    function: Guided Backprop hooks the ReLU modules it finds in it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return model_logits(self.model(x))
+
+
 def _as_batch(model: nn.Module, x: Tensor) -> Tensor:
     if not isinstance(x, Tensor):
         raise AttributionError(f"x must be a tensor, got {type(x).__name__}")
@@ -188,7 +203,7 @@ def predicted_classes(model: nn.Module, x: Tensor) -> Tensor:
     """argmax_k f(x)_k per sample, shape (B,), computed in eval mode without gradients."""
     x = _as_batch(model, x)
     with activation_gradients_only(model), torch.no_grad():
-        return model(x).argmax(dim=1)
+        return model_logits(model(x)).argmax(dim=1)
 
 
 def _target_tensor(model: nn.Module, x: Tensor, target) -> Tensor:
@@ -292,8 +307,8 @@ def _guided_backprop(model, x, target):
 
 def _grad_cam(model, x, target, layer=None):
     from captum.attr import LayerAttribution, LayerGradCam
-    layer = layer or gaia.default_layers(model, x[:1])["head"]
-    cam = LayerGradCam(model, _module_named(model, layer)).attribute(
+    layer = layer or gaia.default_layers(model.model, x[:1])["head"]  # named as in the user's model
+    cam = LayerGradCam(model, _module_named(model.model, layer)).attribute(
         x, target=target, relu_attributions=True)
     return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
 
@@ -351,7 +366,7 @@ def attribute(model: nn.Module, x: Tensor, method: str, target=None, **params) -
     settings = {**ATTRIBUTION_METHODS[method].defaults, **params}
     with _attribution_context(model):
         x.requires_grad_()  # a fresh copy: Captum would otherwise set it, with a warning
-        result = _IMPLEMENTATIONS[method](model, x, target, **settings)
+        result = _IMPLEMENTATIONS[method](_Logits(model), x, target, **settings)
     return result.detach().float().cpu()
 
 
@@ -397,7 +412,7 @@ def top_k_predictions(model: nn.Module, x: Tensor, k: int = 5,
     if x.shape[0] != 1:
         raise AttributionError(f"top_k_predictions takes one image, got a batch of {x.shape[0]}")
     with activation_gradients_only(model), torch.no_grad():
-        probs = torch.softmax(model(x).float(), dim=1)[0].cpu()
+        probs = torch.softmax(model_logits(model(x)).float(), dim=1)[0].cpu()
     values, indices = probs.topk(max(1, min(int(k), probs.numel())))
     return [(_class_label(int(i), class_names), float(p)) for p, i in zip(values, indices)]
 

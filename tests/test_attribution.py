@@ -162,6 +162,41 @@ def test_every_method_leaves_a_torchvision_resnet_as_found(method):
     assert all(g is None for g in after["grads"])
 
 
+class TupleOutput(nn.Module):
+    """``small_cnn`` returning ``(logits, features)``, as torchvision's Inception does in train
+    mode and many research models do; ``as_dict``: ``{"logits": ..., "features": ...}``."""
+
+    def __init__(self, as_dict: bool = False):
+        super().__init__()
+        self.net, self.as_dict = small_cnn(), as_dict
+
+    def forward(self, x):
+        logits = self.net(x)
+        return {"logits": logits, "features": x.mean((2, 3))} if self.as_dict else (logits, x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", list(ATTRIBUTION_METHODS))
+def test_a_model_returning_a_tuple_or_a_dict_is_attributed_as_its_logits(batch, method):
+    """Was: Captum indexed the tuple by class and failed (every other forward pass of gaia_viz
+    reads the logits with gaia_viz.model_output.model_logits)."""
+    params = dict(n_steps=4) if method == "integrated_gradients" else {}
+    params = dict(nt_samples=2) if method == "smoothgrad" else params
+    plain = TupleOutput().net
+    torch.manual_seed(0)  # SmoothGrad's noise
+    expected = attribute(plain, batch, method, target=1, **params)
+    layer = dict(layer="5") if method == "grad_cam" else {}
+    for wrapped in (TupleOutput(), TupleOutput(as_dict=True)):
+        torch.manual_seed(0)
+        got = attribute(wrapped, batch, method, target=1, **params)
+        if method == "grad_cam":  # named as in the user's model: net.5 there
+            torch.testing.assert_close(attribute(wrapped, batch, method, target=1, layer="net.5"),
+                                       attribute(plain, batch, method, target=1, **layer))
+        torch.testing.assert_close(got, expected)
+        assert model_state(wrapped)["hooks"] == 0
+    assert top_k_predictions(TupleOutput(), batch[0], k=2) == top_k_predictions(plain, batch[0], k=2)
+    torch.testing.assert_close(attribute(TupleOutput(), batch, "saliency"), attribute(plain, batch, "saliency"))
+
+
 def test_state_restored_when_the_method_fails(batch):
     model = small_cnn().train()
     with pytest.raises(Exception):
