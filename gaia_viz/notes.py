@@ -2,7 +2,8 @@
 
 The CLI prints each as one ``warning:`` line and the app shows it next to the numbers it is
 about. A note about one method starts with that method's label and a colon ("GAIA-A: ...");
-:func:`notes_about` finds them. Here: the notes for scores that are not finite (inf/NaN) and for fit images without labels.
+:func:`notes_about` finds them. Here: the notes for scores that are not finite (inf/NaN) and
+for fit images without labels.
 """
 
 from __future__ import annotations

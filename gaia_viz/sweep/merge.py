@@ -125,7 +125,7 @@ def run_record(job: SweepJob, results: Mapping[str, dict], run: RunConfig | None
         notes=list(dict.fromkeys([  # one note per cause
             *(run.notes if run else []), *job.layer_notes, *exact_zero_notes(job.model, results, layers),
             *non_finite_notes(job.detectors, results),
-            *fit_label_notes({m: job.detectors[m] for m in job.needs_fit if m in job.methods}, job.fit_set),
+            *fit_label_notes(job.detectors, job.fit_set),
             *accuracy_notes(results[job.id_name], job.num_classes, job.id_name)])),
         ood_policies={n: getattr(ds, "ood_policy", None) for n, ds in datasets.items()},
         batch_size=job.settings.batch_size, chunk_size=job.settings.chunk_size, device=str(job.device),
