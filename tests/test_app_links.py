@@ -236,6 +236,34 @@ def test_the_sidebar_never_undoes_a_choice_and_the_methods_box_shows_what_runs(t
     assert at.session_state["sb_data_kind"] == "demo" and at.session_state["setup"].is_demo
 
 
+def test_sidebar_values_streamlit_drops_on_a_page_change_are_put_back(monkeypatch):
+    """Was: a click while a page was still drawing (or a link followed from a page still
+    settling) sent a request listing only part of the sidebar; on the page change Streamlit
+    dropped the other widgets' state, and the set-up fell back to the widgets' own defaults:
+    no OOD sets, center-crop, 0 samples (the browser tests saw ``ood_sets=&policy=center-crop``)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+    from streamlit.testing.v1.element_tree import ElementTree
+
+    at = open_app("evaluate", samples=40)
+    at.sidebar.multiselect(key="sb_demo_ood").set_value(["faces", "noise"]).run()
+    unlisted = ("sb_demo_ood", "sb_ood_policy::demo", "sb_max_samples")
+    before = {key: at.session_state[key] for key in unlisted}
+    all_states = ElementTree.get_widget_states
+
+    def partial_request(tree):  # the browser's request, without these sidebar widgets
+        states = WidgetStates()
+        states.widgets.extend(w for w in all_states(tree).widgets if not w.id.endswith(unlisted))
+        return states
+
+    monkeypatch.setattr(ElementTree, "get_widget_states", partial_request)
+    at.switch_page(PAGES["inspect"])
+    at.run()
+    monkeypatch.setattr(ElementTree, "get_widget_states", all_states)
+    assert not at.exception, at.exception
+    assert {key: at.session_state[key] for key in unlisted} == before
+    assert at.sidebar.multiselect(key="sb_demo_ood").value == ["faces", "noise"]
+
+
 def test_allow_downloads_is_offered_only_for_models_that_can_download_weights():
     """Was: BiT showed an "Allow downloads" toggle, but its weights only come from a checkpoint."""
     at = open_app("evaluate")

@@ -22,6 +22,7 @@ LINK_WARNINGS = "link_warnings"  # state: what was wrong in the link the session
 WRITTEN_QUERY = "link_written_query"  # state: the query string this session wrote last
 WRITTEN_PAGE = "link_written_page"  # state: the page (script hash) of the run that wrote it
 DRAWN_WIDGETS = "widgets_drawn_last_run"  # state: the widget keys the last run drew
+KEPT_SETUP = "setup_widgets_kept"  # state: the sidebar's plain widget values as the last run left them
 LINK_PENDING = "link_pending_checks"  # state: the link's OOD set and image, checked once the set-up is built
 AUTO_RUN = "link_auto_run"  # shell: the session was opened with a link to a view (auto-run what it needs)
 CANCELLED = "cancelled_runs"  # page: set-up score keys whose run this session cancelled

@@ -93,6 +93,7 @@ def run_app(current_page: str | None = None) -> None:
         _start_up()
         st.set_page_config(page_title="gaia-viz: GAIA OOD detection", page_icon=":material/radar:",
                            layout="wide")
+        state.restore_dropped_setup()  # before the link: what it removes stays removed
         link = state.start_session(list(ALL_METHODS), SETUP_QUERY_KEYS)
         if link is not None:
             state.seed_setup(link.setup_params, lambda message: state.warn_link(message, draw=False))

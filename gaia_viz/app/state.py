@@ -48,8 +48,8 @@ from typing import Callable, Mapping, Sequence
 import streamlit as st
 
 from gaia_viz.app import links
-from gaia_viz.app.keys import (DRAWN_WIDGETS, LINK_PENDING, LINK_WARNINGS, PAGE_PREFIX, SELECTION, SESSION_TOKEN,
-                               SIDEBAR_PREFIX, WRITTEN_PAGE, WRITTEN_QUERY)
+from gaia_viz.app.keys import (DRAWN_WIDGETS, KEPT_SETUP, LINK_PENDING, LINK_WARNINGS, PAGE_PREFIX, SELECTION,
+                               SESSION_TOKEN, SIDEBAR_PREFIX, WRITTEN_PAGE, WRITTEN_QUERY)
 from gaia_viz.app.links import selection_from_query, shown, shown_names, unknown_keys
 from gaia_viz.app.selection import UPLOAD_IMAGE, Selection
 
@@ -120,29 +120,56 @@ def resend_undrawn_widgets(prefixes: tuple[str, ...] = (SIDEBAR_PREFIX, PAGE_PRE
     the browser showed the widget's default ("Choose options", the demo's OOD sets emptied)
     while the script went on with the kept value (the Run button listed the methods). Set
     again, the value is sent to the browser with the widget."""
-    from streamlit.errors import StreamlitAPIException
-
     drawn = st.session_state.get(DRAWN_WIDGETS)
     st.session_state[DRAWN_WIDGETS] = set()
+    st.session_state.setdefault(KEPT_SETUP, {})
     if drawn is None:
         return
     for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefixes) and k not in drawn]:
         value = st.session_state[key]
-        if key.endswith("::seeded") or "upload" in key or not isinstance(value, (str, int, float, list, tuple)):
-            continue  # markers, uploads (None or files) and other state that is no plain value
-        try:
-            st.session_state[key] = value
-        except StreamlitAPIException:  # a button: its value cannot be set
-            pass
+        if _plain_widget_value(key, value):
+            _set_widget_value(key, value)
+
+
+def _set_widget_value(key: str, value) -> None:
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.session_state[key] = value
+    except StreamlitAPIException:  # a button: its value cannot be set
+        pass
+
+
+def _plain_widget_value(key: str, value) -> bool:
+    """False for markers, uploads (None or files) and other state that is no plain value."""
+    return not (key.endswith("::seeded") or "upload" in key or not isinstance(value, (str, int, float, list, tuple)))
+
+
+def restore_dropped_setup() -> None:
+    """First thing in a run: put back each sidebar value Streamlit dropped since the last run
+    (:func:`note_drawn_widgets` keeps them). On a page change Streamlit drops the state of every
+    widget whose id the browser's request does not list, and a request sent while the previous
+    run was still drawing (a click during a run, a link followed from a page still settling)
+    listed only part of the sidebar: the set-up fell back to the widgets' own defaults (no OOD
+    sets, center-crop, 0 samples a set). What the app itself removes (a link's set-up, later
+    in the run) stays removed: the kept values are taken again at the end of each run."""
+    for key, value in (st.session_state.get(KEPT_SETUP) or {}).items():
+        if key not in st.session_state:
+            _set_widget_value(key, value)
 
 
 def note_drawn_widgets(*keys: str) -> None:
     """Record ``keys`` and every widget drawn so far in this run as drawn (for
-    :func:`resend_undrawn_widgets`). The set is changed in place: after a page's ``st.stop()``
+    :func:`resend_undrawn_widgets`), and keep the sidebar's plain values (for
+    :func:`restore_dropped_setup`). Both are changed in place: after a page's ``st.stop()``
     Streamlit refuses new session-state assignments, not changes to what is stored."""
     drawn = st.session_state.get(DRAWN_WIDGETS)
     if drawn is not None:
         drawn.update(drawn_widgets(), keys)
+    kept = st.session_state.get(KEPT_SETUP)
+    if kept is not None:
+        kept.clear()
+        kept.update((key, value) for key, value in setup_widgets().items() if _plain_widget_value(key, value))
 
 
 # --------------------------------------------------------------------------- links
@@ -319,5 +346,6 @@ def seed_setup(params: Mapping[str, str], warn: Callable[[str], None], complete:
 
 
 __all__ = ["LinkState", "bound_widget", "check_link_against", "checked_layers", "drawn_widgets", "followed_link",
-           "note_drawn_widgets", "resend_undrawn_widgets", "seed_setup", "selection", "session_token", "setup_query",
-           "setup_widgets", "show_link_warnings", "start_session", "update_selection", "warn_link", "write_query"]
+           "note_drawn_widgets", "resend_undrawn_widgets", "restore_dropped_setup", "seed_setup", "selection",
+           "session_token", "setup_query", "setup_widgets", "show_link_warnings", "start_session", "update_selection",
+           "warn_link", "write_query"]
