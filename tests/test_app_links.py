@@ -264,6 +264,75 @@ def test_sidebar_values_streamlit_drops_on_a_page_change_are_put_back(monkeypatc
     assert at.sidebar.multiselect(key="sb_demo_ood").value == ["faces", "noise"]
 
 
+def _browser_fallback(widget):
+    """The value the browser shows, and sends, for a widget whose state it dropped: the
+    widget's own default in the page's message (``element.default``; a selectbox's is an index)."""
+    proto = widget.proto
+    if widget.type == "multiselect":
+        return [widget.options[i] for i in proto.default]
+    return proto.default
+
+
+def test_sidebar_widgets_fall_back_in_the_browser_to_the_sessions_values():
+    """Was: the browser tests' flaky ``samples=0`` and ``ood_sets=&policy=center-crop``. The
+    browser drops a widget's state when a run finishes while the widget is not drawn (a
+    fragment's run finishing while a page change redraws the sidebar), then shows and sends
+    the widget's default, and the set-up became no OOD sets, center-crop, 0 samples a set.
+    Each sidebar widget is now drawn with the session's value as its default."""
+    at = open_app("evaluate", samples=40, query={"ood_sets": "faces,noise", "policy": "resize"})
+    widgets = {"sb_demo_ood": "multiselect", "sb_ood_policy::demo": "selectbox", "sb_max_samples": "number_input",
+               "sb_data_root": "text_input", "sb_device": "selectbox"}
+    before = {key: at.session_state[key] for key in widgets}
+    assert before["sb_demo_ood"] == ["faces", "noise"] and before["sb_ood_policy::demo"] == "resize"
+    for key, kind in widgets.items():
+        widget = getattr(at.sidebar, kind)(key=key)
+        if kind == "selectbox":
+            widget.select_index(widget.proto.default)
+        else:
+            widget.set_value(_browser_fallback(widget))
+    at.switch_page(PAGES["inspect"])
+    at.run()
+    assert not at.exception, at.exception
+    assert {key: at.session_state[key] for key in widgets} == before
+    assert at.query_params["samples"] == "40" and at.query_params["ood_sets"] == "faces,noise"
+
+
+def test_page_widgets_fall_back_in_the_browser_to_the_selection():
+    """As for the sidebar: the Tune page's TPR slider fell back to its minimum (0.5) when the
+    browser had dropped its state, and the next request moved the threshold there."""
+    at = open_app("tune", query={"tpr": "0.9", "method": "energy"})
+    before = at.session_state["selection"]
+    assert (before.tpr, before.method) == (0.9, "energy")
+    slider = next(s for s in at.main.slider if s.label.startswith("Target TPR"))
+    slider.set_value(slider.proto.default[0])
+    settle(at.run())
+    assert not at.exception, at.exception
+    after = at.session_state["selection"]
+    assert (after.tpr, after.method) == (0.9, "energy")
+    assert at.query_params["tpr"] == "0.9"
+
+
+def test_a_link_drawn_before_a_fragment_moved_the_view_keeps_the_move():
+    """Was: after the Tune slider moved 0.90 -> 0.93 (a fragment's run: the sidebar's links and
+    the hardest cases' are not redrawn), the sidebar's Inspect link still said ``tpr=0.9``, and
+    following it undid the move. What a link itself changes (a hardest case's image) holds."""
+    from dataclasses import replace
+
+    for which in ("sidebar", "hardest case"):
+        at = open_app("tune", query={"tpr": "0.9"})
+        link = (next(link for link in at.sidebar.get("page_link") if link.proto.page == "Inspect")
+                if which == "sidebar" else links_to(at, "inspect")[0])
+        assert "tpr=0.9" in link.proto.query_string
+        # what the slider's fragment run leaves: the Selection moved and the address bar says so
+        # (shell.write_link), the links drawn before stay
+        at.session_state["selection"] = replace(at.session_state["selection"], tpr=0.93)
+        at.session_state["link_written_query"] = {**at.session_state["link_written_query"], "tpr": "0.93"}
+        at = follow(at, link)
+        assert not at.exception, at.exception
+        assert at.session_state["selection"].tpr == 0.93 and at.query_params["tpr"] == "0.93", which
+        assert (at.session_state["selection"].image is not None) == (which == "hardest case")
+
+
 def test_allow_downloads_is_offered_only_for_models_that_can_download_weights():
     """Was: BiT showed an "Allow downloads" toggle, but its weights only come from a checkpoint."""
     at = open_app("evaluate")

@@ -21,6 +21,7 @@ SESSION_TOKEN = "session_token"  # state: this browser session's id in the job r
 LINK_WARNINGS = "link_warnings"  # state: what was wrong in the link the session opened with, shown once
 WRITTEN_QUERY = "link_written_query"  # state: the query string this session wrote last
 WRITTEN_PAGE = "link_written_page"  # state: the page (script hash) of the run that wrote it
+LINKS_DRAWN_WITH = "links_drawn_with"  # state: the view query the last full run drew its links with
 DRAWN_WIDGETS = "widgets_drawn_last_run"  # state: the widget keys the last run drew
 KEPT_SETUP = "setup_widgets_kept"  # state: the sidebar's plain widget values as the last run left them
 LINK_PENDING = "link_pending_checks"  # state: the link's OOD set and image, checked once the set-up is built

@@ -118,6 +118,7 @@ def run_app(current_page: str | None = None) -> None:
         _preload_chart_library()  # first: the sidebar's imports and the page's run take seconds
         state.check_link_against(sidebar_module.sidebar())
         state.note_drawn_widgets()
+        state.note_links_drawn()
         with nav_box:
             for path, title, icon in PAGES:
                 page_link(path, title, icon=icon, width="stretch")

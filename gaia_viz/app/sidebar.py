@@ -42,6 +42,28 @@ def _shared_weights(values: dict, data_root, caption: str) -> None:
         st.caption(f"{caption}: {escape_markdown(shared)}.")
 
 
+def _kept(key: str, fallback):
+    """The value a sidebar widget is drawn with as its default: its value in the session (else
+    ``fallback``). The browser shows a widget's default whenever it has dropped the widget's
+    state (a fragment's run finishing while a page change redraws the sidebar drops every widget
+    not yet redrawn), and its next request sends that default as the user's choice: the set-up
+    fell back to no OOD sets, center-crop and 0 samples a set. With the session's value as the
+    default, what the browser falls back to is what the session holds."""
+    return st.session_state.get(key, fallback)
+
+
+def _kept_choices(options, key: str) -> list:
+    """:func:`_kept` for a multiselect: the session's choices that are among ``options``."""
+    return [value for value in st.session_state.get(key) or () if value in options]
+
+
+def _kept_index(options, key: str, fallback: int = 0) -> int:
+    """:func:`_kept` for a selectbox: the index of the session's value in ``options``."""
+    options = list(options)
+    value = st.session_state.get(key)
+    return options.index(value) if value in options else fallback
+
+
 @dataclass
 class _Choice:
     """What a sidebar section asked for (drawn even when loading it later fails)."""
@@ -55,7 +77,7 @@ def _checkpoint_widgets(kind: str) -> dict:
     upload = st.file_uploader("Checkpoint upload (.pt, .pth, .th, .tar, .safetensors, .npz)",
                               type=CHECKPOINT_TYPES, key=keys.checkpoint_upload(kind))
     path = st.text_input(
-        "…or checkpoint path on the server", key=keys.checkpoint_path(kind),
+        "…or checkpoint path on the server", _kept(keys.checkpoint_path(kind), ""), key=keys.checkpoint_path(kind),
         placeholder="/path/to/weights.pth",
         help="A state_dict saved with torch.save, or a .safetensors file; read with weights_only=True.",
     ).strip()
@@ -77,7 +99,8 @@ def _model_widgets(data_root: str) -> _Choice:
     choice = _Choice()
     # No callback changes the data with the model (or back): every model reads every data kind
     # through its own preset, so no choice of the user is ever undone by another.
-    kind = st.selectbox("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, key=keys.SB_MODEL_KIND,
+    kind = st.selectbox("Model", list(MODEL_KINDS), _kept_index(MODEL_KINDS, keys.SB_MODEL_KIND),
+                        format_func=MODEL_KINDS.get, key=keys.SB_MODEL_KIND,
                         label_visibility="collapsed")
     values = dict(pretrained=True, allow_download=False)
     random_key = keys.random_weights(kind)
@@ -86,7 +109,8 @@ def _model_widgets(data_root: str) -> _Choice:
             values.update(name="demo", checkpoint=None, data=None, digest=None)
             st.caption("A small CNN trained on handwritten digits; its weights ship with gaia-viz.")
         elif kind == "cifar":
-            depth = st.selectbox("Depth", CIFAR_DEPTHS, key=keys.SB_CIFAR_DEPTH)
+            depth = st.selectbox("Depth", CIFAR_DEPTHS, _kept_index(CIFAR_DEPTHS, keys.SB_CIFAR_DEPTH),
+                                 key=keys.SB_CIFAR_DEPTH)
             values.update(name=CIFAR_NAMES[depth], **_checkpoint_widgets(kind))
             _shared_weights(values, data_root, "Pretrained CIFAR-10 weights")
         elif kind == "densenet":
@@ -94,33 +118,37 @@ def _model_widgets(data_root: str) -> _Choice:
             _shared_weights(values, data_root, "ODIN's pretrained CIFAR-10 weights")
         else:
             if kind == "gaia":
-                depth = st.selectbox("Depth", tuple(GAIA_NAMES), key=keys.SB_GAIA_DEPTH)
+                depth = st.selectbox("Depth", tuple(GAIA_NAMES), _kept_index(GAIA_NAMES, keys.SB_GAIA_DEPTH),
+                                     key=keys.SB_GAIA_DEPTH)
                 values["name"] = GAIA_NAMES[depth]
             elif kind == "bit":
-                values["name"] = st.selectbox("BiT model", BIT_NAMES, key=keys.SB_BIT_NAME, help=(
+                values["name"] = st.selectbox("BiT model", BIT_NAMES, _kept_index(BIT_NAMES, keys.SB_BIT_NAME),
+                                              key=keys.SB_BIT_NAME, help=(
                     "Big Transfer ResNetV2 (Kolesnikov et al. 2020); the GAIA paper's ImageNet results use "
                     "BiT-S-R101x1. Give its checkpoint (.pth.tar of GradNorm/GAIA or the original .npz)."))
             elif kind == "torchvision":
                 values["name"] = st.text_input(
-                    "torchvision model name", value="resnet18", key=keys.SB_TV_NAME,
+                    "torchvision model name", value=_kept(keys.SB_TV_NAME, "resnet18"), key=keys.SB_TV_NAME,
                     help="Any torchvision classification model, e.g. resnet50, convnext_tiny, vit_b_16. "
                          "Its ImageNet weights must be in the torch hub cache (nothing is downloaded unless "
                          "allowed), or give a checkpoint.").strip()
             else:
                 values["name"] = "timm:" + st.text_input(
-                    "timm model name", value="resnet18", key=keys.SB_TIMM_NAME,
+                    "timm model name", value=_kept(keys.SB_TIMM_NAME, "resnet18"), key=keys.SB_TIMM_NAME,
                     help="Any timm model, e.g. resnet50, resnetv2_50x1_bit.goog_in21k, convnext_atto. "
                          "Weights come from the local Hugging Face cache (nothing is downloaded unless "
                          "allowed), or give a checkpoint.").strip()
             values.update(_checkpoint_widgets(kind))
-            random = st.checkbox("Random weights (no pretrained weights)", key=random_key,
+            random = st.checkbox("Random weights (no pretrained weights)", bool(_kept(random_key, False)),
+                                 key=random_key,
                                  disabled=values["checkpoint"] is not None,
                                  help="Scores of an untrained model: useful to see what GAIA hooks, "
                                       "meaningless as a detector.")
             values["pretrained"] = not random
             if kind in HUB_KINDS:
                 values["allow_download"] = st.toggle(
-                    "Allow downloads", key=keys.SB_ALLOW_DOWNLOAD, disabled=restriction_active(),
+                    "Allow downloads", bool(_kept(keys.SB_ALLOW_DOWNLOAD, False)), key=keys.SB_ALLOW_DOWNLOAD,
+                    disabled=restriction_active(),
                     help="Fetch missing pretrained weights from the internet into the local cache "
                          "(off when the app is served to others).")
             if values["checkpoint"] is None and not random and kind in ("gaia", "bit"):
@@ -139,7 +167,7 @@ def _policy_widget(data_kind: str) -> str:
     if st.session_state.get(key) not in options:
         st.session_state[key] = DEFAULT_POLICY[data_kind]
     return st.selectbox(
-        "OOD resize policy", options, key=key,
+        "OOD resize policy", options, _kept_index(options, key), key=key,
         help="How OOD images of another size reach the model's input size. center-crop keeps the "
              "pixel scale (the GAIA paper's CIFAR protocol); resize squashes the whole image "
              "(OpenOOD). They give different numbers; 'both' scores one OOD set per policy. "
@@ -160,7 +188,8 @@ def _data_kind_widget(data_root: str) -> str:
                       f"{echo(data_root) if data_root else '(none set)'} holds no cifar10/test with an OOD set, "
                       f"so the data is {DATA_KINDS[st.session_state[keys.SB_DATA_KIND]]}. Set the data root in the "
                       "sidebar.")
-    kind = st.selectbox("Data", kinds, format_func=DATA_KINDS.get, key=keys.SB_DATA_KIND,
+    kind = st.selectbox("Data", kinds, _kept_index(kinds, keys.SB_DATA_KIND), format_func=DATA_KINDS.get,
+                        key=keys.SB_DATA_KIND,
                         label_visibility="collapsed")
     model_kind = st.session_state.get(keys.SB_MODEL_KIND, "demo")
     if (kind == "demo") != (model_kind == "demo"):
@@ -176,7 +205,8 @@ def _demo_sets() -> dict:
     from gaia_viz.demo import DEMO_ID_NAME, DEMO_OOD_NAMES
 
     st.session_state.setdefault(keys.SB_DEMO_OOD, list(DEMO_OOD_NAMES))
-    chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, key=keys.SB_DEMO_OOD,
+    chosen = st.multiselect("OOD sets", DEMO_OOD_NAMES, _kept_choices(DEMO_OOD_NAMES, keys.SB_DEMO_OOD),
+                            key=keys.SB_DEMO_OOD,
                             help="Real images bundled with installed packages: LFW faces, "
                                  "skimage textures and photos, font letters, uniform noise.")
     return dict(label="demo", id=(DEMO_ID_NAME, f"demo:{DEMO_ID_NAME}"),
@@ -190,7 +220,7 @@ def _benchmark_sets(data_root: str) -> dict:
         requested = st.session_state.pop(keys.SB_BENCH_OOD_REQUESTED, None)
         st.session_state[keys.SB_BENCH_OOD] = ([k for k in requested if k in ood_keys] if requested else
                                                [k for k in ood_keys if k == "textures"] or ood_keys)
-    chosen = st.multiselect("OOD sets", ood_keys, key=keys.SB_BENCH_OOD,
+    chosen = st.multiselect("OOD sets", ood_keys, _kept_choices(ood_keys, keys.SB_BENCH_OOD), key=keys.SB_BENCH_OOD,
                             format_func=lambda k: f"{k}: {found[k]['description']}")
     fit = ("cifar10-train-5k", found["cifar10-train-5k"]["spec"]) if "cifar10-train-5k" in found else None
     st.caption("ID: CIFAR-10 test; fit set (ReAct, KNN, Mahalanobis, ...): CIFAR-10 train-5k.")
@@ -201,10 +231,13 @@ def _benchmark_sets(data_root: str) -> dict:
 def _custom_sets(choice: _Choice) -> dict:
     st.caption("Sources: a folder path (class sub-folders give labels), `torchvision:CIFAR10:test` "
                "(under the data root), `demo:faces`, or `images:a.png,b.png`.")
-    id_spec = st.text_input("ID test set", key=keys.SB_CUSTOM_ID, placeholder="/data/cifar10/test").strip()
+    id_spec = st.text_input("ID test set", _kept(keys.SB_CUSTOM_ID, ""), key=keys.SB_CUSTOM_ID,
+                            placeholder="/data/cifar10/test").strip()
     fit_spec = st.text_input("Fit set (ID training data; only for the methods that fit)",
+                             _kept(keys.SB_CUSTOM_FIT, ""),
                              key=keys.SB_CUSTOM_FIT, placeholder="optional").strip()
     ood_text = st.text_area("OOD sets, one per line (`name = source` or just the source)",
+                            _kept(keys.SB_CUSTOM_OOD, ""),
                             key=keys.SB_CUSTOM_OOD,
                             placeholder="textures = /data/dtd/images\nsvhn = torchvision:SVHN:test")
     if not id_spec:
@@ -238,7 +271,7 @@ def _preset_widget(model_name: str, model, kind: str) -> str:
     if st.session_state.get(key) not in options:
         st.session_state[key] = default
     preset = st.selectbox(
-        "Preprocessing preset", options, key=key,
+        "Preprocessing preset", options, _kept_index(options, key), key=key,
         format_func=lambda p: f"{p} (model default)" if p == default else p,
         help="\n\n".join(f"**{p.name}**: {p.description}" for p in PRESETS.values()),
     )
@@ -247,15 +280,17 @@ def _preset_widget(model_name: str, model, kind: str) -> str:
 
 
 def _run_widgets() -> tuple[str, int, int | None, int]:
-    st.selectbox("Device", list(DEVICE_CHOICES), key=keys.SB_DEVICE,
+    st.selectbox("Device", list(DEVICE_CHOICES), _kept_index(DEVICE_CHOICES, keys.SB_DEVICE), key=keys.SB_DEVICE,
                  help="auto: the GPU when there is one, else the CPU. Scores do not depend on it "
                       "beyond the last digits, so results are kept when it changes.")
-    batch_size = int(st.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key=keys.SB_BATCH_SIZE,
+    batch_size = int(st.number_input("Batch size", 1, 4096, _kept(keys.SB_BATCH_SIZE, DEFAULT_BATCH_SIZE),
+                                     key=keys.SB_BATCH_SIZE,
                                      help="Speed only: GAIA's scores are batch-independent, so results "
                                           "are kept when it changes."))
     st.session_state.setdefault(keys.SB_MAX_SAMPLES, DEFAULT_MAX_SAMPLES)
     max_samples = int(st.number_input(
-        "Max samples per set (0 = all)", min_value=0, step=100, key=keys.SB_MAX_SAMPLES,
+        "Max samples per set (0 = all)", min_value=0, value=_kept(keys.SB_MAX_SAMPLES, DEFAULT_MAX_SAMPLES), step=100,
+        key=keys.SB_MAX_SAMPLES,
         help="A deterministic random subset of every set keeps CPU runs short (the default "
              f"{DEFAULT_MAX_SAMPLES} scores the demo in about half a minute on two CPU cores). "
              "Use 0 for full benchmark numbers.",
@@ -264,7 +299,8 @@ def _run_widgets() -> tuple[str, int, int | None, int]:
                + (" — keeps CPU runs short; 0 uses every image." if max_samples else "."))
     st.session_state.setdefault(keys.SB_MAX_MEGAPIXELS, DEFAULT_MAX_PIXELS / 1e6)
     megapixels = float(st.number_input(
-        "Pixel limit per image (megapixels)", min_value=0.01, max_value=1000.0, step=10.0, key=keys.SB_MAX_MEGAPIXELS,
+        "Pixel limit per image (megapixels)", min_value=0.01, max_value=1000.0,
+        value=float(_kept(keys.SB_MAX_MEGAPIXELS, DEFAULT_MAX_PIXELS / 1e6)), step=10.0, key=keys.SB_MAX_MEGAPIXELS,
         help="Images with more pixels are refused before decoding (a guard against decompression bombs); "
              "raise it for very large photos."))
     return st.session_state[keys.SB_DEVICE], batch_size, (max_samples or None), int(megapixels * 1e6)
@@ -274,7 +310,7 @@ def _run_section() -> tuple[str | None, int, int | None, int, list[SetupError]]:
     """The run widgets and the data root: (device, batch size, sample cap, pixel limit, errors)."""
     st.subheader("Run")
     device_choice, batch_size, max_samples, max_pixels = _run_widgets()
-    st.text_input("Data root", key=keys.SB_DATA_ROOT,
+    st.text_input("Data root", _kept(keys.SB_DATA_ROOT, ""), key=keys.SB_DATA_ROOT,
                   help="Folder with standard layouts (cifar10/test, textures/images, LSUN, iSUN, "
                        "..., models/) and torchvision datasets. Default: $GAIA_VIZ_DATA_ROOT.")
     root_error = loaders.checked_data_root()[1]

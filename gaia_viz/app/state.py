@@ -15,6 +15,9 @@ in :mod:`gaia_viz.app.keys`; this module owns those that cross pages:
 * ``keys.WRITTEN_QUERY`` / ``keys.WRITTEN_PAGE``: the query string this session last wrote
   and the page it wrote it on; a run on another page (or a Back/Forward step) that arrives
   with another query string followed a link (:func:`followed_link`).
+  ``keys.LINKS_DRAWN_WITH``: the view the last full run drew its links with
+  (:func:`note_links_drawn`); a fragment (the Tune slider) changes the view without
+  redrawing them.
 
 Besides these, only the runs' bookkeeping of :mod:`gaia_viz.app.page` (auto-run, cancelled
 and dismissed runs) and the widgets' own keys live in the session, each listed in
@@ -48,9 +51,9 @@ from typing import Callable, Mapping, Sequence
 import streamlit as st
 
 from gaia_viz.app import links
-from gaia_viz.app.keys import (DRAWN_WIDGETS, KEPT_SETUP, LINK_PENDING, LINK_WARNINGS, PAGE_PREFIX, SELECTION,
-                               SESSION_TOKEN, SIDEBAR_PREFIX, WRITTEN_PAGE, WRITTEN_QUERY)
-from gaia_viz.app.links import selection_from_query, shown, shown_names, unknown_keys
+from gaia_viz.app.keys import (DRAWN_WIDGETS, KEPT_SETUP, LINK_PENDING, LINK_WARNINGS, LINKS_DRAWN_WITH, PAGE_PREFIX,
+                               SELECTION, SESSION_TOKEN, SIDEBAR_PREFIX, WRITTEN_PAGE, WRITTEN_QUERY)
+from gaia_viz.app.links import VIEW_KEYS, selection_from_query, shown, shown_names, unknown_keys
 from gaia_viz.app.selection import UPLOAD_IMAGE, Selection
 
 
@@ -95,7 +98,24 @@ def bound_widget(draw: Callable, key: str, value, on_change: Callable[[object], 
         on_change(new)
 
     note_drawn_widgets(key)
-    return draw(key=key, on_change=copy_back, **kwargs)
+    return draw(key=key, on_change=copy_back, **_with_default(draw, st.session_state[key], kwargs))
+
+
+def _with_default(draw: Callable, value, kwargs: dict) -> dict:
+    """``kwargs`` with the widget's default set to ``value``. The browser shows, and sends, a
+    widget's default once it has dropped the widget's state (a run finishing while the widget
+    is not drawn); the default is then the session's value, not the slider's minimum or the
+    first option (the sidebar does the same, :func:`gaia_viz.app.sidebar._kept`)."""
+    name = getattr(draw, "__name__", "")
+    if name in ("selectbox", "radio"):
+        options = list(kwargs.get("options", ()))
+        return {"index": options.index(value), **kwargs} if value in options else kwargs
+    if name == "multiselect":
+        options = list(kwargs.get("options", ()))
+        return {"default": [v for v in value or () if v in options], **kwargs}
+    if name in ("slider", "number_input"):
+        return {"value": value, **kwargs}
+    return kwargs
 
 
 def _frozen(value):
@@ -289,6 +309,8 @@ def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     moved = history or page != st.session_state.get(WRITTEN_PAGE)
     if written is None or params == written or not moved or not params:  # no query names no view
         return None
+    if not history:
+        params = _view_since_links_drawn(params)
     chosen, warnings = selection_from_query(params, known_methods)
     st.session_state[SELECTION] = chosen
     _remember_checks(params)
@@ -297,6 +319,29 @@ def followed_link(known_methods: Sequence[str], setup_keys: Sequence[str]) -> Li
     setup_params = {k: v for k, v in params.items() if k in setup_keys}
     changed = any(params.get(k) != written.get(k) for k in setup_keys)
     return LinkState(chosen, setup_params, had_view=False, setup_changed=changed)
+
+
+def note_links_drawn() -> None:
+    """Record the view this run draws its in-app links with (before the first is drawn)."""
+    st.session_state[LINKS_DRAWN_WITH] = links.view_query(selection())
+
+
+def _view_since_links_drawn(params: Mapping[str, str]) -> dict[str, str]:
+    """A followed in-app link's parameters, with each view value the link was merely drawn with
+    replaced by the session's current one. A fragment's rerun (the Tune threshold slider, the
+    Evaluate figures) changes the view without redrawing the links of the full run: the
+    sidebar's Inspect link still said ``tpr=0.9`` after the slider moved to 0.93, and
+    following it undid the move. What the link itself changes (``image=`` of a hardest case)
+    differs from what it was drawn with and is kept."""
+    drawn = st.session_state.get(LINKS_DRAWN_WITH)
+    if drawn is None:
+        return dict(params)
+    current = links.view_query(selection())
+    fresh = {k: v for k, v in params.items() if k not in VIEW_KEYS or v != drawn.get(k)}
+    for key in VIEW_KEYS:
+        if params.get(key) == drawn.get(key) and key in current:
+            fresh[key] = current[key]
+    return fresh
 
 
 def start_session(known_methods: Sequence[str], setup_keys: Sequence[str]) -> LinkState | None:
@@ -346,6 +391,6 @@ def seed_setup(params: Mapping[str, str], warn: Callable[[str], None], complete:
 
 
 __all__ = ["LinkState", "bound_widget", "check_link_against", "checked_layers", "drawn_widgets", "followed_link",
-           "note_drawn_widgets", "resend_undrawn_widgets", "restore_dropped_setup", "seed_setup", "selection",
-           "session_token", "setup_query", "setup_widgets", "show_link_warnings", "start_session", "update_selection",
-           "warn_link", "write_query"]
+           "note_drawn_widgets", "note_links_drawn", "resend_undrawn_widgets", "restore_dropped_setup", "seed_setup",
+           "selection", "session_token", "setup_query", "setup_widgets", "show_link_warnings", "start_session",
+           "update_selection", "warn_link", "write_query"]

@@ -199,6 +199,8 @@ def _check_tune_link(page, url):
 def _check_inspect(page, image_path: Path):
     _nav(page).get_by_role("link", name="Inspect").click()
     expect(page.get_by_role("heading", name="Inspect one image", exact=True)).to_be_visible()
+    # the sidebar's link was drawn before the slider moved (a fragment's run): was tpr=0.9 here
+    page.wait_for_url(re.compile(r"/Inspect\?.*tpr=0\.93"), timeout=UI_MS)
     page.get_by_test_id("stMain").get_by_text("my files", exact=True).click()
     uploader = page.get_by_test_id("stFileUploader")
     expect(uploader).to_be_visible(timeout=SLOW_MS)
